@@ -1,0 +1,164 @@
+"""One self-contained entropy-coded bitstream per storage chunk.
+
+Layout (little endian)::
+
+    offset size  field
+    0      4     magic b"CPSC"
+    4      1     format version (1)
+    5      1     flags (0; reserved)
+    6      2     quality * 100 (100 .. 800)
+    8      2     M, latent channels
+    10     2     h, latent rows (cells)
+    12     2     w, latent columns (cells)
+    14     2     y_lo, smallest y_hat value (int16)
+    16     2     y_hi, largest y_hat value (int16)
+    18     4     z_len, bytes of the z stream (multiple of 4)
+    22     4     y_len, bytes of the y stream (multiple of 4)
+    26     z_len z stream: ANS, factorized density, z_hat [Nz, ceil(h/4), ceil(w/4)]
+    ..     y_len y stream: ANS, Gaussian conditional over [y_lo, y_hi], y_hat [M, h, w]
+    -4     4     CRC32 of all preceding bytes
+
+The hyperprior of a chunk comes from that chunk alone (``z = h_a(y_hat / gain)``, the block edge-
+padded to a multiple of 4 cells), so any chunk decodes without its neighbours. ``decode`` checks
+every field before it allocates anything, bounds the declared shape, and reports any failure as
+:class:`CorruptChunkError` and nothing else.
+
+The means/scales fed to the coder come from ``h_s`` evaluated in float64, one chunk at a time,
+then snapped to fixed grids (see :mod:`cps_tiles.entropy`), so encoder and decoder agree whatever
+the thread count.
+"""
+
+from __future__ import annotations
+
+import copy
+import struct
+import zlib
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .entropy import GaussianConditional, snap_means, snap_scales
+from .model import CPSModel, check_quality
+
+MAGIC = b"CPSC"
+VERSION = 1
+_HEADER = struct.Struct("<4sBBHHHHhhII")
+#: Largest chunk side in latent cells (2048 pixels): bounds memory and time of a forged header.
+MAX_CELLS = 128
+_HYPER_BLOCK = 4  # latent cells per z cell (two 2x2/s2 convolutions in h_a)
+
+
+class CorruptChunkError(ValueError):
+    """A chunk bitstream is truncated, damaged, forged, or from another model/format."""
+
+
+class ChunkCoder:
+    """Encode/decode latent chunks with the entropy model of one :class:`CPSModel`.
+
+    >>> coder = ChunkCoder(model)                              # doctest: +SKIP
+    >>> data = coder.encode(y_hat, quality=4)                  # y_hat: int16 [M, h, w]
+    >>> y, q = coder.decode(data)                              # y == y_hat, q == 4.0
+    """
+
+    def __init__(self, model: CPSModel) -> None:
+        self.M = model.config.M
+        self.Nz = model.config.Nz
+        self._model = model
+        self._h_a = model.h_a
+        # A float64 copy of the hyper synthesis: the coder's parameters must be reproducible.
+        self._h_s64 = copy.deepcopy(model.h_s).to(torch.float64).eval()
+        self.z_density = model.z_density
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _gain64(self, quality: float) -> np.ndarray:
+        gain, _ = self._model.gains(quality, torch.float64)
+        return gain.numpy().reshape(-1, 1, 1)
+
+    @torch.inference_mode()
+    def _params(self, z_hat: np.ndarray, gain: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        """z_hat ``[Nz, h/4, w/4]`` -> snapped (means, scales) ``[M, h, w]`` in y_hat units."""
+        out = self._h_s64(torch.from_numpy(z_hat.astype(np.float64))[None])[0]
+        means, raw = out.chunk(2, dim=0)
+        scales = F.softplus(raw) + 1e-3
+        means = means[:, :h, :w].numpy() * gain
+        scales = scales[:, :h, :w].numpy() * gain
+        return snap_means(means), snap_scales(scales)
+
+    # -- public -------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode(self, y_hat: np.ndarray, quality: float) -> bytes:
+        """Integer latent block ``[M, h, w]`` (h, w <= MAX_CELLS) at ``quality`` -> bytes."""
+        y_hat = np.asarray(y_hat)
+        if y_hat.ndim != 3 or y_hat.shape[0] != self.M or not (0 < y_hat.shape[1] <= MAX_CELLS and 0 < y_hat.shape[2] <= MAX_CELLS):
+            raise ValueError(f"y_hat must be [M={self.M}, h, w] with 1 <= h, w <= {MAX_CELLS}, got {y_hat.shape}")
+        if not np.issubdtype(y_hat.dtype, np.integer) or y_hat.min() < -32768 or y_hat.max() > 32767:
+            raise ValueError("y_hat must hold integers in the int16 range")
+        q = check_quality(quality)
+        _, h, w = y_hat.shape
+        gain = self._gain64(q)
+        ph, pw = -(-h // _HYPER_BLOCK) * _HYPER_BLOCK, -(-w // _HYPER_BLOCK) * _HYPER_BLOCK
+        y_in = torch.from_numpy(y_hat / gain).float()[None]
+        y_in = F.pad(y_in, (0, pw - w, 0, ph - h), mode="replicate") if (ph, pw) != (h, w) else y_in
+        z = self._h_a(y_in)[0].numpy()
+        s = self.z_density.support
+        z_hat = np.clip(np.rint(z), -s, s).astype(np.int32)
+        means, scales = self._params(z_hat, gain, h, w)
+        lo, hi = int(y_hat.min()), int(y_hat.max())
+        z_bytes = self.z_density.compress(z_hat)
+        # A constant block needs no y stream: the header's range already says everything.
+        y_bytes = GaussianConditional.compress(y_hat, means, scales, lo, hi) if hi > lo else b""
+        head = _HEADER.pack(MAGIC, VERSION, 0, round(q * 100), self.M, h, w, lo, hi, len(z_bytes), len(y_bytes))
+        body = head + z_bytes + y_bytes
+        return body + struct.pack("<I", zlib.crc32(body))
+
+    def read_header(self, data: bytes) -> tuple[float, int, int, int, int, int, int]:
+        """Validate framing, CRC and fields; return (quality, h, w, lo, hi, z_len, y_len)."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise CorruptChunkError(f"chunk must be bytes, got {type(data).__name__}")
+        data = bytes(data)
+        if len(data) < _HEADER.size + 4:
+            raise CorruptChunkError(f"chunk truncated: {len(data)} bytes")
+        magic, version, flags, q100, m, h, w, lo, hi, z_len, y_len = _HEADER.unpack_from(data)
+        if magic != MAGIC:
+            raise CorruptChunkError("not a CPS chunk (bad magic)")
+        if version != VERSION:
+            raise CorruptChunkError(f"unsupported chunk format version {version} (this build reads {VERSION})")
+        (crc,) = struct.unpack_from("<I", data, len(data) - 4)
+        if zlib.crc32(data[:-4]) != crc:
+            raise CorruptChunkError("chunk checksum mismatch (damaged data)")
+        if flags != 0 or not (100 <= q100 <= 800):
+            raise CorruptChunkError(f"invalid chunk header (flags {flags}, quality {q100 / 100})")
+        if m != self.M:
+            raise CorruptChunkError(f"chunk has {m} latent channels, this model has {self.M}")
+        if not (1 <= h <= MAX_CELLS and 1 <= w <= MAX_CELLS) or lo > hi:
+            raise CorruptChunkError(f"invalid chunk header (shape {h}x{w}, range {lo}..{hi})")
+        if z_len % 4 or y_len % 4 or _HEADER.size + z_len + y_len + 4 != len(data) or (lo == hi) != (y_len == 0):
+            raise CorruptChunkError("chunk stream lengths do not match its size")
+        return q100 / 100, h, w, lo, hi, z_len, y_len
+
+    @torch.inference_mode()
+    def decode(self, data: bytes, shape: tuple[int, int, int] | None = None) -> tuple[np.ndarray, float]:
+        """Bytes -> (y_hat int16 ``[M, h, w]``, quality). Raises only :class:`CorruptChunkError`.
+
+        ``shape``, when given, is the block shape the caller expects at this chunk position.
+        """
+        q, h, w, lo, hi, z_len, y_len = self.read_header(data)
+        if shape is not None and tuple(shape) != (self.M, h, w):
+            raise CorruptChunkError(f"chunk holds a {self.M}x{h}x{w} block, expected {tuple(shape)}")
+        data = bytes(data)
+        zs = (self.Nz, -(-h // _HYPER_BLOCK), -(-w // _HYPER_BLOCK))
+        try:
+            z_hat = self.z_density.decompress(data[_HEADER.size : _HEADER.size + z_len], zs)
+            if lo == hi:
+                y_hat = np.full((self.M, h, w), lo, dtype=np.int16)
+            else:
+                means, scales = self._params(z_hat, self._gain64(q), h, w)
+                y_hat = GaussianConditional.decompress(data[_HEADER.size + z_len : -4], means, scales, lo, hi)
+        except (KeyboardInterrupt, SystemExit, MemoryError):
+            raise
+        except BaseException as exc:  # constriction reports bad streams with assorted types, Rust panics included
+            raise CorruptChunkError(f"chunk stream does not decode: {type(exc).__name__}: {exc}") from None
+        if y_hat.size and (y_hat.min() < lo or y_hat.max() > hi):
+            raise CorruptChunkError("chunk stream decodes outside its declared range")
+        return y_hat.astype(np.int16), q

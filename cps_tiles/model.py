@@ -1,0 +1,136 @@
+"""The CPS codec network: padding-free transforms, mean-scale hyperprior, gained variable rate.
+
+Data flow (shapes for an image of H x W pixels; latent cells are 16 x 16 pixels)::
+
+    x [B,3,H,W] in 0..1
+      -> g_a -> y [B,M,H/16,W/16]
+      -> * gain(q) -> round -> y_hat (int; what the store keeps)
+                               |
+          z = h_a(y_hat / gain(q))   [B,Nz,H/64,W/64] -> round -> z_hat (factorized density)
+          means, scales = gain(q) * h_s(z_hat)                     (Gaussian conditional)
+                               |
+      y_hat * inv_gain(q) -> g_s -> x_hat [B,3,H,W]
+
+``h_a``/``h_s`` use only 1x1 and 2x2/stride-2 convolutions, so the hyperprior of a 4x4 block of
+latent cells depends on that block alone: a storage chunk whose latent size is a multiple of 4
+codes to the same rate as the whole image would.
+
+Quality ``q`` is a real number in [1, 8]; integer levels train against the 8 lambdas of
+``LAMBDAS`` and fractional levels interpolate the gain vectors geometrically (Cui et al. 2021).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .entropy import FactorizedDensity, gaussian_likelihood
+from .layers import BRB, EDRB, EURB, conv_down, conv_up
+
+#: Rate-distortion trade-offs of quality levels 1..8 (MSE on 0..1 pixels, times 255^2).
+LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
+QUALITY_MIN, QUALITY_MAX = 1.0, float(len(LAMBDAS))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture hyper-parameters: ``N`` transform channels, ``M`` latent channels."""
+
+    N: int = 128
+    M: int = 192
+    Nz: int = 128
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_quality(quality: float) -> float:
+    """Validate a quality and snap it to the 1/100 grid the bitstream stores."""
+    q = float(quality)
+    if not (QUALITY_MIN <= q <= QUALITY_MAX) or math.isnan(q):
+        raise ValueError(f"quality must be between {QUALITY_MIN:g} and {QUALITY_MAX:g}, got {quality!r}")
+    return round(q * 100) / 100
+
+
+class CPSModel(nn.Module):
+    def __init__(self, config: ModelConfig = ModelConfig()) -> None:
+        super().__init__()
+        self.config = config
+        N, M, Nz = config.N, config.M, config.Nz
+        self.g_a = nn.Sequential(
+            EDRB(3, N), BRB(N), EDRB(N, N), BRB(N), EDRB(N, N), BRB(N), conv_down(N, M)
+        )
+        self.g_s = nn.Sequential(
+            conv_up(M, N), BRB(N), EURB(N, N), BRB(N), EURB(N, N), BRB(N), EURB(N, 3)
+        )
+        self.h_a = nn.Sequential(
+            nn.Conv2d(M, N, 1), nn.LeakyReLU(0.01), conv_down(N, N), nn.LeakyReLU(0.01), conv_down(N, Nz)
+        )
+        self.h_s = nn.Sequential(
+            conv_up(Nz, N), nn.LeakyReLU(0.01), conv_up(N, 3 * M // 2), nn.LeakyReLU(0.01),
+            nn.Conv2d(3 * M // 2, 2 * M, 1),
+        )
+        self.z_density = FactorizedDensity(Nz)
+        # Log gains per quality level; lower levels start coarser (one model, 8 rates).
+        start = torch.linspace(math.log(0.25), math.log(3.0), len(LAMBDAS)).view(-1, 1)
+        self.log_gain = nn.Parameter(start.repeat(1, M))
+        self.log_inv_gain = nn.Parameter(-start.repeat(1, M))
+
+    # -- gains ------------------------------------------------------------------------------
+    def gains(self, quality: float, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gain, inv_gain), each ``[M]``, for a quality in [1, 8] (geometric interpolation)."""
+        q = check_quality(quality) - 1
+        i = min(int(q), len(LAMBDAS) - 2)
+        t = q - i
+        lg = self.log_gain.detach().to(torch.float64)
+        li = self.log_inv_gain.detach().to(torch.float64)
+        gain = torch.exp((1 - t) * lg[i] + t * lg[i + 1])
+        inv = torch.exp((1 - t) * li[i] + t * li[i + 1])
+        return gain.to(dtype), inv.to(dtype)
+
+    # -- transforms -------------------------------------------------------------------------
+    def analysis(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixels ``[B,3,H,W]`` in 0..1 (H, W multiples of 16) -> y ``[B,M,H/16,W/16]``."""
+        return self.g_a(x)
+
+    def synthesis(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
+        """Integer latent ``[B,M,h,w]`` -> pixels ``[B,3,16h,16w]`` (float, nominally 0..1)."""
+        dtype = self.log_inv_gain.dtype
+        _, inv = self.gains(quality, dtype)
+        return self.g_s(y_hat.to(dtype) * inv.view(1, -1, 1, 1))
+
+    def hyper_params(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z_hat ``[B,Nz,h/4,w/4]`` -> (means, scales) ``[B,M,h,w]`` in unit-gain latent units."""
+        means, raw = self.h_s(z_hat).chunk(2, dim=1)
+        return means, F.softplus(raw) + 1e-3
+
+    # -- training ---------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, level: int) -> dict[str, torch.Tensor]:
+        """Training pass at integer quality index ``level`` in 0..7.
+
+        Returns ``x_hat`` and the likelihoods of y and z. The decoder sees straight-through
+        rounded latents; the rate terms see additive uniform noise (Ballé et al.).
+        """
+        gain = torch.exp(self.log_gain[level]).view(1, -1, 1, 1)
+        inv_gain = torch.exp(self.log_inv_gain[level]).view(1, -1, 1, 1)
+        y = self.g_a(x) * gain
+        y_noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5)
+        y_round = y + (torch.round(y) - y).detach()
+        z = self.h_a(y_noisy / gain)
+        z_tilde, z_lik = self.z_density(z)
+        means, scales = self.hyper_params(z_tilde)
+        y_lik = gaussian_likelihood(y_noisy.float(), (means * gain).float(), (scales * gain).float())
+        x_hat = self.g_s(y_round * inv_gain)
+        return {"x_hat": x_hat, "y_likelihoods": y_lik, "z_likelihoods": z_lik}
+
+
+def rd_loss(out: dict[str, torch.Tensor], x: torch.Tensor, level: int) -> dict[str, torch.Tensor]:
+    """Rate-distortion loss ``lambda * 255^2 * MSE + bpp`` (CompressAI's convention)."""
+    num_pixels = x.shape[0] * x.shape[2] * x.shape[3]
+    bpp = sum(torch.log2(out[k]).sum() for k in ("y_likelihoods", "z_likelihoods")) / -num_pixels
+    mse = F.mse_loss(out["x_hat"].float(), x.float())
+    return {"loss": LAMBDAS[level] * 255**2 * mse + bpp, "bpp": bpp, "mse": mse}

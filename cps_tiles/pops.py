@@ -1,0 +1,197 @@
+"""POPS geometry: receptive field, overlap and halo derived from the layer list, and the tile planner.
+
+Units: *pixels* for image coordinates, *cells* for latent coordinates (one cell = ``rho`` pixels).
+
+* ``receptive_field``: Eq. 1 of the paper, ``r_l = r_{l-1} + (k_l - 1) * prod_{i<l} s_i``.
+* ``overlap``: Eq. 4, ``o = r - rho`` if ``r % rho == 0`` else ``rho * floor(r / rho)``; neighbouring
+  compute tiles overlap by ``o`` pixels, i.e. each tile reads a margin of ``o / 2`` pixels per side.
+* ``synthesis_halo``: latent cells per side the decoder needs around a latent window.
+
+For the default stack (3 EDRB + 3 BRB + a 2x2/s2 conv) r = 72, rho = 16, o = 64 and the
+synthesis halo is 2 cells.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Conv:
+    """One convolution on the main path: square kernel ``k``, stride ``s``."""
+
+    k: int
+    s: int
+    transposed: bool = False
+
+
+def conv_chain(stack: nn.Module) -> list[Conv]:
+    """The main-path convolutions of a transform, in order (skip branches excluded)."""
+    chain: list[Conv] = []
+    for block in stack.children():
+        layers = block.main_path() if hasattr(block, "main_path") else [block]
+        for layer in layers:
+            if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+                if layer.padding != (0, 0) or layer.kernel_size[0] != layer.kernel_size[1]:
+                    raise ValueError(f"CPS needs square, padding-free convolutions, got {layer}")
+                chain.append(Conv(layer.kernel_size[0], layer.stride[0], isinstance(layer, nn.ConvTranspose2d)))
+    return chain
+
+
+def receptive_field(chain: Iterable[Conv]) -> int:
+    """Eq. 1: receptive field in pixels of one output cell of an analysis chain."""
+    r, jump = 1, 1
+    for c in chain:
+        r += (c.k - 1) * jump
+        jump *= c.s
+    return r
+
+
+def scale(chain: Iterable[Conv]) -> int:
+    """rho: the total stride (pixels per latent cell)."""
+    return math.prod(c.s for c in chain)
+
+
+def overlap(r: int, rho: int) -> int:
+    """Eq. 4: overlap in pixels between neighbouring compute tiles."""
+    return r - rho if r % rho == 0 else rho * (r // rho)
+
+
+def analysis_context(chain: Iterable[Conv]) -> int:
+    """Exact context (pixels per side) an analysis output cell needs beyond its own rho x rho block.
+
+    A k == s convolution only regroups aligned blocks, so it adds nothing across block borders;
+    a stride-1 k x k layer adds (k-1)/2 cells of its own resolution per side. Used to check that
+    the POPS margin ``o / 2`` covers what the network really reads.
+    """
+    ctx, jump = 0, 1
+    for c in chain:
+        if c.s == 1:
+            ctx += (c.k - 1) // 2 * jump
+        elif c.k != c.s:
+            raise ValueError(f"unsupported layer for CPS tiling: {c}")
+        jump *= c.s
+    return ctx
+
+
+def synthesis_halo(chain: Iterable[Conv]) -> int:
+    """Latent cells per side that a synthesis window needs beyond the cells it reproduces."""
+    ctx, factor = 0.0, 1
+    for c in chain:
+        if c.s == 1:
+            ctx += (c.k - 1) / 2 / factor
+        elif c.k == c.s and c.transposed:
+            factor *= c.s
+        else:
+            raise ValueError(f"unsupported layer for CPS tiling: {c}")
+    return math.ceil(ctx)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Everything the planner needs, derived from a model's layers."""
+
+    r: int
+    rho: int
+    o: int
+    halo: int
+
+    @property
+    def margin(self) -> int:
+        """Pixels read beyond a compute tile on each side (o / 2, a multiple of rho)."""
+        return self.o // 2
+
+    @classmethod
+    def of(cls, model: nn.Module) -> "Geometry":
+        chain = conv_chain(model.g_a)
+        r, rho = receptive_field(chain), scale(chain)
+        o = overlap(r, rho)
+        if o // 2 < analysis_context(chain) or o % (2 * rho):
+            raise ValueError(f"POPS overlap {o} px does not cover the analysis context of {chain}")
+        return cls(r=r, rho=rho, o=o, halo=synthesis_halo(conv_chain(model.g_s)))
+
+
+@dataclass(frozen=True)
+class Window:
+    """A compute task: the latent block it produces and the pixel window it reads.
+
+    ``cells`` = (cy0, cy1, cx0, cx1) latent cells produced; ``pixels`` = (py0, py1, px0, px1) pixels
+    read (already clipped to the padded image); ``crop`` = (top, left) latent cells to drop from the
+    window's output to reach ``cells``.
+    """
+
+    cells: tuple[int, int, int, int]
+    pixels: tuple[int, int, int, int]
+
+    def crop(self, rho: int) -> tuple[slice, slice]:
+        cy0, cy1, cx0, cx1 = self.cells
+        py0, _, px0, _ = self.pixels
+        top, left = cy0 - py0 // rho, cx0 - px0 // rho
+        return slice(top, top + cy1 - cy0), slice(left, left + cx1 - cx0)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Tiling of an ``height x width`` image into storage chunks and compute tiles.
+
+    ``chunk`` and ``tile`` are in pixels; ``chunk`` is a multiple of ``4 * rho`` (the hyperprior's
+    locality) and ``tile`` a multiple of ``chunk``. The image is padded at right/bottom to a
+    multiple of rho by edge replication.
+    """
+
+    height: int
+    width: int
+    geometry: Geometry
+    chunk: int = 256
+    tile: int = 512
+
+    def __post_init__(self) -> None:
+        rho = self.geometry.rho
+        if self.height < 1 or self.width < 1:
+            raise ValueError(f"image must be at least 1x1 pixels, got {self.height}x{self.width}")
+        if self.chunk < 4 * rho or self.chunk % (4 * rho):
+            raise ValueError(f"chunk must be a positive multiple of {4 * rho} pixels, got {self.chunk}")
+        if self.tile < self.chunk or self.tile % self.chunk:
+            raise ValueError(f"tile must be a multiple of the chunk size {self.chunk}, got {self.tile}")
+
+    @property
+    def padded(self) -> tuple[int, int]:
+        rho = self.geometry.rho
+        return -(-self.height // rho) * rho, -(-self.width // rho) * rho
+
+    @property
+    def latent(self) -> tuple[int, int]:
+        """Latent size in cells."""
+        ph, pw = self.padded
+        return ph // self.geometry.rho, pw // self.geometry.rho
+
+    @property
+    def chunk_cells(self) -> int:
+        return self.chunk // self.geometry.rho
+
+    def tiles(self) -> Iterator[Window]:
+        """Compute tiles in row-major order."""
+        rho, m = self.geometry.rho, self.geometry.margin
+        (hl, wl), (ph, pw) = self.latent, self.padded
+        step = self.tile // rho
+        for cy0 in range(0, hl, step):
+            for cx0 in range(0, wl, step):
+                cy1, cx1 = min(cy0 + step, hl), min(cx0 + step, wl)
+                pixels = (max(0, cy0 * rho - m), min(ph, cy1 * rho + m), max(0, cx0 * rho - m), min(pw, cx1 * rho + m))
+                yield Window((cy0, cy1, cx0, cx1), pixels)
+
+    def synthesis_window(self, cells: tuple[int, int, int, int]) -> Window:
+        """The latent window (with halo, clipped) whose synthesis reproduces pixels of ``cells``.
+
+        ``pixels`` of the returned window is given in *latent cells* here: the slice of the latent
+        to decode; ``crop(1)`` then selects the wanted cells of the result (in cells; multiply by
+        rho for pixels).
+        """
+        hl, wl = self.latent
+        h = self.geometry.halo
+        cy0, cy1, cx0, cx1 = cells
+        return Window(cells, (max(0, cy0 - h), min(hl, cy1 + h), max(0, cx0 - h), min(wl, cx1 + h)))

@@ -1,0 +1,191 @@
+"""Train a CPS codec: ``python -m cps_tiles.train DATA_DIR [DATA_DIR ...] --out RUN_DIR``.
+
+Random crops with flips from lossless photos (JPEG sources are downsampled 2x first, to wash out
+their block artefacts), one quality level drawn per batch so every gain vector trains, Adam with a
+wall-clock-based step-down of the learning rate, bf16 autocast and channels_last on CPU.
+The run directory (keep it outside the repository) holds ``checkpoint.pt`` (model + optimizer,
+resumable with ``--resume``), ``log.csv`` and ``log.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .model import LAMBDAS, CPSModel, ModelConfig, rd_loss
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
+JPEG_SUFFIXES = {".jpg", ".jpeg"}
+
+
+def load_training_images(dirs: list[Path], min_side: int) -> list[np.ndarray]:
+    """All RGB images under ``dirs`` as uint8 ``[h, w, 3]``; JPEGs downsampled 2x (area)."""
+    import pyvips
+
+    images = []
+    for d in dirs:
+        for path in sorted(p for p in Path(d).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+            im = pyvips.Image.new_from_file(str(path), access="sequential")
+            if im.hasalpha():
+                im = im.flatten()
+            im = im.colourspace("srgb") if im.bands < 3 else im
+            im = im.cast("uchar")[0:3] if im.bands > 3 else im.cast("uchar")
+            if path.suffix.lower() in JPEG_SUFFIXES:
+                im = im.shrink(2, 2)
+            a = im.numpy()
+            if min(a.shape[:2]) >= min_side:
+                images.append(np.ascontiguousarray(a))
+    if not images:
+        raise SystemExit(f"no training images of at least {min_side} px found under {dirs}")
+    return images
+
+
+class CropSampler:
+    """Random ``crop x crop`` patches with flips, images picked in proportion to their area."""
+
+    def __init__(self, images: list[np.ndarray], crop: int, seed: int) -> None:
+        self.images, self.crop = images, crop
+        areas = np.array([a.shape[0] * a.shape[1] for a in images], dtype=np.float64)
+        self.p = areas / areas.sum()
+        self.rng = np.random.default_rng(seed)
+
+    def batch(self, n: int) -> torch.Tensor:
+        out = np.empty((n, self.crop, self.crop, 3), dtype=np.uint8)
+        for i, k in enumerate(self.rng.choice(len(self.images), size=n, p=self.p)):
+            a = self.images[k]
+            y = self.rng.integers(0, a.shape[0] - self.crop + 1)
+            x = self.rng.integers(0, a.shape[1] - self.crop + 1)
+            patch = a[y : y + self.crop, x : x + self.crop]
+            if self.rng.random() < 0.5:
+                patch = patch[:, ::-1]
+            if self.rng.random() < 0.5:
+                patch = patch[::-1]
+            out[i] = patch
+        x = torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255)
+        return x.contiguous(memory_format=torch.channels_last)
+
+
+def plot_log(csv_path: Path, png_path: Path, window: int = 200) -> None:
+    """Plot loss, bpp and PSNR (moving averages) against steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(open(csv_path)))
+    if not rows:
+        return
+    steps = np.array([int(r["step"]) for r in rows])
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, key in zip(axes, ("loss", "bpp", "psnr")):
+        v = np.array([float(r[key]) for r in rows])
+        k = min(window, len(v))
+        ax.plot(steps[k - 1 :], np.convolve(v, np.ones(k) / k, mode="valid"))
+        ax.set_xlabel("step")
+        ax.set_title(f"{key} (moving average of {k}, all quality levels)")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=80)
+    plt.close(fig)
+
+
+def train(args: argparse.Namespace) -> None:
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path, log_path = out / "checkpoint.pt", out / "log.csv"
+
+    model = CPSModel(ModelConfig(N=args.N, M=args.M, Nz=args.N)).to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    step, elapsed = 0, 0.0
+    if args.resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if state["config"] != model.config.to_dict():
+            raise SystemExit(f"checkpoint config {state['config']} differs from {model.config}")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, elapsed = state["step"], state["elapsed"]
+        print(f"resumed at step {step} ({elapsed / 60:.1f} min trained)")
+
+    images = load_training_images([Path(d) for d in args.data], args.crop)
+    sampler = CropSampler(images, args.crop, args.seed + step)
+    print(f"{len(images)} training images, {sum(p.numel() for p in model.parameters())} parameters")
+
+    def save() -> None:
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                    "elapsed": elapsed, "config": model.config.to_dict(), "args": vars(args)}, tmp)
+        tmp.replace(ckpt_path)  # atomic: a kill never leaves a half-written checkpoint
+
+    new_log = not log_path.exists()
+    log = open(log_path, "a", newline="")
+    writer = csv.writer(log)
+    if new_log:
+        writer.writerow(["step", "minutes", "level", "lr", "loss", "bpp", "psnr"])
+    budget = args.minutes * 60
+    session_start, last_save = time.time() - elapsed, time.time()
+    model.train()
+    while elapsed < budget and (args.steps == 0 or step < args.steps):
+        frac = elapsed / budget
+        lr = args.lr * (0.1 if frac > args.decay_at else 1.0)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        level = random.randrange(len(LAMBDAS))
+        x = sampler.batch(args.batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            outp = model(x, level)
+        losses = rd_loss(outp, x, level)
+        opt.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        elapsed = time.time() - session_start
+        psnr = -10 * math.log10(max(losses["mse"].item(), 1e-10))
+        writer.writerow([step, f"{elapsed / 60:.3f}", level + 1, f"{lr:.2e}", f"{losses['loss'].item():.5f}",
+                         f"{losses['bpp'].item():.5f}", f"{psnr:.3f}"])
+        if step % 50 == 0:
+            log.flush()
+            print(f"step {step} {elapsed / 60:.1f} min q{level + 1} loss {losses['loss'].item():.4f} "
+                  f"bpp {losses['bpp'].item():.4f} psnr {psnr:.2f}", flush=True)
+        if time.time() - last_save > args.save_every * 60:
+            save()
+            last_save = time.time()
+    save()
+    log.close()
+    plot_log(log_path, out / "log.png")
+    print(f"done: step {step}, {elapsed / 60:.1f} min")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="cps-tiles train", description=__doc__.split("\n")[0])
+    p.add_argument("data", nargs="+", help="directories of training images")
+    p.add_argument("--out", required=True, help="run directory for checkpoint and logs (outside the repo)")
+    p.add_argument("--N", type=int, default=96)
+    p.add_argument("--M", type=int, default=160)
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--minutes", type=float, default=60.0, help="total training time budget (all sessions)")
+    p.add_argument("--steps", type=int, default=0, help="stop after this many steps (0: time budget only)")
+    p.add_argument("--decay-at", type=float, default=0.85, help="fraction of the budget where lr drops 10x")
+    p.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-bf16", dest="bf16", action="store_false")
+    p.add_argument("--resume", action="store_true")
+    train(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

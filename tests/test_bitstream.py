@@ -1,0 +1,133 @@
+"""Per-chunk bitstreams: exact round trip, bit-exact parameters, and hostile input."""
+
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cps_tiles.bitstream import MAX_CELLS, ChunkCoder, CorruptChunkError
+from conftest import tiny_model
+
+
+@pytest.fixture(scope="module")
+def coder(model32):
+    return ChunkCoder(model32)
+
+
+def _latent(rng, m, h, w, spread=4.0):
+    return np.rint(rng.normal(0, spread, (m, h, w)) * rng.uniform(0.1, 1, (m, 1, 1))).astype(np.int16)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.floats(1, 8), st.integers(0, 2**32 - 1), st.floats(0.1, 300))
+def test_round_trip_exact(coder, h, w, quality, seed, spread):
+    y = _latent(np.random.default_rng(seed), coder.M, h, w, spread)
+    data = coder.encode(y, quality)
+    back, q = coder.decode(data, shape=y.shape)
+    assert back.dtype == np.int16 and np.array_equal(back, y)
+    assert q == round(quality * 100) / 100
+
+
+def test_extreme_values_round_trip(coder):
+    y = np.zeros((coder.M, 4, 4), np.int16)
+    y[0, 0, 0], y[1, 1, 1] = -32768, 32767
+    assert np.array_equal(coder.decode(coder.encode(y, 1))[0], y)
+
+
+def test_encode_rejects_bad_blocks(coder):
+    with pytest.raises(ValueError):
+        coder.encode(np.zeros((coder.M + 1, 4, 4), np.int16), 4)
+    with pytest.raises(ValueError):
+        coder.encode(np.zeros((coder.M, MAX_CELLS + 1, 4), np.int16), 4)
+    with pytest.raises(ValueError):
+        coder.encode(np.zeros((coder.M, 4, 4), np.int16), 9)
+
+
+def test_two_thread_encode_one_thread_decode_other_process(tmp_path, rng):
+    """The coder's means/scales must match across thread counts and processes."""
+    model = tiny_model(torch.float32, seed=3)
+    y = _latent(rng, model.config.M, 64, 64, 20)
+    torch.set_num_threads(2)
+    data = ChunkCoder(model).encode(y, 5.3)
+    (tmp_path / "chunk.bin").write_bytes(data)
+    np.save(tmp_path / "y.npy", y)
+    script = f"""
+import sys, numpy as np, torch
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+torch.set_num_threads(1)
+from conftest import tiny_model
+from cps_tiles.bitstream import ChunkCoder
+y, q = ChunkCoder(tiny_model(torch.float32, seed=3)).decode(open({str(tmp_path / 'chunk.bin')!r}, 'rb').read())
+assert q == 5.3 and np.array_equal(y, np.load({str(tmp_path / 'y.npy')!r})), 'mismatch'
+print('ok')
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip() == "ok", out.stderr
+    torch.set_num_threads(1)
+    try:
+        assert np.array_equal(ChunkCoder(model).decode(data)[0], y)
+    finally:
+        torch.set_num_threads(2)
+
+
+def test_wrong_expected_shape(coder, rng):
+    data = coder.encode(_latent(rng, coder.M, 8, 8), 4)
+    with pytest.raises(CorruptChunkError, match="expected"):
+        coder.decode(data, shape=(coder.M, 8, 4))
+
+
+def _reframe(body: bytes) -> bytes:
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_forged_headers_with_valid_crc(coder, rng):
+    good = coder.encode(_latent(rng, coder.M, 8, 8), 4)[:-4]
+    for field, value in [(4, 2), (5, 1), (6, 99), (6, 801), (8, coder.M + 1), (10, 0), (10, MAX_CELLS + 1),
+                         (12, 60000), (18, 1 << 31), (22, 3)]:
+        forged = bytearray(good)
+        fmt = "<B" if field in (4, 5) else ("<I" if field in (18, 22) else "<H")
+        struct.pack_into(fmt, forged, field, value)
+        with pytest.raises(CorruptChunkError):
+            coder.decode(_reframe(bytes(forged)))
+    lo_hi = bytearray(good)
+    struct.pack_into("<hh", lo_hi, 14, 5, -5)
+    with pytest.raises(CorruptChunkError):
+        coder.decode(_reframe(bytes(lo_hi)))
+
+
+def test_payload_garbage_with_valid_crc_is_bounded(coder, rng):
+    """Forged payloads (valid framing and CRC) either decode to something or raise; never hang."""
+    good = bytearray(coder.encode(_latent(rng, coder.M, 16, 16), 4)[:-4])
+    for i in range(30):
+        forged = bytearray(good)
+        start = 26 + int(rng.integers(0, len(forged) - 30))
+        forged[start : start + 4] = rng.integers(0, 256, 4, dtype=np.uint8).tobytes()
+        try:
+            y, _ = coder.decode(_reframe(bytes(forged)))
+            assert y.shape == (coder.M, 16, 16)
+        except CorruptChunkError:
+            pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400) | st.builds(lambda n, b, p: (n, b, p), st.integers(0, 10**6), st.binary(max_size=8), st.integers(0, 10**6)))
+def test_fuzz_only_documented_exception(coder, sample):
+    if isinstance(sample, tuple):  # mutate a valid chunk: splice bytes in at a position
+        seed, patch, pos = sample
+        good = coder.encode(_latent(np.random.default_rng(seed), coder.M, 4, 8), 2)
+        pos %= len(good)
+        sample = good[:pos] + patch + good[pos + len(patch) :]
+        if sample == good:
+            return
+    try:
+        coder.decode(sample)
+    except CorruptChunkError:
+        pass
