@@ -1,3 +1,44 @@
-"""cps-tiles: learned compression of gigapixel images with Continuous Patch Stitching."""
+"""cps-tiles: learned compression of gigapixel images with Continuous Patch Stitching.
+
+>>> import cps_tiles
+>>> img = cps_tiles.convert("slide.tif", "slide.zarr", quality=5)   # doctest: +SKIP
+>>> img[0:512, 0:512].shape                                           # doctest: +SKIP
+(512, 512, 3)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 __version__ = "0.1.0"
+
+DEFAULT_QUALITY = 5.0
+DEFAULT_CHUNK = 256
+DEFAULT_TILE = 1024
+
+
+def open(store: str | Path, cache_mb: float = 256):  # noqa: A001 - mirrors zarr.open / PIL.Image.open
+    """Open a finished CPS store as a :class:`~cps_tiles.image.CPSImage`."""
+    from .image import CPSImage
+
+    return CPSImage(store, cache_mb=cache_mb)
+
+
+def convert(source: Any, store: str | Path, *, quality: float = DEFAULT_QUALITY, chunk: int = DEFAULT_CHUNK,
+            tile: int = DEFAULT_TILE, overwrite: bool = False, progress: bool = True, codec: str | None = None,
+            page: int = 0):
+    """Compress ``source`` (a path pyvips opens, or a uint8 numpy/dask array) into a CPS store.
+
+    ``chunk`` (pixels, multiple of 64) is the storage/random-access unit; ``tile`` (a multiple of
+    ``chunk``) the compute unit. Returns the opened image.
+    """
+    from .progress import ProgressBar
+    from .source import open_source
+    from .store import convert_sequential
+    from .weights import DEFAULT_CODEC, load_codec
+
+    src = open_source(source, page=page)
+    bar = ProgressBar(src.height * src.width, enabled=progress)
+    convert_sequential(src, store, load_codec(codec or DEFAULT_CODEC), quality, chunk, tile, overwrite, on_tile=bar)
+    return open(store)

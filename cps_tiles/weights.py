@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +29,10 @@ class CodecError(RuntimeError):
 
 
 def codec_roots() -> list[Path]:
+    """Where codecs are looked up: ``$CPS_TILES_CODEC_PATH`` entries, the package, the checkout."""
     here = Path(__file__).resolve().parent
-    return [here / "codecs", here.parent / "codecs"]
+    extra = [Path(p) for p in os.environ.get("CPS_TILES_CODEC_PATH", "").split(os.pathsep) if p]
+    return [*extra, here / "codecs", here.parent / "codecs"]
 
 
 def find_codec(name: str) -> Path:
@@ -70,22 +73,28 @@ def load_codec(name: str = DEFAULT_CODEC) -> Codec:
         raise CodecError(f"codec {name!r}: weights sha256 {digest[:12]}... does not match codec.json")
     model = CPSModel(ModelConfig(**meta["config"]))
     model.load_state_dict(load_file(str(d / "model.safetensors")))
-    model.eval().requires_grad_(False)
+    # channels_last is the fast CPU layout; every encode/decode path uses this one model object.
+    model.eval().requires_grad_(False).to(memory_format=torch.channels_last)
     return Codec(meta["name"], digest, model)
 
 
-def export_checkpoint(checkpoint: Path, out_dir: Path, name: str, extra: dict | None = None) -> Codec:
-    """Training checkpoint -> ``out_dir/{model.safetensors, codec.json}`` with fresh z tables."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    model = CPSModel(ModelConfig(**state["config"]))
-    model.load_state_dict(state["model"])
+def save_codec(model: CPSModel, out_dir: Path, name: str, training: dict | None = None) -> Codec:
+    """Write ``model`` (z tables refreshed) as a codec directory and load it back."""
     model.z_density.update_table()
     out_dir.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(tensors, str(out_dir / "model.safetensors"))
-    meta = {"name": name, "architecture": ARCHITECTURE, "config": state["config"],
-            "sha256": sha256_file(out_dir / "model.safetensors"),
-            "training": {"steps": state["step"], "minutes": round(state["elapsed"] / 60, 1), **(extra or {})}}
+    meta = {"name": name, "architecture": ARCHITECTURE, "config": model.config.to_dict(),
+            "sha256": sha256_file(out_dir / "model.safetensors"), "training": training or {}}
     (out_dir / "codec.json").write_text(json.dumps(meta, indent=2) + "\n")
     load_codec.cache_clear()
     return load_codec(str(out_dir))
+
+
+def export_checkpoint(checkpoint: Path, out_dir: Path, name: str, extra: dict | None = None) -> Codec:
+    """Training checkpoint -> codec directory ``out_dir`` (see :func:`save_codec`)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model = CPSModel(ModelConfig(**state["config"]))
+    model.load_state_dict(state["model"])
+    training = {"steps": state["step"], "minutes": round(state["elapsed"] / 60, 1), **(extra or {})}
+    return save_codec(model, out_dir, name, training)

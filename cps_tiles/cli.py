@@ -1,0 +1,180 @@
+"""The ``cps-tiles`` command line. Every failure prints one line on stderr and exits non-zero."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import DEFAULT_CHUNK, DEFAULT_QUALITY, DEFAULT_TILE, __version__
+
+
+def _region(text: str) -> tuple[int, int, int, int]:
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"region must be X,Y,W,H in pixels, got {text!r}") from None
+    if min(x, y) < 0 or min(w, h) < 1:
+        raise argparse.ArgumentTypeError(f"region needs X,Y >= 0 and W,H >= 1, got {text!r}")
+    return x, y, w, h
+
+
+def cmd_convert(a: argparse.Namespace) -> None:
+    import cps_tiles
+
+    img = cps_tiles.convert(a.src, a.dst, quality=a.quality, chunk=a.chunk, tile=a.tile, overwrite=a.overwrite,
+                            progress=not a.quiet, codec=a.codec, page=a.page)
+    s = store_summary(img)
+    print(f"{a.dst}: {s['width']}x{s['height']}x{s['bands']}, {s['bpp']:.3f} bpp, ratio {s['ratio']:.1f}:1")
+
+
+def cmd_decode(a: argparse.Namespace) -> None:
+    import numpy as np
+    import pyvips
+
+    import cps_tiles
+
+    img = cps_tiles.open(a.store)
+    if a.region:
+        x, y, w, h = a.region
+        if x >= img.shape[1] or y >= img.shape[0]:
+            raise ValueError(f"region starts outside the {img.shape[1]}x{img.shape[0]} image")
+        pixels = img[y : y + h, x : x + w]
+    else:
+        pixels = np.asarray(img)
+    suffix = Path(a.out).suffix.lower()
+    if suffix not in (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".webp"):
+        raise ValueError(f"output must end in .png, .tif, .jpg or .webp, got {a.out!r}")
+    im = pyvips.Image.new_from_array(np.ascontiguousarray(pixels))
+    im = im.copy(interpretation="b-w" if pixels.shape[2] == 1 else "srgb")
+    im.write_to_file(a.out, **({"Q": 95} if suffix in (".jpg", ".jpeg") else {}))
+
+
+def store_summary(img) -> dict:
+    from .store import LATENT
+
+    latent_bytes = sum(p.stat().st_size for p in Path(img.path, LATENT).rglob("*") if p.is_file())
+    total_bytes = sum(p.stat().st_size for p in Path(img.path).rglob("*") if p.is_file())
+    m = img.meta
+    raw = m.height * m.width * m.bands
+    return {"store": img.path, "width": m.width, "height": m.height, "bands": m.bands, "quality": m.quality,
+            "codec": m.codec, "codec_sha256": m.sha256, "chunk": m.chunk, "bytes": total_bytes,
+            "latent_bytes": latent_bytes, "bpp": 8 * total_bytes / (m.height * m.width), "ratio": raw / total_bytes,
+            "complete": m.complete, "source": m.source}
+
+
+def cmd_info(a: argparse.Namespace) -> None:
+    import zarr
+
+    from .image import CPSImage
+    from .store import StoreError, StoreMeta
+
+    try:
+        img = CPSImage(a.store)
+        s = store_summary(img)
+    except StoreError as exc:
+        if "unfinished" not in str(exc):
+            raise
+        meta = StoreMeta.read(zarr.open_group(a.store, mode="r"), a.store)
+        s = {"store": a.store, "width": meta.width, "height": meta.height, "bands": meta.bands,
+             "quality": meta.quality, "codec": meta.codec, "complete": False}
+    if a.json:
+        print(json.dumps(s, indent=2))
+        return
+    print(f"{s['store']}: {s['width']} x {s['height']} pixels, {s['bands']} band(s), uint8")
+    print(f"  codec     {s['codec']}, quality {s['quality']}")
+    if not s["complete"]:
+        print("  status    UNFINISHED (conversion did not complete)")
+        return
+    print(f"  chunk     {s['chunk']} px")
+    print(f"  size      {s['bytes']:,} bytes, {s['bpp']:.4f} bits per pixel, ratio {s['ratio']:.1f}:1 vs raw")
+
+
+def cmd_export(a: argparse.Namespace) -> None:
+    import cps_tiles
+
+    from .export import export_tiff
+
+    img = cps_tiles.open(a.store)
+    h, w, c = img.shape
+    levels = export_tiff(lambda y0, y1: img[y0:y1, :], h, w, c, a.out, compression=a.compression)
+    print(f"{a.out}: {w}x{h}, {levels} pyramid levels")
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from .train import main as train_main
+
+    train_main(a.args)
+
+
+def cmd_demo(a: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    run_demo(Path(a.dir), quality=a.quality)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cps-tiles", description="Learned compression of gigapixel images "
+                                "with Continuous Patch Stitching (exact tiles, Zarr storage).")
+    p.add_argument("--version", action="version", version=f"cps-tiles {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("convert", help="compress an image file into a CPS Zarr store")
+    c.add_argument("src", help="input image (TIFF/BigTIFF/SVS/PNG/JPEG/WebP, 8-bit gray, RGB or RGBA)")
+    c.add_argument("dst", help="output store directory (e.g. out.zarr)")
+    c.add_argument("--quality", type=float, default=DEFAULT_QUALITY, help="1 (smallest) .. 8 (best); fractions allowed")
+    c.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="storage chunk in pixels, multiple of 64")
+    c.add_argument("--tile", type=int, default=DEFAULT_TILE, help="compute tile in pixels, multiple of --chunk")
+    c.add_argument("--page", type=int, default=0, help="page of a multi-page TIFF")
+    c.add_argument("--codec", default=None, help="trained codec name or directory (default: the bundled one)")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(func=cmd_convert)
+
+    d = sub.add_parser("decode", help="decode a store (or a region of it) to PNG/TIFF/JPEG")
+    d.add_argument("store")
+    d.add_argument("out", help="output image: .png, .tif, .jpg or .webp")
+    d.add_argument("--region", type=_region, help="X,Y,W,H in pixels (clipped to the image)")
+    d.set_defaults(func=cmd_decode)
+
+    i = sub.add_parser("info", help="size, quality, bits per pixel and compression ratio of a store")
+    i.add_argument("store")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_info)
+
+    e = sub.add_parser("export", help="write a tiled pyramidal BigTIFF for existing viewers")
+    e.add_argument("store")
+    e.add_argument("out", help="output .tif")
+    e.add_argument("--compression", default="zlib", help="TIFF tile compression (zlib, jpeg, zstd, none)")
+    e.set_defaults(func=cmd_export)
+
+    t = sub.add_parser("train", help="train a codec (see python -m cps_tiles.train --help)", add_help=False)
+    t.add_argument("args", nargs=argparse.REMAINDER)
+    t.set_defaults(func=cmd_train)
+
+    m = sub.add_parser("demo", help="convert the bundled sample mosaic and report rate and quality")
+    m.add_argument("dir", nargs="?", default="cps-demo", help="working directory for the demo files")
+    m.add_argument("--quality", type=float, default=DEFAULT_QUALITY)
+    m.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("cps-tiles: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit:
+        raise
+    except Exception as exc:  # the CLI promise: one line, no traceback
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"cps-tiles: error: {msg}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

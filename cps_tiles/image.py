@@ -1,0 +1,251 @@
+"""Read access to a CPS store: numpy-style regions, whole-image arrays and Dask arrays.
+
+Decoding unit: one storage chunk of pixels, synthesized from the latent of that chunk plus a halo
+of ``geometry.halo`` cells (clipped at the image border). Every path (region reads, ``np.asarray``,
+``to_dask``) decodes a chunk from the *same* latent window with the same shapes, so any region is
+byte-identical to the same region of the whole-image decode, and all of them equal the
+whole-latent synthesis up to float rounding (the CPS property, tested in ``test_tiling``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import zarr
+
+from .model import CPSModel
+from .pops import Geometry, Plan, Window
+from .store import ALPHA, LATENT, StoreError, StoreMeta
+from .tiling import synthesize_cells
+from .weights import Codec, load_codec
+
+
+class LRUCache:
+    """A small thread-safe LRU map with a byte budget (values are numpy arrays)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[Any, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, make: Callable[[], np.ndarray]) -> np.ndarray:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = make()  # outside the lock: two threads may decode the same chunk, both correctly
+        with self._lock:
+            if key not in self._items and value.nbytes <= self.max_bytes:
+                self._items[key] = value
+                self._bytes += value.nbytes
+                while self._bytes > self.max_bytes:
+                    _, old = self._items.popitem(last=False)
+                    self._bytes -= old.nbytes
+        return value
+
+
+def decode_chunk_pixels(model: CPSModel, latent_window: np.ndarray, window: Window, quality: float, bands: int) -> np.ndarray:
+    """Latent window ``int16 [M, h, w]`` (chunk cells + halo) -> chunk pixels ``uint8 [C, ch*rho, cw*rho]``.
+
+    ``window.cells`` are the chunk's cells, ``window.pixels`` the latent window's cells. C is 1 for
+    grayscale stores (the mean of the decoded RGB), else 3.
+    """
+    y = torch.from_numpy(latent_window.astype(np.float32))[None].contiguous(memory_format=torch.channels_last)
+    x = synthesize_cells(model, y, window, quality)
+    if bands == 1:
+        x = x.mean(dim=1, keepdim=True)
+    return x[0].mul(255).round_().clamp_(0, 255).to(torch.uint8).numpy()
+
+
+def _dask_chunks(n: int, chunk: int, halo: int) -> tuple[int, ...]:
+    """Storage-chunk sizes along one latent axis, a last chunk thinner than the halo merged into
+    its neighbour (map_overlap needs every block at least as thick as its overlap)."""
+    sizes = [min(chunk, n - k) for k in range(0, n, chunk)]
+    if len(sizes) > 1 and sizes[-1] < halo:
+        sizes[-2:] = [sizes[-2] + sizes[-1]]
+    return tuple(sizes)
+
+
+def _dask_decode_block(block: np.ndarray, codec_name: str, sha256: str, quality: float, chunk_cells: int,
+                       halo: int, bands: int, latent_shape: tuple[int, int], rho: int,
+                       block_info: dict | None = None) -> np.ndarray:
+    """map_overlap kernel: an overlapped latent block -> pixels ``[C, h, w]`` of its storage chunks.
+
+    Each storage chunk inside the block is decoded from exactly the latent window the region
+    reader uses (chunk + halo, clipped), so both paths give the same bytes.
+    """
+    codec = _checked_codec(codec_name, sha256, "dask task")
+    # the *output* location (pixels) gives this block's core cells; the input block is overlapped
+    (_, _), (py0, py1), (px0, px1) = block_info[None]["array-location"]
+    by0, by1, bx0, bx1 = py0 // rho, py1 // rho, px0 // rho, px1 // rho
+    hl, wl = latent_shape
+    # with trim=False and boundary="none", the block holds the core plus up to `halo` cells per side
+    oy0, ox0 = max(0, by0 - halo), max(0, bx0 - halo)
+    rows = []
+    for cy0 in range(by0, by1, chunk_cells):
+        row = []
+        for cx0 in range(bx0, bx1, chunk_cells):
+            cells = (cy0, min(cy0 + chunk_cells, hl), cx0, min(cx0 + chunk_cells, wl))
+            win = (max(0, cells[0] - halo), min(hl, cells[1] + halo), max(0, cells[2] - halo), min(wl, cells[3] + halo))
+            lat = block[:, win[0] - oy0 : win[1] - oy0, win[2] - ox0 : win[3] - ox0]
+            row.append(decode_chunk_pixels(codec.model, lat, Window(cells, win), quality, bands))
+        rows.append(np.concatenate(row, axis=2))
+    return np.concatenate(rows, axis=1)
+
+
+def _checked_codec(name: str, sha256: str, where: str) -> Codec:
+    codec = load_codec(name)
+    if codec.sha256 != sha256:
+        raise StoreError(f"{where}: written with codec {name!r} sha256 {sha256[:12]}..., installed weights are "
+                         f"{codec.sha256[:12]}...; install the matching codec to decode it")
+    return codec
+
+
+class CPSImage:
+    """A decoded view of a CPS store: ``shape`` (H, W, C), ``dtype`` uint8, 2-D slicing.
+
+    >>> img = cps_tiles.open("slide.zarr")      # doctest: +SKIP
+    >>> tile = img[1000:1512, 2000:2512]        # uint8 [512, 512, C]
+    """
+
+    def __init__(self, path: str | Path, cache_mb: float = 256) -> None:
+        self.path = str(path)
+        if not Path(self.path, "zarr.json").is_file():
+            raise StoreError(f"{self.path}: no such cps-tiles store")
+        try:
+            self.group = zarr.open_group(self.path, mode="r")
+        except Exception as exc:
+            raise StoreError(f"{self.path}: cannot open Zarr group ({exc})") from None
+        self.meta = StoreMeta.read(self.group, self.path)
+        if not self.meta.complete:
+            raise StoreError(f"{self.path}: store is unfinished (its conversion did not complete); "
+                             "rerun the conversion with --resume, or convert again with --overwrite")
+        self.codec = _checked_codec(self.meta.codec, self.meta.sha256, self.path)
+        self.latent = self.group[LATENT]
+        self.alpha = self.group[ALPHA] if self.meta.alpha else None
+        geometry = Geometry.of(self.codec.model)
+        self.plan = Plan(self.meta.height, self.meta.width, geometry, chunk=self.meta.chunk, tile=self.meta.chunk)
+        if tuple(self.latent.shape[1:]) != self.plan.latent or self.latent.shape[0] != self.codec.model.config.M:
+            raise StoreError(f"{self.path}: latent array shape {self.latent.shape} does not match the metadata")
+        budget = int(cache_mb * 2**20)
+        self._latent_cache = LRUCache(budget // 2)
+        self._pixel_cache = LRUCache(budget // 2)
+
+    # -- numpy-like surface -------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.meta.height, self.meta.width, self.meta.bands)
+
+    dtype = np.dtype(np.uint8)
+    ndim = 3
+
+    def __repr__(self) -> str:
+        return (f"CPSImage({self.path!r}, shape={self.shape}, quality={self.meta.quality}, "
+                f"codec={self.meta.codec!r}, chunk={self.meta.chunk})")
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self.region(0, self.meta.height, 0, self.meta.width)
+        return out if dtype is None else out.astype(dtype)
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):
+            i = key.index(Ellipsis)
+            key = key[:i] + (slice(None),) * (3 - len(key) + 1) + key[i + 1 :]
+        if len(key) > 3:
+            raise IndexError(f"too many indices for an image of 3 dimensions: {len(key)}")
+        key = key + (slice(None),) * (3 - len(key))
+        ranges, squeeze = [], []
+        for axis, (k, n) in enumerate(zip(key[:2], self.shape[:2])):
+            if isinstance(k, (int, np.integer)):
+                i = int(k) + n if k < 0 else int(k)
+                if not 0 <= i < n:
+                    raise IndexError(f"index {k} is out of bounds for axis {axis} with size {n}")
+                ranges.append((i, i + 1))
+                squeeze.append(axis)
+            elif isinstance(k, slice):
+                start, stop, step = k.indices(n)
+                if step != 1:
+                    raise IndexError("CPSImage supports only contiguous regions (slice step 1); "
+                                     "decode the region, then subsample the numpy array")
+                ranges.append((start, max(start, stop)))
+            else:
+                raise IndexError(f"unsupported index {k!r}: use integers or slices")
+        out = self.region(*ranges[0], *ranges[1])[:, :, key[2]]
+        return out.squeeze(axis=tuple(squeeze)) if squeeze else out
+
+    # -- decoding -----------------------------------------------------------------------------
+    def region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Pixels of rows ``y0:y1`` and columns ``x0:x1`` (already clipped) as ``uint8 [h, w, C]``."""
+        h, w = max(0, y1 - y0), max(0, x1 - x0)
+        out = np.empty((h, w, self.meta.bands), np.uint8)
+        if h == 0 or w == 0:
+            return out
+        c = self.meta.chunk
+        colour = min(self.meta.bands, 3)
+        for i in range(y0 // c, -(-y1 // c)):
+            for j in range(x0 // c, -(-x1 // c)):
+                px = self._pixel_chunk(i, j)  # [C, c, c] of the padded image
+                ty0, ty1 = max(y0, i * c), min(y1, (i + 1) * c)
+                tx0, tx1 = max(x0, j * c), min(x1, (j + 1) * c)
+                out[ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0, :colour] = px[:, ty0 - i * c : ty1 - i * c, tx0 - j * c : tx1 - j * c].transpose(1, 2, 0)
+        if self.alpha is not None:
+            out[:, :, 3] = self.alpha[y0:y1, x0:x1]
+        return out
+
+    def _latent_chunk(self, i: int, j: int) -> np.ndarray:
+        cc = self.plan.chunk_cells
+        return self._latent_cache.get((i, j), lambda: self.latent[:, i * cc : (i + 1) * cc, j * cc : (j + 1) * cc])
+
+    def _latent_window(self, ly0: int, ly1: int, lx0: int, lx1: int) -> np.ndarray:
+        cc = self.plan.chunk_cells
+        out = np.empty((self.latent.shape[0], ly1 - ly0, lx1 - lx0), np.int16)
+        for i in range(ly0 // cc, -(-ly1 // cc)):
+            for j in range(lx0 // cc, -(-lx1 // cc)):
+                block = self._latent_chunk(i, j)
+                ty0, ty1 = max(ly0, i * cc), min(ly1, (i + 1) * cc)
+                tx0, tx1 = max(lx0, j * cc), min(lx1, (j + 1) * cc)
+                out[:, ty0 - ly0 : ty1 - ly0, tx0 - lx0 : tx1 - lx0] = block[:, ty0 - i * cc : ty1 - i * cc, tx0 - j * cc : tx1 - j * cc]
+        return out
+
+    def _pixel_chunk(self, i: int, j: int) -> np.ndarray:
+        def make() -> np.ndarray:
+            cc = self.plan.chunk_cells
+            hl, wl = self.plan.latent
+            cells = (i * cc, min((i + 1) * cc, hl), j * cc, min((j + 1) * cc, wl))
+            window = self.plan.synthesis_window(cells)
+            return decode_chunk_pixels(self.codec.model, self._latent_window(*window.pixels), window,
+                                       self.meta.quality, self.meta.bands)
+
+        return self._pixel_cache.get((i, j), make)
+
+    def to_dask(self):
+        """The image as a dask array ``[H, W, C]`` of uint8, one task per storage chunk.
+
+        Built with ``map_overlap`` on the latent array (halo cells on both spatial axes); runs on
+        whatever scheduler is active, a distributed cluster included.
+        """
+        import dask.array as da
+
+        cc, rho, halo = self.plan.chunk_cells, self.plan.geometry.rho, self.plan.geometry.halo
+        (hl, wl), m = self.plan.latent, self.latent.shape[0]
+        ychunks, xchunks = _dask_chunks(hl, cc, halo), _dask_chunks(wl, cc, halo)
+        latent = da.from_zarr(self.latent, chunks=((m,), ychunks, xchunks))
+        colour = 1 if self.meta.bands == 1 else 3
+        pixels = da.map_overlap(
+            _dask_decode_block, latent, depth={0: 0, 1: min(halo, hl), 2: min(halo, wl)}, boundary="none",
+            trim=False, allow_rechunk=False, dtype=np.uint8,
+            chunks=((colour,), tuple(k * rho for k in ychunks), tuple(k * rho for k in xchunks)),
+            codec_name=self.meta.codec, sha256=self.meta.sha256, quality=self.meta.quality, chunk_cells=cc,
+            halo=halo, bands=self.meta.bands, latent_shape=(hl, wl), rho=rho, meta=np.empty((0, 0, 0), np.uint8),
+        )
+        img = pixels.transpose(1, 2, 0)[: self.meta.height, : self.meta.width]
+        if self.alpha is not None:
+            img = da.concatenate([img, da.from_zarr(self.alpha)[:, :, None].rechunk(img.chunks[:2] + ((1,),))], axis=2)
+        return img

@@ -1,0 +1,156 @@
+"""The CPS Zarr store: layout, metadata, and the tile-by-tile writer.
+
+Layout (a Zarr v3 group)::
+
+    STORE.zarr/
+      zarr.json          group; attributes["cps"] = store metadata (see ``StoreMeta``)
+      latent/            int16 [M, Hp/16, Wp/16], chunks [M, c/16, c/16], codec "cps_latent"
+      alpha/             uint8 [H, W], chunks [c, c], zstd (only when the source has alpha)
+
+``Hp, Wp`` are the image size rounded up to a multiple of 16 (edge-replicated padding at
+bottom/right, cropped away on decode); ``c`` is the chunk size in pixels. Every latent chunk is a
+self-contained bitstream, so any region decodes from the chunks under it plus a 2-cell halo.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import zarr
+from zarr.codecs import ZstdCodec
+
+from .model import check_quality
+from .pops import Geometry, Plan, Window
+from .source import Source
+from .tiling import analyze_tile, pad_to, to_tensor
+from .weights import Codec
+from .zarr_codec import CPSLatentZarrCodec
+
+FORMAT_VERSION = 1
+LATENT, ALPHA = "latent", "alpha"
+
+
+class StoreError(ValueError):
+    """A store is missing, unfinished, from another format/codec, or would be overwritten."""
+
+
+@dataclass
+class StoreMeta:
+    """What ``attributes["cps"]`` of the group holds."""
+
+    codec: str
+    sha256: str
+    quality: float
+    height: int
+    width: int
+    bands: int
+    chunk: int
+    tile: int
+    rho: int
+    padded: list[int]
+    format: int = FORMAT_VERSION
+    dtype: str = "uint8"
+    alpha: bool = False
+    complete: bool = False
+    source: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, group: zarr.Group, where: str) -> "StoreMeta":
+        raw = group.attrs.get("cps")
+        if not isinstance(raw, dict):
+            raise StoreError(f"{where}: not a cps-tiles store (no 'cps' attributes)")
+        if raw.get("format") != FORMAT_VERSION:
+            raise StoreError(f"{where}: store format {raw.get('format')!r}, this cps-tiles reads {FORMAT_VERSION}")
+        try:
+            meta = cls(**raw)
+            ok = (meta.height >= 1 and meta.width >= 1 and meta.bands in (1, 3, 4) and meta.rho > 0
+                  and meta.chunk % (4 * meta.rho) == 0 and meta.padded == [-(-meta.height // meta.rho) * meta.rho,
+                                                                          -(-meta.width // meta.rho) * meta.rho])
+        except TypeError as exc:
+            raise StoreError(f"{where}: malformed store metadata ({exc})") from None
+        if not ok:
+            raise StoreError(f"{where}: inconsistent store metadata")
+        return meta
+
+    def write(self, group: zarr.Group) -> None:
+        group.attrs["cps"] = json.loads(json.dumps(asdict(self)))
+
+
+def create_store(path: str | Path, source: Source, codec: Codec, quality: float, chunk: int, tile: int,
+                 overwrite: bool) -> tuple[zarr.Group, StoreMeta, Plan]:
+    """Create the group and empty arrays for ``source``; refuse to replace a store unless asked."""
+    path = Path(path)
+    quality = check_quality(quality)
+    geometry = Geometry.of(codec.model)
+    plan = Plan(source.height, source.width, geometry, chunk=chunk, tile=tile)
+    if path.exists():
+        if not overwrite:
+            raise StoreError(f"{path} already exists (pass --overwrite / overwrite=True to replace it)")
+        if not (path / "zarr.json").exists() and any(path.iterdir()):
+            raise StoreError(f"{path} exists and is not a Zarr store; refusing to delete it")
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    meta = StoreMeta(codec=codec.name, sha256=codec.sha256, quality=quality, height=source.height,
+                     width=source.width, bands=source.bands, chunk=chunk, tile=tile, rho=geometry.rho,
+                     padded=list(plan.padded), alpha=source.bands == 4, source=dict(source.metadata))
+    group = zarr.open_group(str(path), mode="w-")
+    cc = plan.chunk_cells
+    group.create_array(
+        LATENT, shape=(codec.model.config.M, *plan.latent), chunks=(codec.model.config.M, cc, cc), dtype="int16",
+        fill_value=0, compressors=None, filters=None, dimension_names=("channel", "y", "x"),
+        serializer=CPSLatentZarrCodec(codec=codec.name, sha256=codec.sha256, quality=quality),
+        config={"write_empty_chunks": True},
+    )
+    if meta.alpha:
+        group.create_array(ALPHA, shape=(source.height, source.width), chunks=(chunk, chunk), dtype="uint8",
+                           fill_value=255, compressors=ZstdCodec(level=9), dimension_names=("y", "x"))
+    meta.write(group)
+    return group, meta, plan
+
+
+def read_window(source: Source, window: Window, padded: tuple[int, int]) -> np.ndarray:
+    """The pixels of ``window`` as RGB ``uint8 [h, w, 3]``, edge-replicated past the image."""
+    py0, py1, px0, px1 = window.pixels
+    pixels = source.read(py0, min(py1, source.height), px0, min(px1, source.width))
+    pixels = pad_to(pixels, py1 - py0, px1 - px0)
+    if pixels.shape[2] == 1:
+        return np.repeat(pixels, 3, axis=2)
+    return pixels[:, :, :3]
+
+
+def encode_tile(codec: Codec, source: Source, window: Window, plan: Plan, quality: float) -> np.ndarray:
+    """One compute tile: pixels (with POPS margin) -> integer latent ``int16 [M, ch, cw]``."""
+    x = to_tensor(read_window(source, window, plan.padded)).contiguous(memory_format=torch.channels_last)
+    y = analyze_tile(codec.model, x, window, plan.geometry.rho)[0]
+    gain, _ = codec.model.gains(quality, torch.float32)
+    return torch.round(y * gain.view(-1, 1, 1)).clamp_(-32768, 32767).to(torch.int16).numpy()
+
+
+def write_tile(group: zarr.Group, codec: Codec, source: Source, window: Window, plan: Plan, meta: StoreMeta) -> None:
+    """Encode one tile and write its chunks (chunk-aligned, so tiles never share a chunk)."""
+    cy0, cy1, cx0, cx1 = window.cells
+    group[LATENT][:, cy0:cy1, cx0:cx1] = encode_tile(codec, source, window, plan, meta.quality)
+    if meta.alpha:
+        rho = plan.geometry.rho
+        y0, y1 = cy0 * rho, min(cy1 * rho, meta.height)
+        x0, x1 = cx0 * rho, min(cx1 * rho, meta.width)
+        group[ALPHA][y0:y1, x0:x1] = source.read(y0, y1, x0, x1)[:, :, 3]
+
+
+def convert_sequential(source: Source, path: str | Path, codec: Codec, quality: float, chunk: int, tile: int,
+                       overwrite: bool, on_tile: Callable[[int, int], None] | None = None) -> zarr.Group:
+    """Convert tile by tile in this process; mark the store complete at the end."""
+    group, meta, plan = create_store(path, source, codec, quality, chunk, tile, overwrite)
+    windows = list(plan.tiles())
+    for i, window in enumerate(windows):
+        write_tile(group, codec, source, window, plan, meta)
+        if on_tile:
+            on_tile(i + 1, len(windows))
+    meta.complete = True
+    meta.write(group)
+    return group

@@ -1,0 +1,74 @@
+"""The command line: success paths and one-line errors with non-zero exits."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import pyvips
+
+from conftest import TINY, smooth_image
+
+
+def run(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "cps_tiles.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def src(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    pyvips.Image.new_from_array(smooth_image(200, 300, seed=4)).copy(interpretation="srgb").tiffsave(
+        str(d / "in.tif"), tile=True, tile_width=64, tile_height=64)
+    return d
+
+
+def test_convert_info_decode_export(src):
+    store = src / "s.zarr"
+    r = run("convert", src / "in.tif", store, "--codec", TINY, "--chunk", "64", "--tile", "128", "--quality", "3.5")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""  # no progress bar when not a terminal
+    info = json.loads(run("info", store, "--json").stdout)
+    assert info["width"] == 300 and info["height"] == 200 and info["quality"] == 3.5 and info["codec"] == TINY
+    assert info["bpp"] > 0 and info["ratio"] > 1
+    r = run("decode", store, src / "r.png", "--region", "10,20,100,50")
+    assert r.returncode == 0, r.stderr
+    region = pyvips.Image.new_from_file(str(src / "r.png")).numpy()
+    assert run("decode", store, src / "all.png").returncode == 0
+    whole = pyvips.Image.new_from_file(str(src / "all.png")).numpy()
+    assert np.array_equal(region, whole[20:70, 10:110])
+    r = run("export", store, src / "p.tif")
+    assert r.returncode == 0, r.stderr
+    tif = pyvips.Image.new_from_file(str(src / "p.tif"))
+    assert (tif.width, tif.height) == (300, 200) and np.array_equal(tif.numpy(), whole)
+    assert tif.get("n-subifds") == 1  # level 1 (150x100) fits one tile
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("convert", "/nonexistent.tif", "x.zarr"), "no such file"),
+    (("convert", "{src}/in.tif", "{src}/bad.zarr", "--chunk", "100", "--codec", TINY), "multiple of 64"),
+    (("convert", "{src}/in.tif", "{src}/bad.zarr", "--quality", "9", "--codec", TINY), "quality"),
+    (("decode", "{src}/nothere.zarr", "{src}/x.png"), "no such cps-tiles store"),
+    (("info", "{src}"), "no such cps-tiles store"),
+    (("decode", "{src}/in.tif", "{src}/x.png"), "no such cps-tiles store"),
+])
+def test_errors_are_one_line(src, args, needle):
+    r = run(*[a.format(src=src) for a in args])
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cps-tiles: error:") and needle in lines[0], r.stderr
+
+
+def test_refuses_overwrite_then_allows(src):
+    store = src / "o.zarr"
+    assert run("convert", src / "in.tif", store, "--codec", TINY, "--chunk", "64").returncode == 0
+    r = run("convert", src / "in.tif", store, "--codec", TINY, "--chunk", "64")
+    assert r.returncode == 1 and "already exists" in r.stderr
+    assert run("convert", src / "in.tif", store, "--codec", TINY, "--chunk", "64", "--overwrite").returncode == 0
+
+
+def test_help_on_every_command():
+    for cmd in ("convert", "decode", "info", "export", "demo"):
+        r = run(cmd, "--help")
+        assert r.returncode == 0 and "usage" in r.stdout

@@ -1,0 +1,173 @@
+"""The Zarr store: exact region reads, dask, zarr.open in a fresh process, inputs of all kinds."""
+
+import json
+import subprocess
+import sys
+
+import dask.array as da
+import numpy as np
+import pytest
+import torch
+import zarr
+
+import cps_tiles
+from cps_tiles.image import CPSImage
+from cps_tiles.source import SourceError
+from cps_tiles.store import StoreError
+from cps_tiles.tiling import to_pixels
+from cps_tiles.weights import load_codec
+from conftest import TINY, smooth_image
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    """A ~1500x1100 image stored with 128-px chunks, and its whole-image decode."""
+    pixels = smooth_image(1100, 1500, seed=5)
+    path = tmp_path_factory.mktemp("big") / "img.zarr"
+    img = cps_tiles.convert(pixels, path, codec=TINY, quality=6, chunk=128, tile=256, progress=False)
+    return pixels, img, np.asarray(img)
+
+
+def test_50_random_regions_equal_whole_decode(big):
+    _, img, whole = big
+    assert whole.shape == (1100, 1500, 3) and whole.dtype == np.uint8
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        y0, x0 = int(rng.integers(0, 1100)), int(rng.integers(0, 1500))
+        y1, x1 = y0 + int(rng.integers(1, 400)), x0 + int(rng.integers(1, 400))
+        assert np.array_equal(img[y0:y1, x0:x1], whole[y0:y1, x0:x1]), (y0, y1, x0, x1)
+    fresh = cps_tiles.open(img.path)  # cold caches, other decode order
+    assert np.array_equal(fresh[1000:1100, 1400:1500], whole[1000:1100, 1400:1500])
+
+
+def test_to_dask_equals_whole(big):
+    _, img, whole = big
+    arr = img.to_dask()
+    assert isinstance(arr, da.Array) and arr.shape == whole.shape and arr.dtype == np.uint8
+    assert np.array_equal(arr.compute(scheduler="threads"), whole)
+
+
+def test_whole_decode_matches_whole_latent_synthesis(big):
+    """The stitched per-chunk decode equals one synthesis of the whole latent (CPS, no seams)."""
+    _, img, whole = big
+    latent = torch.from_numpy(img.latent[:].astype(np.float32))[None]
+    ref = to_pixels(img.codec.model.synthesis(latent, img.meta.quality))[:1100, :1500]
+    diff = np.abs(ref.astype(int) - whole)
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-4  # float rounding at .5 only
+
+
+def test_numpy_style_indexing(big):
+    _, img, whole = big
+    assert img.shape == (1100, 1500, 3) and img.dtype == np.uint8
+    assert np.array_equal(img[:, :], whole)
+    assert np.array_equal(img[-10:, 1490:5000], whole[-10:, 1490:5000])
+    assert np.array_equal(img[5], whole[5]) and np.array_equal(img[5, 7], whole[5, 7])
+    assert np.array_equal(img[..., 1], whole[..., 1])
+    assert img[2000:3000, :].shape == (0, 1500, 3)
+    with pytest.raises(IndexError, match="step"):
+        img[::2, :]
+    with pytest.raises(IndexError):
+        img[1100]
+
+
+def test_chunk_cache_avoids_redecoding(big):
+    _, img, _ = big
+    fresh = cps_tiles.open(img.path)
+    calls = []
+    original = fresh.latent.__getitem__
+    fresh.latent = type("Spy", (), {"__getitem__": lambda s, k: calls.append(k) or original(k), "shape": fresh.latent.shape})()
+    fresh[0:100, 0:100]
+    n = len(calls)
+    fresh[20:120, 10:110]  # same chunks: served from cache
+    assert len(calls) == n and n > 0
+
+
+def test_zarr_open_in_fresh_process(big):
+    _, img, _ = big
+    expected = img.latent[:, :5, :5]
+    code = (f"import zarr, numpy as np\ng = zarr.open({img.path!r}, mode='r')\n"
+            "a = g['latent'][:, :5, :5]\nprint(a.dtype, a.shape, int(np.abs(a.astype(int)).sum()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["int16", f"({expected.shape[0]},", "5,", "5)", str(int(np.abs(expected.astype(int)).sum()))]
+
+
+def test_metadata_layout(big):
+    _, img, _ = big
+    g = zarr.open_group(img.path, mode="r")
+    cps = g.attrs["cps"]
+    assert cps["format"] == 1 and cps["complete"] and cps["height"] == 1100 and cps["width"] == 1500
+    assert cps["padded"] == [1104, 1504] and cps["chunk"] == 128 and cps["sha256"] == load_codec(TINY).sha256
+    assert g["latent"].shape == (12, 69, 94) and g["latent"].chunks == (12, 8, 8)
+    meta = json.loads((img.path + "/latent/zarr.json").__class__(img.path + "/latent/zarr.json") and open(img.path + "/latent/zarr.json").read())
+    assert meta["codecs"][0]["name"] == "cps_latent"
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (17, 33), (64, 64), (100, 300)])
+def test_small_and_odd_sizes(tmp_path, h, w):
+    pixels = smooth_image(h, w, seed=h)
+    img = cps_tiles.convert(pixels, tmp_path / "s.zarr", codec=TINY, chunk=64, tile=64, progress=False)
+    whole = np.asarray(img)
+    assert whole.shape == (h, w, 3)
+    assert np.array_equal(img[h // 2 :, w // 3 :], whole[h // 2 :, w // 3 :])
+
+
+def test_gray_and_rgba_and_dask_sources(tmp_path):
+    gray = smooth_image(130, 90, bands=1, seed=2)[:, :, 0]
+    img = cps_tiles.convert(gray, tmp_path / "g.zarr", codec=TINY, chunk=64, tile=128, progress=False)
+    assert img.shape == (130, 90, 1) and np.asarray(img).shape == (130, 90, 1)
+    rgba = smooth_image(130, 90, bands=4, seed=3)
+    img = cps_tiles.convert(da.from_array(rgba, chunks=50), tmp_path / "a.zarr", codec=TINY, chunk=64, tile=64, progress=False)
+    out = np.asarray(img)
+    assert out.shape == (130, 90, 4) and np.array_equal(out[:, :, 3], rgba[:, :, 3])  # alpha is lossless
+    assert np.array_equal(img.to_dask().compute(), out)
+
+
+def test_file_formats_stream_through_pyvips(tmp_path):
+    import pyvips
+
+    pixels = smooth_image(300, 200, seed=9)
+    vim = pyvips.Image.new_from_array(pixels).copy(interpretation="srgb")
+    vim.tiffsave(str(tmp_path / "t.tif"), tile=True, pyramid=True, bigtiff=True, tile_width=64, tile_height=64)
+    vim.pngsave(str(tmp_path / "t.png"))
+    vim.webpsave(str(tmp_path / "t.webp"), lossless=True)
+    ref = np.asarray(cps_tiles.convert(pixels, tmp_path / "ref.zarr", codec=TINY, chunk=64, tile=128, progress=False))
+    for name in ("t.tif", "t.png", "t.webp"):
+        img = cps_tiles.convert(tmp_path / name, tmp_path / f"{name}.zarr", codec=TINY, chunk=64, tile=128, progress=False)
+        assert np.array_equal(np.asarray(img), ref), name
+        assert img.meta.source["file"] == name
+
+
+def test_unsupported_inputs_have_clear_errors(tmp_path):
+    import pyvips
+
+    with pytest.raises(SourceError, match="16-bit"):
+        pyvips.Image.new_from_array(np.full((20, 20), 300, np.uint16)).tiffsave(str(tmp_path / "16.tif"))
+        cps_tiles.convert(tmp_path / "16.tif", tmp_path / "x.zarr", codec=TINY, progress=False)
+    with pytest.raises(SourceError, match="2 bands"):
+        cps_tiles.convert(np.zeros((20, 20, 2), np.uint8), tmp_path / "x.zarr", codec=TINY, progress=False)
+    with pytest.raises(SourceError, match="dtype"):
+        cps_tiles.convert(np.zeros((20, 20, 3), np.float32), tmp_path / "x.zarr", codec=TINY, progress=False)
+    with pytest.raises(SourceError, match="empty"):
+        cps_tiles.convert(np.zeros((0, 20, 3), np.uint8), tmp_path / "x.zarr", codec=TINY, progress=False)
+
+
+def test_refuses_to_overwrite(tmp_path):
+    pixels = smooth_image(40, 40)
+    cps_tiles.convert(pixels, tmp_path / "o.zarr", codec=TINY, chunk=64, tile=64, progress=False)
+    with pytest.raises(StoreError, match="already exists"):
+        cps_tiles.convert(pixels, tmp_path / "o.zarr", codec=TINY, chunk=64, tile=64, progress=False)
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep" / "precious.txt").write_text("x")
+    with pytest.raises(StoreError, match="not a Zarr store"):
+        cps_tiles.convert(pixels, tmp_path / "keep", codec=TINY, overwrite=True, progress=False)
+    assert (tmp_path / "keep" / "precious.txt").exists()
+
+
+def test_unfinished_store_is_refused(tmp_path):
+    pixels = smooth_image(40, 40)
+    img = cps_tiles.convert(pixels, tmp_path / "u.zarr", codec=TINY, chunk=64, tile=64, progress=False)
+    g = zarr.open_group(img.path, mode="r+")
+    g.attrs["cps"] = {**g.attrs["cps"], "complete": False}
+    with pytest.raises(StoreError, match="unfinished"):
+        CPSImage(img.path)
