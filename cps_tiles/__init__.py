@@ -26,19 +26,26 @@ def open(store: str | Path, cache_mb: float = 256):  # noqa: A001 - mirrors zarr
 
 
 def convert(source: Any, store: str | Path, *, quality: float = DEFAULT_QUALITY, chunk: int = DEFAULT_CHUNK,
-            tile: int = DEFAULT_TILE, overwrite: bool = False, progress: bool = True, codec: str | None = None,
-            page: int = 0):
+            tile: int = DEFAULT_TILE, overwrite: bool = False, resume: bool = False, progress: bool = True,
+            codec: str | None = None, page: int = 0, scheduler: str | None = None, client: Any = None,
+            device: str = "cpu", resources: dict | None = None):
     """Compress ``source`` (a path pyvips opens, or a uint8 numpy/dask array) into a CPS store.
 
     ``chunk`` (pixels, multiple of 64) is the storage/random-access unit; ``tile`` (a multiple of
-    ``chunk``) the compute unit. Returns the opened image.
+    ``chunk``) the compute unit, one Dask task each. ``scheduler`` is ``"threads"`` (default),
+    ``"processes"``, ``"sync"`` or a distributed scheduler address; or pass a ``distributed.Client``
+    as ``client``. ``device`` is ``"cpu"``, ``"cuda"`` or ``"auto"``; CUDA tasks ask for a ``GPU``
+    worker resource. ``resume=True`` finishes an interrupted conversion, skipping verified tiles.
+    Returns the opened image.
     """
     from .progress import ProgressBar
+    from .scale import convert_store
     from .source import open_source
-    from .store import convert_sequential
     from .weights import DEFAULT_CODEC, load_codec
 
     src = open_source(source, page=page)
     bar = ProgressBar(src.height * src.width, enabled=progress)
-    convert_sequential(src, store, load_codec(codec or DEFAULT_CODEC), quality, chunk, tile, overwrite, on_tile=bar)
+    convert_store(src, store, load_codec(codec or DEFAULT_CODEC), quality=quality, chunk=chunk, tile=tile,
+                  overwrite=overwrite, resume=resume, scheduler=scheduler, client=client, device=device,
+                  resources=resources, progress=bar)
     return open(store)

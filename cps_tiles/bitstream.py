@@ -53,6 +53,17 @@ class CorruptChunkError(ValueError):
     """A chunk bitstream is truncated, damaged, forged, or from another model/format."""
 
 
+def check_framing(data: bytes) -> bool:
+    """True if ``data`` has a CPS chunk's magic, version, consistent lengths and a valid CRC32
+    (no model needed: what ``--resume`` and ``verify`` use to trust a written chunk)."""
+    if len(data) < _HEADER.size + 4:
+        return False
+    magic, version, *_, z_len, y_len = _HEADER.unpack_from(data)
+    (crc,) = struct.unpack_from("<I", data, len(data) - 4)
+    return (magic == MAGIC and version == VERSION and _HEADER.size + z_len + y_len + 4 == len(data)
+            and zlib.crc32(data[:-4]) == crc)
+
+
 class ChunkCoder:
     """Encode/decode latent chunks with the entropy model of one :class:`CPSModel`.
 

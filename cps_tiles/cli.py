@@ -24,7 +24,8 @@ def cmd_convert(a: argparse.Namespace) -> None:
     import cps_tiles
 
     img = cps_tiles.convert(a.src, a.dst, quality=a.quality, chunk=a.chunk, tile=a.tile, overwrite=a.overwrite,
-                            progress=not a.quiet, codec=a.codec, page=a.page)
+                            resume=a.resume, progress=not a.quiet, codec=a.codec, page=a.page,
+                            scheduler=a.scheduler, device=a.device)
     s = store_summary(img)
     print(f"{a.dst}: {s['width']}x{s['height']}x{s['bands']}, {s['bpp']:.3f} bpp, ratio {s['ratio']:.1f}:1")
 
@@ -68,7 +69,7 @@ def cmd_info(a: argparse.Namespace) -> None:
     import zarr
 
     from .image import CPSImage
-    from .store import StoreError, StoreMeta
+    from .store import PROGRESS, StoreError, StoreMeta
 
     try:
         img = CPSImage(a.store)
@@ -76,16 +77,20 @@ def cmd_info(a: argparse.Namespace) -> None:
     except StoreError as exc:
         if "unfinished" not in str(exc):
             raise
-        meta = StoreMeta.read(zarr.open_group(a.store, mode="r"), a.store)
+        group = zarr.open_group(a.store, mode="r")
+        meta = StoreMeta.read(group, a.store)
+        flags = group[PROGRESS][:]
         s = {"store": a.store, "width": meta.width, "height": meta.height, "bands": meta.bands,
-             "quality": meta.quality, "codec": meta.codec, "complete": False}
+             "quality": meta.quality, "codec": meta.codec, "complete": False,
+             "tiles_done": int(flags.sum()), "tiles_total": int(flags.size)}
     if a.json:
         print(json.dumps(s, indent=2))
         return
     print(f"{s['store']}: {s['width']} x {s['height']} pixels, {s['bands']} band(s), uint8")
     print(f"  codec     {s['codec']}, quality {s['quality']}")
     if not s["complete"]:
-        print("  status    UNFINISHED (conversion did not complete)")
+        print(f"  status    UNFINISHED: {s['tiles_done']}/{s['tiles_total']} tiles written; "
+              "finish with convert --resume")
         return
     print(f"  chunk     {s['chunk']} px")
     print(f"  size      {s['bytes']:,} bytes, {s['bpp']:.4f} bits per pixel, ratio {s['ratio']:.1f}:1 vs raw")
@@ -98,8 +103,22 @@ def cmd_export(a: argparse.Namespace) -> None:
 
     img = cps_tiles.open(a.store)
     h, w, c = img.shape
-    levels = export_tiff(lambda y0, y1: img[y0:y1, :], h, w, c, a.out, compression=a.compression)
+    if a.scheduler == "local":
+        read = lambda y0, y1: img[y0:y1, :]  # noqa: E731 - in-process reader with the chunk cache
+    else:
+        pixels = img.to_dask()
+        read = lambda y0, y1: _compute(pixels[y0:y1], a.scheduler)  # noqa: E731
+    levels = export_tiff(read, h, w, c, a.out, compression=a.compression)
     print(f"{a.out}: {w}x{h}, {levels} pyramid levels")
+
+
+def _compute(arr, scheduler: str):
+    if "://" in scheduler:
+        from distributed import Client
+
+        with Client(scheduler) as client:
+            return client.compute(arr).result()
+    return arr.compute(scheduler=scheduler)
 
 
 def cmd_train(a: argparse.Namespace) -> None:
@@ -129,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--page", type=int, default=0, help="page of a multi-page TIFF")
     c.add_argument("--codec", default=None, help="trained codec name or directory (default: the bundled one)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    c.add_argument("--resume", action="store_true", help="finish an interrupted conversion of the same source")
+    c.add_argument("--scheduler", default="threads", help="threads (default), processes, sync, or tcp://HOST:PORT")
+    c.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="where the encoder runs")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_convert)
 
@@ -147,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("store")
     e.add_argument("out", help="output .tif")
     e.add_argument("--compression", default="zlib", help="TIFF tile compression (zlib, jpeg, zstd, none)")
+    e.add_argument("--scheduler", default="local",
+                   help="local (in-process, default), threads, processes, or tcp://HOST:PORT to decode on a cluster")
     e.set_defaults(func=cmd_export)
 
     t = sub.add_parser("train", help="train a codec (see python -m cps_tiles.train --help)", add_help=False)

@@ -173,6 +173,17 @@ class Plan:
     def chunk_cells(self) -> int:
         return self.chunk // self.geometry.rho
 
+    @property
+    def tile_grid(self) -> tuple[int, int]:
+        """Number of compute tiles along y and x."""
+        step = self.tile // self.geometry.rho
+        hl, wl = self.latent
+        return -(-hl // step), -(-wl // step)
+
+    def tile_index(self, window: Window) -> tuple[int, int]:
+        step = self.tile // self.geometry.rho
+        return window.cells[0] // step, window.cells[2] // step
+
     def tiles(self) -> Iterator[Window]:
         """Compute tiles in row-major order."""
         rho, m = self.geometry.rho, self.geometry.margin

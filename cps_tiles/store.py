@@ -6,10 +6,15 @@ Layout (a Zarr v3 group)::
       zarr.json          group; attributes["cps"] = store metadata (see ``StoreMeta``)
       latent/            int16 [M, Hp/16, Wp/16], chunks [M, c/16, c/16], codec "cps_latent"
       alpha/             uint8 [H, W], chunks [c, c], zstd (only when the source has alpha)
+      progress/          uint8 [tiles_y, tiles_x], one chunk per compute tile: 1 once all of the
+                         tile's chunks are written (what ``--resume`` trusts; kept afterwards)
 
 ``Hp, Wp`` are the image size rounded up to a multiple of 16 (edge-replicated padding at
 bottom/right, cropped away on decode); ``c`` is the chunk size in pixels. Every latent chunk is a
 self-contained bitstream, so any region decodes from the chunks under it plus a 2-cell halo.
+
+Zarr's local store writes every chunk to a temporary file and renames it into place, so a chunk is
+never visible half-written, even after ``kill -9``; the ``complete`` flag is set last.
 """
 
 from __future__ import annotations
@@ -18,13 +23,14 @@ import json
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 import zarr
 from zarr.codecs import ZstdCodec
 
+from .bitstream import check_framing
 from .model import check_quality
 from .pops import Geometry, Plan, Window
 from .source import Source
@@ -33,7 +39,7 @@ from .weights import Codec
 from .zarr_codec import CPSLatentZarrCodec
 
 FORMAT_VERSION = 1
-LATENT, ALPHA = "latent", "alpha"
+LATENT, ALPHA, PROGRESS = "latent", "alpha", "progress"
 
 
 class StoreError(ValueError):
@@ -82,35 +88,87 @@ class StoreMeta:
         group.attrs["cps"] = json.loads(json.dumps(asdict(self)))
 
 
+def _meta_for(source: Source, codec: Codec, quality: float, plan: Plan) -> StoreMeta:
+    return StoreMeta(codec=codec.name, sha256=codec.sha256, quality=check_quality(quality), height=source.height,
+                     width=source.width, bands=source.bands, chunk=plan.chunk, tile=plan.tile,
+                     rho=plan.geometry.rho, padded=list(plan.padded), alpha=source.bands == 4,
+                     source=dict(source.metadata))
+
+
 def create_store(path: str | Path, source: Source, codec: Codec, quality: float, chunk: int, tile: int,
-                 overwrite: bool) -> tuple[zarr.Group, StoreMeta, Plan]:
-    """Create the group and empty arrays for ``source``; refuse to replace a store unless asked."""
+                 overwrite: bool = False, resume: bool = False) -> tuple[zarr.Group, StoreMeta, Plan]:
+    """Create the group and empty arrays for ``source``, or reopen an unfinished one to resume.
+
+    Refuses to replace an existing store unless ``overwrite``; with ``resume`` an existing store
+    must have been started with the same source size, codec, quality, chunk and tile.
+    """
     path = Path(path)
-    quality = check_quality(quality)
-    geometry = Geometry.of(codec.model)
-    plan = Plan(source.height, source.width, geometry, chunk=chunk, tile=tile)
+    plan = Plan(source.height, source.width, Geometry.of(codec.model), chunk=chunk, tile=tile)
+    meta = _meta_for(source, codec, quality, plan)
+    if path.exists() and resume and (path / "zarr.json").exists():
+        group = zarr.open_group(str(path), mode="r+")
+        old = StoreMeta.read(group, str(path))
+        mismatch = [k for k in ("codec", "sha256", "quality", "height", "width", "bands", "chunk", "tile")
+                    if getattr(old, k) != getattr(meta, k)]
+        if mismatch:
+            raise StoreError(f"{path}: cannot resume, the store was started with other {', '.join(mismatch)}")
+        for partial in path.rglob("*.partial"):  # temp files of writes cut short by a kill
+            partial.unlink()
+        return group, old, plan
     if path.exists():
         if not overwrite:
-            raise StoreError(f"{path} already exists (pass --overwrite / overwrite=True to replace it)")
-        if not (path / "zarr.json").exists() and any(path.iterdir()):
+            hint = "--resume to finish it, " if not _is_complete(path) else ""
+            raise StoreError(f"{path} already exists (pass {hint}--overwrite / overwrite=True to replace it)")
+        if not (path / "zarr.json").exists() and path.is_dir() and any(path.iterdir()):
             raise StoreError(f"{path} exists and is not a Zarr store; refusing to delete it")
         shutil.rmtree(path) if path.is_dir() else path.unlink()
-    meta = StoreMeta(codec=codec.name, sha256=codec.sha256, quality=quality, height=source.height,
-                     width=source.width, bands=source.bands, chunk=chunk, tile=tile, rho=geometry.rho,
-                     padded=list(plan.padded), alpha=source.bands == 4, source=dict(source.metadata))
     group = zarr.open_group(str(path), mode="w-")
-    cc = plan.chunk_cells
+    cc, m = plan.chunk_cells, codec.model.config.M
     group.create_array(
-        LATENT, shape=(codec.model.config.M, *plan.latent), chunks=(codec.model.config.M, cc, cc), dtype="int16",
-        fill_value=0, compressors=None, filters=None, dimension_names=("channel", "y", "x"),
-        serializer=CPSLatentZarrCodec(codec=codec.name, sha256=codec.sha256, quality=quality),
-        config={"write_empty_chunks": True},
+        LATENT, shape=(m, *plan.latent), chunks=(m, cc, cc), dtype="int16", fill_value=0, compressors=None,
+        filters=None, dimension_names=("channel", "y", "x"), config={"write_empty_chunks": True},
+        serializer=CPSLatentZarrCodec(codec=codec.name, sha256=codec.sha256, quality=meta.quality),
     )
     if meta.alpha:
         group.create_array(ALPHA, shape=(source.height, source.width), chunks=(chunk, chunk), dtype="uint8",
                            fill_value=255, compressors=ZstdCodec(level=9), dimension_names=("y", "x"))
+    group.create_array(PROGRESS, shape=plan.tile_grid, chunks=(1, 1), dtype="uint8", fill_value=0)
     meta.write(group)
     return group, meta, plan
+
+
+def _is_complete(path: Path) -> bool:
+    try:
+        return bool(json.loads((path / "zarr.json").read_text())["attributes"]["cps"]["complete"])
+    except Exception:
+        return False
+
+
+def tiles_done(group: zarr.Group, plan: Plan) -> set[tuple[int, int]]:
+    """Tiles whose progress flag is set *and* whose latent chunks are all present with valid
+    framing and CRC (the flag is written after the chunks, but trust is cheap to verify)."""
+    flags = group[PROGRESS][:]
+    latent = group[LATENT]
+    root = Path(str(latent.store_path.store.root), latent.path)
+    done = set()
+    cc = plan.chunk_cells
+    for t in plan.tiles():
+        ti, tj = plan.tile_index(t)
+        if not flags[ti, tj]:
+            continue
+        cy0, cy1, cx0, cx1 = t.cells
+        keys = [latent.metadata.encode_chunk_key((0, i, j)) for i in range(cy0 // cc, -(-cy1 // cc))
+                for j in range(cx0 // cc, -(-cx1 // cc))]
+        if all(_chunk_ok(root / k) for k in keys):
+            done.add((ti, tj))
+    return done
+
+
+def _chunk_ok(path: Path) -> bool:
+    try:
+        return check_framing(path.read_bytes())
+    except OSError:
+        return False
 
 
 def read_window(source: Source, window: Window, padded: tuple[int, int]) -> np.ndarray:
@@ -132,7 +190,7 @@ def encode_tile(codec: Codec, source: Source, window: Window, plan: Plan, qualit
 
 
 def write_tile(group: zarr.Group, codec: Codec, source: Source, window: Window, plan: Plan, meta: StoreMeta) -> None:
-    """Encode one tile and write its chunks (chunk-aligned, so tiles never share a chunk)."""
+    """Encode one tile, write its chunks (chunk-aligned, so tiles never share a chunk), then its flag."""
     cy0, cy1, cx0, cx1 = window.cells
     group[LATENT][:, cy0:cy1, cx0:cx1] = encode_tile(codec, source, window, plan, meta.quality)
     if meta.alpha:
@@ -140,17 +198,11 @@ def write_tile(group: zarr.Group, codec: Codec, source: Source, window: Window, 
         y0, y1 = cy0 * rho, min(cy1 * rho, meta.height)
         x0, x1 = cx0 * rho, min(cx1 * rho, meta.width)
         group[ALPHA][y0:y1, x0:x1] = source.read(y0, y1, x0, x1)[:, :, 3]
+    ti, tj = plan.tile_index(window)
+    group[PROGRESS][ti, tj] = 1
 
 
-def convert_sequential(source: Source, path: str | Path, codec: Codec, quality: float, chunk: int, tile: int,
-                       overwrite: bool, on_tile: Callable[[int, int], None] | None = None) -> zarr.Group:
-    """Convert tile by tile in this process; mark the store complete at the end."""
-    group, meta, plan = create_store(path, source, codec, quality, chunk, tile, overwrite)
-    windows = list(plan.tiles())
-    for i, window in enumerate(windows):
-        write_tile(group, codec, source, window, plan, meta)
-        if on_tile:
-            on_tile(i + 1, len(windows))
+def finish(group: zarr.Group, meta: StoreMeta) -> None:
+    """Mark the store complete: the last write of a conversion."""
     meta.complete = True
     meta.write(group)
-    return group
