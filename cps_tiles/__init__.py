@@ -18,11 +18,16 @@ DEFAULT_CHUNK = 256
 DEFAULT_TILE = 1024
 
 
-def open(store: str | Path, cache_mb: float = 256):  # noqa: A001 - mirrors zarr.open / PIL.Image.open
-    """Open a finished CPS store as a :class:`~cps_tiles.image.CPSImage`."""
+def open(store: str | Path, cache_mb: float = 256, on_error: str = "raise", fill_value: int = 0):  # noqa: A001
+    """Open a finished CPS store as a :class:`~cps_tiles.image.CPSImage`.
+
+    ``cache_mb`` bounds the decoded-chunk cache. A missing or damaged chunk raises
+    :class:`~cps_tiles.image.DamagedChunkError` naming it; with ``on_error="fill"`` its pixels are set
+    to ``fill_value`` instead (salvage) and its key is added to ``img.damaged``.
+    """
     from .image import CPSImage
 
-    return CPSImage(store, cache_mb=cache_mb)
+    return CPSImage(store, cache_mb=cache_mb, on_error=on_error, fill_value=fill_value)
 
 
 def convert(source: Any, store: str | Path, *, quality: float = DEFAULT_QUALITY, chunk: int = DEFAULT_CHUNK,

@@ -36,7 +36,7 @@ def cmd_decode(a: argparse.Namespace) -> None:
 
     import cps_tiles
 
-    img = cps_tiles.open(a.store)
+    img = cps_tiles.open(a.store, on_error="fill" if a.salvage else "raise")
     if a.region:
         x, y, w, h = a.region
         if x >= img.shape[1] or y >= img.shape[0]:
@@ -50,6 +50,8 @@ def cmd_decode(a: argparse.Namespace) -> None:
     im = pyvips.Image.new_from_array(np.ascontiguousarray(pixels))
     im = im.copy(interpretation="b-w" if pixels.shape[2] == 1 else "srgb")
     im.write_to_file(a.out, **({"Q": 95} if suffix in (".jpg", ".jpeg") else {}))
+    for key in sorted(img.damaged):
+        print(f"cps-tiles: warning: {key} unreadable, filled with 0", file=sys.stderr)
 
 
 def store_summary(img) -> dict:
@@ -121,6 +123,17 @@ def _compute(arr, scheduler: str):
     return arr.compute(scheduler=scheduler)
 
 
+def cmd_verify(a: argparse.Namespace) -> None:
+    from .verify import verify_store
+
+    report = verify_store(a.store)
+    for problem in report.problems:
+        print(f"  {problem}")
+    print(report.summary())
+    if not report.ok:
+        raise SystemExit(1)
+
+
 def cmd_train(a: argparse.Namespace) -> None:
     from .train import main as train_main
 
@@ -158,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("store")
     d.add_argument("out", help="output image: .png, .tif, .jpg or .webp")
     d.add_argument("--region", type=_region, help="X,Y,W,H in pixels (clipped to the image)")
+    d.add_argument("--salvage", action="store_true",
+                   help="decode around missing/damaged chunks, filling their pixels with 0 (listed on stderr)")
     d.set_defaults(func=cmd_decode)
 
     i = sub.add_parser("info", help="size, quality, bits per pixel and compression ratio of a store")
@@ -172,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--scheduler", default="local",
                    help="local (in-process, default), threads, processes, or tcp://HOST:PORT to decode on a cluster")
     e.set_defaults(func=cmd_export)
+
+    v = sub.add_parser("verify", help="check metadata and every chunk of a store; exit 1 on damage")
+    v.add_argument("store")
+    v.set_defaults(func=cmd_verify)
 
     t = sub.add_parser("train", help="train a codec (see python -m cps_tiles.train --help)", add_help=False)
     t.add_argument("args", nargs=argparse.REMAINDER)

@@ -18,11 +18,16 @@ import numpy as np
 import torch
 import zarr
 
+from .bitstream import ChunkCoder, CorruptChunkError
 from .model import CPSModel
 from .pops import Geometry, Plan, Window
 from .store import ALPHA, LATENT, StoreError, StoreMeta
 from .tiling import synthesize_cells
 from .weights import Codec, load_codec
+
+
+class DamagedChunkError(StoreError):
+    """A latent chunk of a store is missing, unreadable or fails to decode (names store and key)."""
 
 
 class LRUCache:
@@ -114,7 +119,12 @@ class CPSImage:
     >>> tile = img[1000:1512, 2000:2512]        # uint8 [512, 512, C]
     """
 
-    def __init__(self, path: str | Path, cache_mb: float = 256) -> None:
+    def __init__(self, path: str | Path, cache_mb: float = 256, on_error: str = "raise", fill_value: int = 0) -> None:
+        if on_error not in ("raise", "fill"):
+            raise ValueError(f"on_error must be 'raise' or 'fill', got {on_error!r}")
+        self.on_error, self.fill_value = on_error, fill_value
+        #: chunk keys found missing or damaged so far (with ``on_error="fill"``)
+        self.damaged: set[str] = set()
         self.path = str(path)
         if not Path(self.path, "zarr.json").is_file():
             raise StoreError(f"{self.path}: no such cps-tiles store")
@@ -127,6 +137,7 @@ class CPSImage:
             raise StoreError(f"{self.path}: store is unfinished (its conversion did not complete); "
                              "rerun the conversion with --resume, or convert again with --overwrite")
         self.codec = _checked_codec(self.meta.codec, self.meta.sha256, self.path)
+        self._coder = ChunkCoder(self.codec.model)
         self.latent = self.group[LATENT]
         self.alpha = self.group[ALPHA] if self.meta.alpha else None
         geometry = Geometry.of(self.codec.model)
@@ -199,9 +210,50 @@ class CPSImage:
             out[:, :, 3] = self.alpha[y0:y1, x0:x1]
         return out
 
+    def chunk_key(self, i: int, j: int) -> str:
+        """Store key of latent chunk (i, j), e.g. ``latent/c/0/3/4``."""
+        return f"{LATENT}/{self.latent.metadata.encode_chunk_key((0, i, j))}"
+
+    def chunk_indices(self) -> list[tuple[int, int]]:
+        cc, (hl, wl) = self.plan.chunk_cells, self.plan.latent
+        return [(i, j) for i in range(-(-hl // cc)) for j in range(-(-wl // cc))]
+
+    def missing_chunks(self) -> list[str]:
+        return [k for k in (self.chunk_key(i, j) for i, j in self.chunk_indices()) if not Path(self.path, k).is_file()]
+
+    def read_latent_chunk(self, i: int, j: int) -> np.ndarray:
+        """Decode latent chunk (i, j) straight from its file: ``int16 [M, ch, cw]`` (edge chunks cropped).
+
+        Reading the bytes ourselves (rather than through zarr, which silently returns the fill
+        value for a missing chunk) lets a missing or damaged chunk fail loudly, naming its key.
+        """
+        cc, m = self.plan.chunk_cells, self.latent.shape[0]
+        key = self.chunk_key(i, j)
+        try:
+            data = Path(self.path, key).read_bytes()
+        except FileNotFoundError:
+            raise DamagedChunkError(f"{self.path}: chunk {key} is missing") from None
+        except OSError as exc:
+            raise DamagedChunkError(f"{self.path}: chunk {key} cannot be read ({exc.strerror})") from None
+        try:
+            block, _ = self._coder.decode(data, shape=(m, cc, cc))
+        except CorruptChunkError as exc:
+            raise DamagedChunkError(f"{self.path}: chunk {key} is damaged ({exc})") from None
+        hl, wl = self.plan.latent
+        return block[:, : min(cc, hl - i * cc), : min(cc, wl - j * cc)]
+
     def _latent_chunk(self, i: int, j: int) -> np.ndarray:
-        cc = self.plan.chunk_cells
-        return self._latent_cache.get((i, j), lambda: self.latent[:, i * cc : (i + 1) * cc, j * cc : (j + 1) * cc])
+        def make() -> np.ndarray:
+            try:
+                return self.read_latent_chunk(i, j)
+            except DamagedChunkError:
+                if self.on_error == "raise":
+                    raise
+                self.damaged.add(self.chunk_key(i, j))
+                cc, (hl, wl) = self.plan.chunk_cells, self.plan.latent
+                return np.zeros((self.latent.shape[0], min(cc, hl - i * cc), min(cc, wl - j * cc)), np.int16)
+
+        return self._latent_cache.get((i, j), make)
 
     def _latent_window(self, ly0: int, ly1: int, lx0: int, lx1: int) -> np.ndarray:
         cc = self.plan.chunk_cells
@@ -220,8 +272,11 @@ class CPSImage:
             hl, wl = self.plan.latent
             cells = (i * cc, min((i + 1) * cc, hl), j * cc, min((j + 1) * cc, wl))
             window = self.plan.synthesis_window(cells)
-            return decode_chunk_pixels(self.codec.model, self._latent_window(*window.pixels), window,
-                                       self.meta.quality, self.meta.bands)
+            pixels = decode_chunk_pixels(self.codec.model, self._latent_window(*window.pixels), window,
+                                         self.meta.quality, self.meta.bands)
+            if self.on_error == "fill" and self.chunk_key(i, j) in self.damaged:
+                pixels[:] = self.fill_value  # salvage: mark the lost chunk, keep its neighbours
+            return pixels
 
         return self._pixel_cache.get((i, j), make)
 
@@ -236,6 +291,9 @@ class CPSImage:
         cc, rho, halo = self.plan.chunk_cells, self.plan.geometry.rho, self.plan.geometry.halo
         (hl, wl), m = self.plan.latent, self.latent.shape[0]
         ychunks, xchunks = _dask_chunks(hl, cc, halo), _dask_chunks(wl, cc, halo)
+        missing = self.missing_chunks()
+        if missing:  # zarr would silently read a missing chunk as zeros
+            raise DamagedChunkError(f"{self.path}: {len(missing)} chunk(s) missing, e.g. {missing[0]}")
         latent = da.from_zarr(self.latent, chunks=((m,), ychunks, xchunks))
         colour = 1 if self.meta.bands == 1 else 3
         pixels = da.map_overlap(

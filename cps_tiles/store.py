@@ -126,7 +126,7 @@ def create_store(path: str | Path, source: Source, codec: Codec, quality: float,
     cc, m = plan.chunk_cells, codec.model.config.M
     group.create_array(
         LATENT, shape=(m, *plan.latent), chunks=(m, cc, cc), dtype="int16", fill_value=0, compressors=None,
-        filters=None, dimension_names=("channel", "y", "x"), config={"write_empty_chunks": True},
+        filters=None, dimension_names=("channel", "y", "x"),
         serializer=CPSLatentZarrCodec(codec=codec.name, sha256=codec.sha256, quality=meta.quality),
     )
     if meta.alpha:
@@ -192,12 +192,16 @@ def encode_tile(codec: Codec, source: Source, window: Window, plan: Plan, qualit
 def write_tile(group: zarr.Group, codec: Codec, source: Source, window: Window, plan: Plan, meta: StoreMeta) -> None:
     """Encode one tile, write its chunks (chunk-aligned, so tiles never share a chunk), then its flag."""
     cy0, cy1, cx0, cx1 = window.cells
-    group[LATENT][:, cy0:cy1, cx0:cx1] = encode_tile(codec, source, window, plan, meta.quality)
+    y_hat = encode_tile(codec, source, window, plan, meta.quality)
+    # Every chunk is written, even one equal to the fill value: a missing chunk means damage.
+    # (write_empty_chunks is a runtime setting, not stored with the array, hence per handle.)
+    eager = {"write_empty_chunks": True}
+    group[LATENT].with_config(eager)[:, cy0:cy1, cx0:cx1] = y_hat
     if meta.alpha:
         rho = plan.geometry.rho
         y0, y1 = cy0 * rho, min(cy1 * rho, meta.height)
         x0, x1 = cx0 * rho, min(cx1 * rho, meta.width)
-        group[ALPHA][y0:y1, x0:x1] = source.read(y0, y1, x0, x1)[:, :, 3]
+        group[ALPHA].with_config(eager)[y0:y1, x0:x1] = source.read(y0, y1, x0, x1)[:, :, 3]
     ti, tj = plan.tile_index(window)
     group[PROGRESS][ti, tj] = 1
 

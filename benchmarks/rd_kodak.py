@@ -1,0 +1,209 @@
+"""Rate-distortion on Kodak through the real storage path, against JPEG, WebP, JPEG 2000, JPEG XL, AVIF.
+
+    .venv/bin/python benchmarks/rd_kodak.py            # all 24 images, qualities 1..8 -> rd_kodak.{md,png,json}
+
+CPS: each image is converted with 256-px chunks at each quality; bits = all bytes of the store on
+disk (metadata included); the whole image is decoded from the store. Baselines (imagecodecs; JPEG XL
+at effort 7, AVIF at speed 4, JPEG 2000 at target-PSNR settings), each whole-image and per 256-px chunk (what a Zarr user of that codec gets). PSNR on RGB 8-bit, and bpp
+and PSNR averaged over images per setting (CompressAI's convention). BD-rate: Bjontegaard with
+PCHIP interpolation of log-rate over PSNR on the overlapping PSNR range.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import KODAK, ROOT, dir_bytes, git_rev, load_rgb, machine, md_table, psnr  # noqa: E402
+
+# CompressAI's published Kodak results (8-bit decoded, ANS; results/image/8bit-decoded/kodak/ in
+# the CompressAI repository), quoted as outside anchors, not re-measured here.
+ANCHORS = {
+    "bmshj2018-hyperprior (CompressAI)": {
+        "bpp": [0.1313, 0.2089, 0.3199, 0.4784, 0.6687, 0.9388, 1.2592, 1.6602],
+        "psnr": [27.578, 29.192, 30.964, 32.827, 34.509, 36.716, 38.543, 40.493]},
+    "mbt2018-mean (CompressAI)": {
+        "bpp": [0.1239, 0.1980, 0.3072, 0.4606, 0.6617, 0.9144, 1.2342, 1.6191],
+        "psnr": [27.696, 29.354, 31.121, 32.939, 34.950, 36.883, 38.794, 40.569]},
+}
+
+
+def baselines():
+    import imagecodecs as ic
+
+    return {
+        "JPEG": ([5, 10, 20, 30, 45, 60, 75, 85, 92, 96], lambda a, q: ic.jpeg8_encode(a, level=q), ic.jpeg8_decode),
+        "WebP": ([5, 15, 30, 50, 70, 85, 95], lambda a, q: ic.webp_encode(a, level=q, lossless=False), ic.webp_decode),
+        "JPEG 2000": ([23, 25, 27, 29, 31, 33, 35, 37, 39, 41], lambda a, q: ic.jpeg2k_encode(a, level=q), ic.jpeg2k_decode),
+        "JPEG XL": ([15.0, 11.0, 8.0, 5.0, 3.5, 2.5, 1.8, 1.2, 0.8, 0.5], lambda a, q: ic.jpegxl_encode(a, distance=q, effort=7),
+                    ic.jpegxl_decode),
+        "AVIF": ([15, 30, 45, 55, 65, 75, 85, 92], lambda a, q: ic.avif_encode(a, level=q, speed=4), ic.avif_decode),
+    }
+
+
+def per_chunk(encode, decode, a: np.ndarray, q, chunk: int) -> tuple[int, np.ndarray]:
+    out = np.empty_like(a)
+    nbytes = 0
+    for y in range(0, a.shape[0], chunk):
+        for x in range(0, a.shape[1], chunk):
+            block = np.ascontiguousarray(a[y : y + chunk, x : x + chunk])
+            data = encode(block, q)
+            nbytes += len(data)
+            out[y : y + chunk, x : x + chunk] = decode(data)[:, :, :3]
+    return nbytes, out
+
+
+def bd_rate(ref: dict, test: dict) -> float | None:
+    """Average bitrate difference (%) of ``test`` against ``ref`` at equal PSNR (negative = saving)."""
+    from scipy.interpolate import PchipInterpolator
+
+    def curve(c):
+        p, r = np.asarray(c["psnr"], float), np.log(np.asarray(c["bpp"], float))
+        order = np.argsort(p)
+        p, r = p[order], r[order]
+        keep = np.concatenate([[True], np.diff(p) > 1e-9])
+        return p[keep], r[keep]
+
+    p1, r1 = curve(ref)
+    p2, r2 = curve(test)
+    lo, hi = max(p1.min(), p2.min()), min(p1.max(), p2.max())
+    if hi - lo < 0.5 or len(p1) < 2 or len(p2) < 2:
+        return None
+    f1, f2 = PchipInterpolator(p1, r1), PchipInterpolator(p2, r2)
+    grid = np.linspace(lo, hi, 200)
+    diff = np.trapezoid(f2(grid) - f1(grid), grid) / (hi - lo)
+    return float((np.exp(diff) - 1) * 100)
+
+
+def run_cps(images, qualities, chunk, codec, tmp: Path) -> dict:
+    import cps_tiles
+
+    res = {"bpp": [], "psnr": [], "encode_s": 0.0, "decode_s": 0.0}
+    for q in qualities:
+        bpps, psnrs = [], []
+        for path, a in images:
+            store = tmp / f"{path.stem}-{q}.zarr"
+            t0 = time.perf_counter()
+            img = cps_tiles.convert(a, store, quality=q, chunk=chunk, tile=1024, progress=False, codec=codec,
+                                    scheduler="sync")
+            t1 = time.perf_counter()
+            dec = np.asarray(img)
+            res["encode_s"] += t1 - t0
+            res["decode_s"] += time.perf_counter() - t1
+            bpps.append(8 * dir_bytes(store) / (a.shape[0] * a.shape[1]))
+            psnrs.append(psnr(dec, a))
+        res["bpp"].append(float(np.mean(bpps)))
+        res["psnr"].append(float(np.mean(psnrs)))
+        print(f"CPS q{q}: {res['bpp'][-1]:.4f} bpp {res['psnr'][-1]:.3f} dB", flush=True)
+    return res
+
+
+def run_baselines(images, chunk) -> dict:
+    results = {}
+    for name, (settings, enc, dec) in baselines().items():
+        for mode in ("whole", f"{chunk}-px chunks"):
+            bpps, psnrs = [], []
+            for q in settings:
+                b, p = [], []
+                for _, a in images:
+                    if mode == "whole":
+                        data = enc(a, q)
+                        n, out = len(data), dec(data)[:, :, :3]
+                    else:
+                        n, out = per_chunk(enc, dec, a, q, chunk)
+                    b.append(8 * n / (a.shape[0] * a.shape[1]))
+                    p.append(psnr(out, a))
+                bpps.append(float(np.mean(b)))
+                psnrs.append(float(np.mean(p)))
+            results[f"{name} ({mode})"] = {"bpp": bpps, "psnr": psnrs, "settings": settings}
+            print(f"{name} ({mode}) done", flush=True)
+    return results
+
+
+def plot(results: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 6))
+    for name, r in results.items():
+        style = "-o" if name.startswith("CPS") else ("--" if "chunks" in name else "-")
+        if "CompressAI" in name:
+            style = ":"
+        ax.plot(r["bpp"], r["psnr"], style, label=name, markersize=4, linewidth=2.5 if name.startswith("CPS") else 1)
+    ax.set_xlabel("bits per pixel")
+    ax.set_ylabel("PSNR (dB, RGB)")
+    ax.set_xlim(0, 2.0)
+    ax.set_ylim(24, 42)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("Kodak (24 images): rate-distortion")
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--kodak", type=Path, default=KODAK)
+    p.add_argument("--limit", type=int, default=0, help="use only the first N images")
+    p.add_argument("--qualities", default="1,2,3,4,5,6,7,8")
+    p.add_argument("--chunk", type=int, default=256)
+    p.add_argument("--codec", default=None)
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "rd_kodak")
+    a = p.parse_args()
+    paths = sorted(a.kodak.glob("kodim*.png"))[: a.limit or None]
+    if not paths:
+        raise SystemExit(f"no Kodak images under {a.kodak}")
+    images = [(path, load_rgb(path)) for path in paths]
+    qualities = [float(q) for q in a.qualities.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        cps = run_cps(images, qualities, a.chunk, a.codec, Path(tmp))
+    from cps_tiles.weights import DEFAULT_CODEC, load_codec
+
+    codec = load_codec(a.codec or DEFAULT_CODEC)
+    results = {f"CPS {codec.name} (store, {a.chunk}-px chunks)": cps}
+    results.update(run_baselines(images, a.chunk))
+    results.update(ANCHORS)
+    cps_key = next(iter(results))
+    mp = sum(im.shape[0] * im.shape[1] for _, im in images) / 1e6 * len(qualities)
+    rows = []
+    for name, r in results.items():
+        if name == cps_key:
+            continue
+        bd = bd_rate(r, results[cps_key])
+        rows.append([name, "n/a (no PSNR overlap)" if bd is None else f"{bd:+.1f}%"])
+    cmd = "python benchmarks/rd_kodak.py " + " ".join(sys.argv[1:])
+    md = [
+        "# Kodak rate-distortion", "",
+        f"Command: `{cmd.strip()}` (commit {git_rev()}); {len(images)} images; machine: {machine()}.", "",
+        f"CPS bits are all bytes of the Zarr store on disk (metadata included); baselines are imagecodecs "
+        f"at the settings listed, whole-image and per {a.chunk}-px chunk. CompressAI rows quote its published "
+        "Kodak numbers (not re-measured).", "",
+        "## BD-rate of CPS against each (negative: CPS needs fewer bits for the same PSNR)", "",
+        md_table(["reference", "BD-rate of CPS"], rows), "",
+        "## CPS points", "",
+        md_table(["quality", "bpp", "PSNR (dB)"], [[q, f"{b:.4f}", f"{ps:.3f}"] for q, b, ps in zip(qualities, cps["bpp"], cps["psnr"])]),
+        "", f"CPS speed in this run (sync scheduler, stores on local disk): encode {mp / cps['encode_s']:.2f} MP/s, "
+        f"decode {mp / cps['decode_s']:.2f} MP/s.", "",
+        "## Baselines", "",
+        md_table(["codec", "settings", "bpp", "PSNR (dB)"],
+                 [[n, ", ".join(map(str, r["settings"])), ", ".join(f"{b:.3f}" for b in r["bpp"]),
+                   ", ".join(f"{x:.2f}" for x in r["psnr"])] for n, r in results.items() if "settings" in r]),
+        "", f"![RD plot]({a.out.name}.png)", "",
+    ]
+    a.out.with_suffix(".md").write_text("\n".join(md))
+    a.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    plot(results, a.out.with_suffix(".png"))
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
