@@ -9,6 +9,7 @@ whole-latent synthesis up to float rounding (the CPS property, tested in ``test_
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -102,6 +103,23 @@ def _dask_decode_block(block: np.ndarray, codec_name: str, sha256: str, quality:
             row.append(decode_chunk_pixels(codec.model, lat, Window(cells, win), quality, bands))
         rows.append(np.concatenate(row, axis=2))
     return np.concatenate(rows, axis=1)
+
+
+def _mtime(path: str) -> int:
+    return Path(path, "zarr.json").stat().st_mtime_ns
+
+
+@functools.lru_cache(maxsize=8)
+def _worker_image(path: str, mtime: int) -> "CPSImage":
+    """One opened store per worker process (re-opened if the store was rewritten)."""
+    return CPSImage(path, cache_mb=0)
+
+
+def _dask_latent_block(path: str, mtime: int, chunk_cells: int, block_info: dict | None = None) -> np.ndarray:
+    """The latent cells of one dask block (one or two storage chunks per axis), read chunk by chunk."""
+    img = _worker_image(path, mtime)
+    (_, _), (y0, y1), (x0, x1) = block_info[None]["array-location"]
+    return img._latent_window_from(y0, y1, x0, x1, img.read_latent_chunk)
 
 
 def _checked_codec(name: str, sha256: str, where: str) -> Codec:
@@ -218,9 +236,6 @@ class CPSImage:
         cc, (hl, wl) = self.plan.chunk_cells, self.plan.latent
         return [(i, j) for i in range(-(-hl // cc)) for j in range(-(-wl // cc))]
 
-    def missing_chunks(self) -> list[str]:
-        return [k for k in (self.chunk_key(i, j) for i, j in self.chunk_indices()) if not Path(self.path, k).is_file()]
-
     def read_latent_chunk(self, i: int, j: int) -> np.ndarray:
         """Decode latent chunk (i, j) straight from its file: ``int16 [M, ch, cw]`` (edge chunks cropped).
 
@@ -256,11 +271,16 @@ class CPSImage:
         return self._latent_cache.get((i, j), make)
 
     def _latent_window(self, ly0: int, ly1: int, lx0: int, lx1: int) -> np.ndarray:
+        return self._latent_window_from(ly0, ly1, lx0, lx1, self._latent_chunk)
+
+    def _latent_window_from(self, ly0: int, ly1: int, lx0: int, lx1: int,
+                            chunk: Callable[[int, int], np.ndarray]) -> np.ndarray:
+        """Assemble latent cells ``[ly0:ly1, lx0:lx1]`` from storage chunks given by ``chunk(i, j)``."""
         cc = self.plan.chunk_cells
         out = np.empty((self.latent.shape[0], ly1 - ly0, lx1 - lx0), np.int16)
         for i in range(ly0 // cc, -(-ly1 // cc)):
             for j in range(lx0 // cc, -(-lx1 // cc)):
-                block = self._latent_chunk(i, j)
+                block = chunk(i, j)
                 ty0, ty1 = max(ly0, i * cc), min(ly1, (i + 1) * cc)
                 tx0, tx1 = max(lx0, j * cc), min(lx1, (j + 1) * cc)
                 out[:, ty0 - ly0 : ty1 - ly0, tx0 - lx0 : tx1 - lx0] = block[:, ty0 - i * cc : ty1 - i * cc, tx0 - j * cc : tx1 - j * cc]
@@ -291,10 +311,10 @@ class CPSImage:
         cc, rho, halo = self.plan.chunk_cells, self.plan.geometry.rho, self.plan.geometry.halo
         (hl, wl), m = self.plan.latent, self.latent.shape[0]
         ychunks, xchunks = _dask_chunks(hl, cc, halo), _dask_chunks(wl, cc, halo)
-        missing = self.missing_chunks()
-        if missing:  # zarr would silently read a missing chunk as zeros
-            raise DamagedChunkError(f"{self.path}: {len(missing)} chunk(s) missing, e.g. {missing[0]}")
-        latent = da.from_zarr(self.latent, chunks=((m,), ychunks, xchunks))
+        # Latent blocks come from read_latent_chunk (not da.from_zarr, which would read a missing
+        # chunk as zeros) so a damaged chunk fails with its key, as in region reads.
+        latent = da.map_blocks(_dask_latent_block, self.path, _mtime(self.path), cc, dtype=np.int16,
+                               chunks=((m,), ychunks, xchunks), meta=np.empty((0, 0, 0), np.int16))
         colour = 1 if self.meta.bands == 1 else 3
         pixels = da.map_overlap(
             _dask_decode_block, latent, depth={0: 0, 1: min(halo, hl), 2: min(halo, wl)}, boundary="none",
