@@ -127,6 +127,23 @@ def run_baselines(images, chunk) -> dict:
     return results
 
 
+CARD_BEGIN, CARD_END = "<!-- rd:begin (written by benchmarks/rd_kodak.py) -->", "<!-- rd:end -->"
+
+
+def update_card(card: Path, cmd: str, n_images: int, qualities, cps: dict, bd_rows) -> None:
+    """Replace the measured-RD section of the codec card with this run's numbers."""
+    text = card.read_text()
+    if CARD_BEGIN not in text:
+        return
+    section = "\n".join([
+        CARD_BEGIN,
+        f"Measured by `{cmd}` on {n_images} Kodak images (store bytes on disk, 256-px chunks):", "",
+        md_table(["quality", "bpp", "PSNR (dB)"], [[q, f"{b:.4f}", f"{p:.3f}"] for q, b, p in zip(qualities, cps["bpp"], cps["psnr"])]),
+        "", md_table(["reference", "BD-rate of this codec"], bd_rows), CARD_END])
+    head, rest = text.split(CARD_BEGIN, 1)
+    card.write_text(head + section + rest.split(CARD_END, 1)[1])
+
+
 def plot(results: dict, out: Path) -> None:
     import matplotlib
 
@@ -158,6 +175,7 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=256)
     p.add_argument("--codec", default=None)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "rd_kodak")
+    p.add_argument("--no-card", dest="update_card", action="store_false", help="leave the codec card alone")
     a = p.parse_args()
     paths = sorted(a.kodak.glob("kodim*.png"))[: a.limit or None]
     if not paths:
@@ -200,6 +218,9 @@ def main() -> None:
         "", f"![RD plot]({a.out.name}.png)", "",
     ]
     a.out.with_suffix(".md").write_text("\n".join(md))
+    card = ROOT / "codecs" / codec.name / "CARD.md"
+    if a.update_card and card.exists():
+        update_card(card, cmd.strip(), len(images), qualities, cps, rows)
     a.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
     plot(results, a.out.with_suffix(".png"))
     print("\n".join(md))

@@ -1,0 +1,313 @@
+"""Speed, memory, POPS overhead, compute efficiency and seams of the default codec on this machine.
+
+    .venv/bin/python benchmarks/speed.py            # all sections -> benchmarks/speed.md, seams.png
+
+Sections (``--only a,b``): codecs (encode/decode MP/s vs JPEG XL, AVIF, JPEG 2000 on Kodak),
+schedulers (threads, processes, 2-worker LocalCluster), region (512x512 read latency, cold/warm),
+memory (peak RSS of a CLI conversion vs image size), pops (tiled over whole-image time vs tile
+size), flops (model FLOPs/pixel vs measured matmul GFLOP/s), seams (PSNR-B and border jumps: CPS vs
+the same model run per chunk vs JPEG XL per chunk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import KODAK, ROOT, dir_bytes, git_rev, load_rgb, machine, md_table, psnr  # noqa: E402
+
+import cps_tiles  # noqa: E402
+
+
+def mosaic(h: int, w: int) -> np.ndarray:
+    """A photo mosaic of Kodak images (mirrored so edges meet smoothly) of exactly h x w pixels."""
+    tiles = [load_rgb(p) for p in sorted(KODAK.glob("kodim*.png")) if load_rgb(p).shape[:2] == (512, 768)]
+    out = np.empty((h, w, 3), np.uint8)
+    k = 0
+    for y in range(0, h, 512):
+        for x in range(0, w, 768):
+            t = tiles[k % len(tiles)]
+            k += 1
+            out[y : y + 512, x : x + 768] = t[: min(512, h - y), : min(768, w - x)]
+    return out
+
+
+def timed(fn, repeat: int = 1) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def sec_codecs(tmp: Path) -> str:
+    import imagecodecs as ic
+
+    images = [load_rgb(p) for p in sorted(KODAK.glob("kodim*.png"))[:6]]
+    mp = sum(a.shape[0] * a.shape[1] for a in images) / 1e6
+    rows = []
+
+    def store_run(q):
+        enc = dec = 0.0
+        for k, a in enumerate(images):
+            s = tmp / f"c{k}-{q}.zarr"
+            enc += timed(lambda: cps_tiles.convert(a, s, quality=q, progress=False, overwrite=True))
+            img = cps_tiles.open(s)
+            dec += timed(lambda: np.asarray(cps_tiles.open(s)))
+        return enc, dec
+
+    enc, dec = store_run(5)
+    rows.append(["CPS (this codec, store on disk, threads)", f"{mp / enc:.2f}", f"{mp / dec:.2f}"])
+    for name, e, d in [("JPEG XL (distance 1.8, effort 7)", lambda a: ic.jpegxl_encode(a, distance=1.8, effort=7), ic.jpegxl_decode),
+                       ("AVIF (level 65, speed 4)", lambda a: ic.avif_encode(a, level=65, speed=4), ic.avif_decode),
+                       ("AVIF (level 65, speed 6)", lambda a: ic.avif_encode(a, level=65, speed=6), ic.avif_decode),
+                       ("JPEG 2000 (target 33 dB)", lambda a: ic.jpeg2k_encode(a, level=33), ic.jpeg2k_decode)]:
+        data = [e(a) for a in images]
+        te = timed(lambda: [e(a) for a in images])
+        td = timed(lambda: [d(b) for b in data], repeat=3)
+        rows.append([name, f"{mp / te:.2f}", f"{mp / td:.2f}"])
+    return ("## Encode and decode speed (6 Kodak images, 2.4 MP)\n\n"
+            + md_table(["codec", "encode MP/s", "decode MP/s"], rows))
+
+
+def sec_schedulers(tmp: Path) -> str:
+    from distributed import Client, LocalCluster
+
+    a = mosaic(2048, 3072)
+    mp = a.shape[0] * a.shape[1] / 1e6
+    src = tmp / "sched.tif"
+    import pyvips
+
+    pyvips.Image.new_from_array(a).copy(interpretation="srgb").tiffsave(str(src), tile=True, compression="deflate")
+    rows = []
+    for name in ("threads", "processes", "2-worker LocalCluster"):
+        store = tmp / f"s-{name[:4]}.zarr"
+        if name.startswith("2-worker"):
+            with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cl, \
+                    Client(cl) as client:
+                cps_tiles.convert(src, tmp / "warm.zarr", progress=False, client=client, overwrite=True)  # load models
+                te = timed(lambda: cps_tiles.convert(src, store, progress=False, client=client, overwrite=True))
+                td = timed(lambda: client.compute(cps_tiles.open(store).to_dask()).result())
+        else:
+            te = timed(lambda: cps_tiles.convert(src, store, progress=False, scheduler=name, overwrite=True))
+            td = timed(lambda: cps_tiles.open(store).to_dask().compute(scheduler=name))
+        rows.append([name, f"{mp / te:.2f}", f"{mp / td:.2f}"])
+    return (f"## Schedulers ({a.shape[1]}x{a.shape[0]} = {mp:.1f} MP tiled TIFF, tile 1024, chunk 256, quality 5)\n\n"
+            "Encode: `cps_tiles.convert` from the TIFF (pyvips streaming) into a store; decode: `to_dask().compute()`.\n\n"
+            + md_table(["scheduler", "encode MP/s", "decode MP/s"], rows))
+
+
+def sec_region(tmp: Path) -> str:
+    a = mosaic(4096, 4608)
+    store = tmp / "region.zarr"
+    cps_tiles.convert(a, store, progress=False)
+    rng = np.random.default_rng(0)
+    cold, warm, pan = [], [], []
+    for _ in range(5):
+        y, x = int(rng.integers(0, 4096 - 1024)), int(rng.integers(0, 4608 - 1024))
+        img = cps_tiles.open(store)
+        cold.append(timed(lambda: img[y : y + 512, x : x + 512]))
+        warm.append(timed(lambda: img[y : y + 512, x : x + 512]))
+        pan.append(timed(lambda: img[y + 64 : y + 576, x + 64 : x + 576]))
+    rows = [["cold (fresh open, empty cache)", f"{np.median(cold):.3f}"],
+            ["warm (same region again)", f"{np.median(warm):.4f}"],
+            ["pan by 64 px (neighbours cached)", f"{np.median(pan):.3f}"]]
+    return ("## 512x512 region read latency (4608x4096 store, chunk 256; median of 5 random regions)\n\n"
+            + md_table(["case", "seconds"], rows))
+
+
+def sec_memory(tmp: Path, sizes_mp: list[int]) -> str:
+    import pyvips
+
+    rows = []
+    tile = mosaic(2048, 3072)
+    for mp in sizes_mp:
+        side = int(np.sqrt(mp * 1e6) // 256 * 256)
+        src = tmp / f"mem{mp}.tif"
+        base = pyvips.Image.new_from_array(tile).copy(interpretation="srgb")
+        big = base.replicate(-(-side // tile.shape[1]), -(-side // tile.shape[0])).crop(0, 0, side, side)
+        big.tiffsave(str(src), tile=True, bigtiff=True, compression="deflate")
+        cmd = [sys.executable, "-c", "import resource, sys, time, cps_tiles; t=time.perf_counter(); "
+               "cps_tiles.convert(sys.argv[1], sys.argv[2], progress=False); "
+               "print(time.perf_counter()-t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)", str(src), str(tmp / "m.zarr")]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()
+        secs, kb = float(out[0]), int(out[1])
+        rows.append([f"{side}x{side}", f"{side * side / 1e6:.0f}", f"{kb / 1024:.0f}", f"{side * side / 1e6 / secs:.2f}"])
+        subprocess.run(["rm", "-rf", str(tmp / "m.zarr"), str(src)])
+    return ("## Peak memory of a conversion vs image size (fresh process, threads, tile 1024)\n\n"
+            + md_table(["image", "MP", "peak RSS (MB)", "encode MP/s"], rows))
+
+
+def sec_pops(tmp: Path) -> str:
+    import torch
+
+    from cps_tiles.pops import Geometry, Plan
+    from cps_tiles.tiling import analyze_tiled, synthesize_tiled
+    from cps_tiles.weights import DEFAULT_CODEC, load_codec
+
+    model = load_codec(DEFAULT_CODEC).model
+    a = mosaic(2048, 2048)
+    x = torch.from_numpy(a).permute(2, 0, 1)[None].float().div(255).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        t_whole_a = timed(lambda: model.analysis(x))
+        y = torch.round(model.analysis(x) * 2)
+        t_whole_s = timed(lambda: model.synthesis(y, 5))
+        rows = [["whole image (one pass)", "1.00", "1.00"]]
+        for tile in (256, 512, 1024):
+            plan = Plan(2048, 2048, Geometry.of(model), chunk=256, tile=tile)
+            ta = timed(lambda: analyze_tiled(model, x, plan))
+            ts = timed(lambda: synthesize_tiled(model, y, 5, plan))
+            rows.append([f"tile {tile}", f"{ta / t_whole_a:.2f}", f"{ts / t_whole_s:.2f}"])
+    return ("## POPS compute overhead (2048x2048; tiled time / whole-image time)\n\n"
+            "Analysis reads a 32-px margin per side; synthesis a 2-cell (32-px) halo.\n\n"
+            + md_table(["tiling", "analysis", "synthesis"], rows))
+
+
+def sec_flops() -> str:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from cps_tiles.weights import DEFAULT_CODEC, load_codec
+
+    model = load_codec(DEFAULT_CODEC).model
+    x = torch.rand(1, 3, 1024, 1024).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as f:
+            y = model.analysis(x)
+        fa = f.get_total_flops() / x[0, 0].numel()
+        with FlopCounterMode(display=False) as f:
+            model.synthesis(torch.round(y), 5)
+        fs = f.get_total_flops() / x[0, 0].numel()
+        ta = timed(lambda: model.analysis(x), 2)
+        ts = timed(lambda: model.synthesis(torch.round(y), 5), 2)
+    m = torch.rand(2048, 2048)
+    gflops = 2 * 2048**3 / timed(lambda: m @ m, 5) / 1e9
+    rows = [["analysis (g_a)", f"{fa / 1e3:.1f}", f"{fa * 1.048576 / ta / 1e3:.1f}", f"{100 * fa * 1.048576e6 / ta / 1e9 / gflops:.0f}%"],
+            ["synthesis (g_s)", f"{fs / 1e3:.1f}", f"{fs * 1.048576 / ts / 1e3:.1f}", f"{100 * fs * 1.048576e6 / ts / 1e9 / gflops:.0f}%"]]
+    return (f"## Compute efficiency (1024x1024, transforms only)\n\nMeasured float32 matmul (2048^3): {gflops:.1f} GFLOP/s "
+            "on this machine.\n\n" + md_table(["transform", "kFLOP/pixel", "achieved GFLOP/s", "of matmul peak"], rows))
+
+
+def luma(a: np.ndarray) -> np.ndarray:
+    return a[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+
+
+def psnr_b(ref: np.ndarray, dec: np.ndarray, block: int) -> float:
+    """PSNR-B (Yim & Bovik 2011) on luma, with the block grid of the storage chunks."""
+    r, d = luma(ref), luma(dec)
+    h, w = d.shape
+    dh = (d[:, :-1] - d[:, 1:]) ** 2
+    dv = (d[:-1] - d[1:]) ** 2
+    bh = np.zeros(w - 1, bool)
+    bh[block - 1 :: block] = True
+    bv = np.zeros(h - 1, bool)
+    bv[block - 1 :: block] = True
+    db = (dh[:, bh].sum() + dv[bv].sum()) / (dh[:, bh].size + dv[bv].size)
+    dbc = (dh[:, ~bh].sum() + dv[~bv].sum()) / (dh[:, ~bh].size + dv[~bv].size)
+    eta = np.log2(block) / np.log2(min(h, w)) if db > dbc else 0.0
+    mse_b = np.mean((r - d) ** 2) + eta * (db - dbc)
+    return 10 * np.log10(255**2 / mse_b)
+
+
+def border_jump(dec: np.ndarray, block: int) -> float:
+    """Mean |jump| across chunk borders minus the mean |jump| between other neighbours (luma)."""
+    d = luma(dec)
+    jh, jv = np.abs(d[:, :-1] - d[:, 1:]), np.abs(d[:-1] - d[1:])
+    bh = np.zeros(jh.shape[1], bool)
+    bh[block - 1 :: block] = True
+    bv = np.zeros(jv.shape[0], bool)
+    bv[block - 1 :: block] = True
+    at = np.concatenate([jh[:, bh].ravel(), jv[bv].ravel()]).mean()
+    off = np.concatenate([jh[:, ~bh].ravel(), jv[~bv].ravel()]).mean()
+    return at - off
+
+
+def sec_seams(tmp: Path) -> str:
+    import imagecodecs as ic
+    import torch
+
+    from cps_tiles.weights import DEFAULT_CODEC, load_codec
+
+    chunk, q = 256, 3
+    images = [load_rgb(p) for p in sorted(KODAK.glob("kodim*.png"))[:8]]
+    model = load_codec(DEFAULT_CODEC).model
+    gain, _ = model.gains(q)
+    results = {"CPS (store, exact tiles)": [], "same model per chunk (no overlap)": [], "JPEG XL per chunk (d=4)": [],
+               "original": []}
+    crops = {}
+    for k, a in enumerate(images):
+        store = tmp / f"seam{k}.zarr"
+        cps = np.asarray(cps_tiles.convert(a, store, quality=q, chunk=chunk, progress=False))
+        naive = np.empty_like(a)
+        jxl = np.empty_like(a)
+        for y in range(0, a.shape[0], chunk):
+            for x in range(0, a.shape[1], chunk):
+                block = a[y : y + chunk, x : x + chunk]
+                t = torch.from_numpy(block).permute(2, 0, 1)[None].float().div(255).contiguous(memory_format=torch.channels_last)
+                with torch.inference_mode():
+                    yh = torch.round(model.analysis(t) * gain.view(1, -1, 1, 1))
+                    out = model.synthesis(yh, q)
+                naive[y : y + chunk, x : x + chunk] = out[0].mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+                jxl[y : y + chunk, x : x + chunk] = ic.jpegxl_decode(ic.jpegxl_encode(np.ascontiguousarray(block), distance=4.0, effort=7))
+        for name, dec in zip(results, (cps, naive, jxl, a)):
+            results[name].append((psnr(dec, a), psnr_b(a, dec, chunk), border_jump(dec, chunk)))
+        if k == 0:
+            crops = {name: dec[128:384, 128:384] for name, dec in zip(results, (cps, naive, jxl, a))}
+    rows = [[n, f"{np.mean([r[0] for r in v]):.2f}", f"{np.mean([r[1] for r in v]):.2f}", f"{np.mean([r[2] for r in v]):+.3f}"]
+            for n, v in results.items()]
+    import pyvips
+
+    strip = np.concatenate([np.pad(c, ((0, 0), (0, 8), (0, 0)), constant_values=255) for c in crops.values()], axis=1)
+    pyvips.Image.new_from_array(np.ascontiguousarray(strip)).copy(interpretation="srgb").pngsave(
+        str(ROOT / "benchmarks" / "seams.png"))
+    return (f"## Seams (8 Kodak images, {chunk}-px chunks, CPS quality {q})\n\n"
+            "Border jump: mean |luma difference| across chunk borders minus the same between other neighbouring "
+            "pixels (0 = borders look like anywhere else). PSNR-B: PSNR with the blocking-effect factor of Yim & Bovik.\n\n"
+            + md_table(["decoder", "PSNR (dB)", "PSNR-B (dB)", "border jump"], rows)
+            + "\n\n![seams](seams.png)\n\n`seams.png`, left to right: " + ", ".join(crops) + " (kodim01, pixels 128..384, "
+            "chunk borders at 256).")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--only", default="codecs,schedulers,region,memory,pops,flops,seams")
+    p.add_argument("--memory-mp", default="16,64", help="image sizes (MP) for the memory section")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "speed.md")
+    a = p.parse_args()
+    parts = a.only.split(",")
+    out = [f"# Speed, memory and seams\n\nCommand: `python benchmarks/speed.py {' '.join(sys.argv[1:])}` "
+           f"(commit {git_rev()}); machine: {machine()}, {os.cpu_count()} cores. Default codec, quality 5 unless noted.\n"]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for name in parts:
+            t0 = time.perf_counter()
+            if name == "codecs":
+                out.append(sec_codecs(tmp))
+            elif name == "schedulers":
+                out.append(sec_schedulers(tmp))
+            elif name == "region":
+                out.append(sec_region(tmp))
+            elif name == "memory":
+                out.append(sec_memory(tmp, [int(v) for v in a.memory_mp.split(",")]))
+            elif name == "pops":
+                out.append(sec_pops(tmp))
+            elif name == "flops":
+                out.append(sec_flops())
+            elif name == "seams":
+                out.append(sec_seams(tmp))
+            print(out[-1], f"\n({name}: {time.perf_counter() - t0:.0f} s)\n", flush=True)
+    a.out.write_text("\n\n".join(out) + "\n")
+
+
+if __name__ == "__main__":
+    main()
