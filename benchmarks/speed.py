@@ -12,7 +12,6 @@ the same model run per chunk vs JPEG XL per chunk).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import KODAK, ROOT, dir_bytes, git_rev, load_rgb, machine, md_table, psnr  # noqa: E402
+from common import KODAK, ROOT, git_rev, load_rgb, machine, md_table, psnr  # noqa: E402
 
 import cps_tiles  # noqa: E402
 
@@ -62,7 +61,7 @@ def sec_codecs(tmp: Path) -> str:
         for k, a in enumerate(images):
             s = tmp / f"c{k}-{q}.zarr"
             enc += timed(lambda: cps_tiles.convert(a, s, quality=q, progress=False, overwrite=True))
-            img = cps_tiles.open(s)
+            cps_tiles.open(s)
             dec += timed(lambda: np.asarray(cps_tiles.open(s)))
         return enc, dec
 

@@ -78,29 +78,26 @@ def _dask_chunks(n: int, chunk: int, halo: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def _dask_decode_block(block: np.ndarray, codec_name: str, sha256: str, quality: float, chunk_cells: int,
-                       halo: int, bands: int, latent_shape: tuple[int, int], rho: int,
-                       block_info: dict | None = None) -> np.ndarray:
+def _dask_decode_block(block: np.ndarray, path: str, mtime: int, block_info: dict | None = None) -> np.ndarray:
     """map_overlap kernel: an overlapped latent block -> pixels ``[C, h, w]`` of its storage chunks.
 
     Each storage chunk inside the block is decoded from exactly the latent window the region
-    reader uses (chunk + halo, clipped), so both paths give the same bytes.
+    reader uses (``Plan.chunk_window``), so both paths give the same bytes.
     """
-    codec = _checked_codec(codec_name, sha256, "dask task")
-    # the *output* location (pixels) gives this block's core cells; the input block is overlapped
+    img = _worker_image(path, mtime)
+    plan, c = img.plan, img.meta.chunk
+    # The *output* location (pixels) names this block's chunks; the input block is the core plus
+    # up to `halo` cells per side (trim=False, boundary="none").
     (_, _), (py0, py1), (px0, px1) = block_info[None]["array-location"]
-    by0, by1, bx0, bx1 = py0 // rho, py1 // rho, px0 // rho, px1 // rho
-    hl, wl = latent_shape
-    # with trim=False and boundary="none", the block holds the core plus up to `halo` cells per side
-    oy0, ox0 = max(0, by0 - halo), max(0, bx0 - halo)
+    oy0 = max(0, py0 // plan.geometry.rho - plan.geometry.halo)
+    ox0 = max(0, px0 // plan.geometry.rho - plan.geometry.halo)
     rows = []
-    for cy0 in range(by0, by1, chunk_cells):
+    for i in range(py0 // c, -(-py1 // c)):
         row = []
-        for cx0 in range(bx0, bx1, chunk_cells):
-            cells = (cy0, min(cy0 + chunk_cells, hl), cx0, min(cx0 + chunk_cells, wl))
-            win = (max(0, cells[0] - halo), min(hl, cells[1] + halo), max(0, cells[2] - halo), min(wl, cells[3] + halo))
-            lat = block[:, win[0] - oy0 : win[1] - oy0, win[2] - ox0 : win[3] - ox0]
-            row.append(decode_chunk_pixels(codec.model, lat, Window(cells, win), quality, bands))
+        for j in range(px0 // c, -(-px1 // c)):
+            w = plan.chunk_window(i, j)
+            ly0, ly1, lx0, lx1 = w.pixels
+            row.append(img.decode_window(block[:, ly0 - oy0 : ly1 - oy0, lx0 - ox0 : lx1 - ox0], w))
         rows.append(np.concatenate(row, axis=2))
     return np.concatenate(rows, axis=1)
 
@@ -286,14 +283,14 @@ class CPSImage:
                 out[:, ty0 - ly0 : ty1 - ly0, tx0 - lx0 : tx1 - lx0] = block[:, ty0 - i * cc : ty1 - i * cc, tx0 - j * cc : tx1 - j * cc]
         return out
 
+    def decode_window(self, latent_window: np.ndarray, window: Window) -> np.ndarray:
+        """One chunk's pixels ``uint8 [C, ch, cw]`` from its synthesis window (every decode path)."""
+        return decode_chunk_pixels(self.codec.model, latent_window, window, self.meta.quality, self.meta.bands)
+
     def _pixel_chunk(self, i: int, j: int) -> np.ndarray:
         def make() -> np.ndarray:
-            cc = self.plan.chunk_cells
-            hl, wl = self.plan.latent
-            cells = (i * cc, min((i + 1) * cc, hl), j * cc, min((j + 1) * cc, wl))
-            window = self.plan.synthesis_window(cells)
-            pixels = decode_chunk_pixels(self.codec.model, self._latent_window(*window.pixels), window,
-                                         self.meta.quality, self.meta.bands)
+            window = self.plan.chunk_window(i, j)
+            pixels = self.decode_window(self._latent_window(*window.pixels), window)
             if self.on_error == "fill" and self.chunk_key(i, j) in self.damaged:
                 pixels[:] = self.fill_value  # salvage: mark the lost chunk, keep its neighbours
             return pixels
@@ -317,11 +314,10 @@ class CPSImage:
                                chunks=((m,), ychunks, xchunks), meta=np.empty((0, 0, 0), np.int16))
         colour = 1 if self.meta.bands == 1 else 3
         pixels = da.map_overlap(
-            _dask_decode_block, latent, depth={0: 0, 1: min(halo, hl), 2: min(halo, wl)}, boundary="none",
-            trim=False, allow_rechunk=False, dtype=np.uint8,
+            _dask_decode_block, latent, path=self.path, mtime=_mtime(self.path), depth={0: 0, 1: min(halo, hl), 2: min(halo, wl)},
+            boundary="none", trim=False, allow_rechunk=False, dtype=np.uint8,
             chunks=((colour,), tuple(k * rho for k in ychunks), tuple(k * rho for k in xchunks)),
-            codec_name=self.meta.codec, sha256=self.meta.sha256, quality=self.meta.quality, chunk_cells=cc,
-            halo=halo, bands=self.meta.bands, latent_shape=(hl, wl), rho=rho, meta=np.empty((0, 0, 0), np.uint8),
+            meta=np.empty((0, 0, 0), np.uint8),
         )
         img = pixels.transpose(1, 2, 0)[: self.meta.height, : self.meta.width]
         if self.alpha is not None:

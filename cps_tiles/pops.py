@@ -195,6 +195,11 @@ class Plan:
                 pixels = (max(0, cy0 * rho - m), min(ph, cy1 * rho + m), max(0, cx0 * rho - m), min(pw, cx1 * rho + m))
                 yield Window((cy0, cy1, cx0, cx1), pixels)
 
+    def chunk_window(self, i: int, j: int) -> Window:
+        """Synthesis window of storage chunk (i, j): its cells plus the halo (see below)."""
+        cc, (hl, wl) = self.chunk_cells, self.latent
+        return self.synthesis_window((i * cc, min((i + 1) * cc, hl), j * cc, min((j + 1) * cc, wl)))
+
     def synthesis_window(self, cells: tuple[int, int, int, int]) -> Window:
         """The latent window (with halo, clipped) whose synthesis reproduces pixels of ``cells``.
 

@@ -3,7 +3,6 @@
 import struct
 import subprocess
 import sys
-import time
 import zlib
 from pathlib import Path
 
