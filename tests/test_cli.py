@@ -72,3 +72,11 @@ def test_help_on_every_command():
     for cmd in ("convert", "decode", "info", "export", "demo"):
         r = run(cmd, "--help")
         assert r.returncode == 0 and "usage" in r.stdout
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    """The README's first command: the bundled sample through the default codec."""
+    r = run("demo", tmp_path / "demo", timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "bpp" in r.stdout and "PSNR" in r.stdout
+    assert (tmp_path / "demo" / "region.png").is_file() and (tmp_path / "demo" / "mosaic.zarr" / "zarr.json").is_file()
