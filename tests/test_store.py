@@ -7,6 +7,7 @@ import sys
 import dask.array as da
 import numpy as np
 import pytest
+import pyvips
 import torch
 import zarr
 
@@ -171,3 +172,21 @@ def test_unfinished_store_is_refused(tmp_path):
     g.attrs["cps"] = {**g.attrs["cps"], "complete": False}
     with pytest.raises(StoreError, match="unfinished"):
         CPSImage(img.path)
+
+
+def test_source_metadata_pixel_size_and_geotiff(tmp_path):
+    import tifffile
+
+    pixels = smooth_image(64, 96, seed=6)
+    # 0.25 um pixels: 4000 pixels per mm (libvips' xres/yres unit)
+    pyvips.Image.new_from_array(pixels).copy(interpretation="srgb", xres=4000.0, yres=4000.0).tiffsave(
+        str(tmp_path / "res.tif"), resunit="cm")
+    img = cps_tiles.convert(tmp_path / "res.tif", tmp_path / "res.zarr", codec=TINY, chunk=64, tile=64, progress=False)
+    assert img.meta.source["pixel_size_um"] == pytest.approx([0.25, 0.25])
+    geo = [(33550, "d", 3, (10.0, 10.0, 0.0), True), (33922, "d", 6, (0.0, 0.0, 0.0, 500000.0, 4200000.0, 0.0), True),
+           (34735, "H", 8, (1, 1, 0, 1, 1024, 0, 1, 1), True)]
+    tifffile.imwrite(tmp_path / "geo.tif", pixels, photometric="rgb", extratags=geo)
+    img = cps_tiles.convert(tmp_path / "geo.tif", tmp_path / "geo.zarr", codec=TINY, chunk=64, tile=64, progress=False)
+    g = img.meta.source["geotiff"]
+    assert g["model_pixel_scale"] == [10.0, 10.0, 0.0] and g["model_tiepoint"][3:5] == [500000.0, 4200000.0]
+    assert zarr.open_group(img.path, mode="r").attrs["cps"]["source"]["geotiff"]["geo_key_directory"][:4] == [1, 1, 0, 1]
