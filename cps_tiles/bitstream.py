@@ -87,14 +87,25 @@ class ChunkCoder:
         return gain.numpy().reshape(-1, 1, 1)
 
     @torch.inference_mode()
-    def _params(self, z_hat: np.ndarray, gain: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-        """z_hat ``[Nz, h/4, w/4]`` -> snapped (means, scales) ``[M, h, w]`` in y_hat units."""
-        out = self._h_s64(torch.from_numpy(z_hat.astype(np.float64))[None])[0]
-        means, raw = out.chunk(2, dim=0)
-        scales = F.softplus(raw) + 1e-3
-        means = means[:, :h, :w].numpy() * gain
-        scales = scales[:, :h, :w].numpy() * gain
-        return snap_means(means), snap_scales(scales)
+    def _params(self, z_hats: list[np.ndarray], gains: list[np.ndarray], sizes: list[tuple[int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """z_hat ``[Nz, h/4, w/4]`` per chunk -> snapped (means, scales) ``[M, h, w]`` in y_hat units.
+
+        Chunks with equal z shapes go through ``h_s`` as one float64 batch; the fixed grids make
+        the result independent of how chunks were batched (tested).
+        """
+        out: list = [None] * len(z_hats)
+        groups: dict[tuple, list[int]] = {}
+        for k, z in enumerate(z_hats):
+            groups.setdefault(z.shape, []).append(k)
+        for idx in groups.values():
+            batch = torch.from_numpy(np.stack([z_hats[k] for k in idx]).astype(np.float64))
+            means, raw = self._h_s64(batch).chunk(2, dim=1)
+            scales = F.softplus(raw) + 1e-3
+            for b, k in enumerate(idx):
+                h, w = sizes[k]
+                out[k] = (snap_means(means[b, :, :h, :w].numpy() * gains[k]),
+                          snap_scales(scales[b, :, :h, :w].numpy() * gains[k]))
+        return out
 
     # -- public -------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -114,7 +125,7 @@ class ChunkCoder:
         z = self._h_a(y_in)[0].numpy()
         s = self.z_density.support
         z_hat = np.clip(np.rint(z), -s, s).astype(np.int32)
-        means, scales = self._params(z_hat, gain, h, w)
+        ((means, scales),) = self._params([z_hat], [gain], [(h, w)])
         lo, hi = int(y_hat.min()), int(y_hat.max())
         z_bytes = self.z_density.compress(z_hat)
         # A constant block needs no y stream: the header's range already says everything.
@@ -148,28 +159,44 @@ class ChunkCoder:
             raise CorruptChunkError("chunk stream lengths do not match its size")
         return q100 / 100, h, w, lo, hi, z_len, y_len
 
-    @torch.inference_mode()
     def decode(self, data: bytes, shape: tuple[int, int, int] | None = None) -> tuple[np.ndarray, float]:
         """Bytes -> (y_hat int16 ``[M, h, w]``, quality). Raises only :class:`CorruptChunkError`.
 
         ``shape``, when given, is the block shape the caller expects at this chunk position.
         """
-        q, h, w, lo, hi, z_len, y_len = self.read_header(data)
-        if shape is not None and tuple(shape) != (self.M, h, w):
-            raise CorruptChunkError(f"chunk holds a {self.M}x{h}x{w} block, expected {tuple(shape)}")
-        data = bytes(data)
-        zs = (self.Nz, -(-h // _HYPER_BLOCK), -(-w // _HYPER_BLOCK))
-        try:
-            z_hat = self.z_density.decompress(data[_HEADER.size : _HEADER.size + z_len], zs)
+        return self.decode_many([data], [shape])[0]
+
+    @torch.inference_mode()
+    def decode_many(self, datas: list[bytes], shapes: list | None = None) -> list[tuple[np.ndarray, float]]:
+        """Decode several chunks, running their hyper decoders as batches. Any bad chunk raises
+        :class:`CorruptChunkError` for the call (use :meth:`decode` to isolate it)."""
+        shapes = shapes or [None] * len(datas)
+        heads, z_hats = [], []
+        for data, shape in zip(datas, shapes):
+            q, h, w, lo, hi, z_len, y_len = head = self.read_header(data)
+            if shape is not None and tuple(shape) != (self.M, h, w):
+                raise CorruptChunkError(f"chunk holds a {self.M}x{h}x{w} block, expected {tuple(shape)}")
+            zs = (self.Nz, -(-h // _HYPER_BLOCK), -(-w // _HYPER_BLOCK))
+            z_hats.append(self._guard(lambda: self.z_density.decompress(bytes(data)[_HEADER.size : _HEADER.size + z_len], zs)))
+            heads.append(head)
+        params = self._guard(lambda: self._params(z_hats, [self._gain64(hd[0]) for hd in heads], [hd[1:3] for hd in heads]))
+        out = []
+        for data, (q, h, w, lo, hi, z_len, _), (means, scales) in zip(datas, heads, params):
             if lo == hi:
                 y_hat = np.full((self.M, h, w), lo, dtype=np.int16)
             else:
-                means, scales = self._params(z_hat, self._gain64(q), h, w)
-                y_hat = GaussianConditional.decompress(data[_HEADER.size + z_len : -4], means, scales, lo, hi)
+                payload = bytes(data)[_HEADER.size + z_len : -4]
+                y_hat = self._guard(lambda: GaussianConditional.decompress(payload, means, scales, lo, hi))
+            if y_hat.size and (y_hat.min() < lo or y_hat.max() > hi):
+                raise CorruptChunkError("chunk stream decodes outside its declared range")
+            out.append((y_hat.astype(np.int16), q))
+        return out
+
+    @staticmethod
+    def _guard(fn):
+        try:
+            return fn()
         except (KeyboardInterrupt, SystemExit, MemoryError):
             raise
         except BaseException as exc:  # constriction reports bad streams with assorted types, Rust panics included
             raise CorruptChunkError(f"chunk stream does not decode: {type(exc).__name__}: {exc}") from None
-        if y_hat.size and (y_hat.min() < lo or y_hat.max() > hi):
-            raise CorruptChunkError("chunk stream decodes outside its declared range")
-        return y_hat.astype(np.int16), q

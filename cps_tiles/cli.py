@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="write a tiled pyramidal BigTIFF for existing viewers")
     e.add_argument("store")
     e.add_argument("out", help="output .tif")
-    e.add_argument("--compression", default="zlib", help="TIFF tile compression (zlib, jpeg, zstd, none)")
+    e.add_argument("--compression", default="deflate", help="TIFF tile compression (deflate, jpeg, zstd, webp, none)")
     e.add_argument("--scheduler", default="local",
                    help="local (in-process, default), threads, processes, or tcp://HOST:PORT to decode on a cluster")
     e.set_defaults(func=cmd_export)

@@ -130,3 +130,20 @@ def test_fuzz_only_documented_exception(coder, sample):
         coder.decode(sample)
     except CorruptChunkError:
         pass
+
+
+def test_batch_decode_equals_alone(coder, rng):
+    """The hyper decoder runs batched in decode_many; parameters (and so symbols) must not change."""
+    blocks = [_latent(rng, coder.M, h, w, s) for h, w, s in ((16, 16, 3), (16, 16, 40), (5, 7, 2), (16, 16, 0.5), (5, 7, 9))]
+    datas = [coder.encode(b, q) for b, q in zip(blocks, (1, 4.5, 8, 2.25, 6))]
+    together = coder.decode_many(datas)
+    for b, d, (y, q) in zip(blocks, datas, together):
+        alone, q1 = coder.decode(d)
+        assert np.array_equal(alone, y) and np.array_equal(y, b) and q == q1
+    for k in range(len(datas)):  # every chunk in a batch of the others, in reverse order too
+        rev = coder.decode_many(datas[k:] + datas[:k])
+        assert np.array_equal(rev[0][0], blocks[k])
+    bad = bytearray(datas[2])
+    bad[30] ^= 1
+    with pytest.raises(CorruptChunkError):
+        coder.decode_many([datas[0], bytes(bad)])

@@ -1,5 +1,6 @@
 """The cps_latent codec under numcodecs' own checks, entry points, and a built wheel."""
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -66,3 +67,14 @@ def test_wheel_carries_the_codecs(tmp_path):
     assert codec_dirs == repo_codecs
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "[numcodecs.codecs]" in entry and "[zarr.codecs]" in entry and "cps_latent" in entry
+    # the default codec resolves and verifies from the unpacked wheel alone, away from the checkout
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    env = {k: v for k, v in os.environ.items() if k not in ("CPS_TILES_CODEC_PATH", "PYTHONPATH")}
+    env["PYTHONPATH"] = str(site)
+    code = ("from cps_tiles.weights import DEFAULT_CODEC, find_codec, load_codec; "
+            "print(find_codec(DEFAULT_CODEC)); print(load_codec(DEFAULT_CODEC).sha256)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    where, sha = out.stdout.split()
+    assert where.startswith(str(site)) and len(sha) == 64
