@@ -177,25 +177,26 @@ class ChunkCoder:
             if shape is not None and tuple(shape) != (self.M, h, w):
                 raise CorruptChunkError(f"chunk holds a {self.M}x{h}x{w} block, expected {tuple(shape)}")
             zs = (self.Nz, -(-h // _HYPER_BLOCK), -(-w // _HYPER_BLOCK))
-            z_hats.append(self._guard(lambda: self.z_density.decompress(bytes(data)[_HEADER.size : _HEADER.size + z_len], zs)))
+            z_hats.append(self._guard(self.z_density.decompress, bytes(data)[_HEADER.size : _HEADER.size + z_len], zs))
             heads.append(head)
-        params = self._guard(lambda: self._params(z_hats, [self._gain64(hd[0]) for hd in heads], [hd[1:3] for hd in heads]))
+        params = self._guard(self._params, z_hats, [self._gain64(hd[0]) for hd in heads], [hd[1:3] for hd in heads])
         out = []
         for data, (q, h, w, lo, hi, z_len, _), (means, scales) in zip(datas, heads, params):
             if lo == hi:
                 y_hat = np.full((self.M, h, w), lo, dtype=np.int16)
             else:
                 payload = bytes(data)[_HEADER.size + z_len : -4]
-                y_hat = self._guard(lambda: GaussianConditional.decompress(payload, means, scales, lo, hi))
+                y_hat = self._guard(GaussianConditional.decompress, payload, means, scales, lo, hi)
             if y_hat.size and (y_hat.min() < lo or y_hat.max() > hi):
                 raise CorruptChunkError("chunk stream decodes outside its declared range")
             out.append((y_hat.astype(np.int16), q))
         return out
 
     @staticmethod
-    def _guard(fn):
+    def _guard(fn, *args):
+        """``fn(*args)``, with any failure of the entropy decoder turned into CorruptChunkError."""
         try:
-            return fn()
+            return fn(*args)
         except (KeyboardInterrupt, SystemExit, MemoryError):
             raise
         except BaseException as exc:  # constriction reports bad streams with assorted types, Rust panics included

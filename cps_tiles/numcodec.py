@@ -78,7 +78,8 @@ class CPSLatentCodec(Codec):
         return y_hat
 
     def get_config(self) -> dict:
-        self.coder  # resolve sha256 so configs are always complete
+        if self.sha256 is None:  # a config always pins the weights it was made with
+            self.sha256 = load_codec(self.codec).sha256
         return {"id": self.codec_id, "codec": self.codec, "sha256": self.sha256, "quality": self.quality}
 
     def __eq__(self, other) -> bool:
