@@ -108,7 +108,7 @@ def create_store(path: str | Path, source: Source, codec: Codec, quality: float,
     if path.exists() and resume and (path / "zarr.json").exists():
         group = zarr.open_group(str(path), mode="r+")
         old = StoreMeta.read(group, str(path))
-        mismatch = [k for k in ("codec", "sha256", "quality", "height", "width", "bands", "chunk", "tile")
+        mismatch = [k for k in ("codec", "sha256", "quality", "height", "width", "bands", "chunk", "tile", "source")
                     if getattr(old, k) != getattr(meta, k)]
         if mismatch:
             raise StoreError(f"{path}: cannot resume, the store was started with other {', '.join(mismatch)}")
@@ -119,9 +119,9 @@ def create_store(path: str | Path, source: Source, codec: Codec, quality: float,
         if not overwrite:
             hint = "--resume to finish it, " if not _is_complete(path) else ""
             raise StoreError(f"{path} already exists (pass {hint}--overwrite / overwrite=True to replace it)")
-        if not (path / "zarr.json").exists() and path.is_dir() and any(path.iterdir()):
-            raise StoreError(f"{path} exists and is not a Zarr store; refusing to delete it")
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if not _is_cps_store(path):  # --overwrite replaces stores, never other files or folders
+            raise StoreError(f"{path} exists and is not a cps-tiles store; refusing to delete it")
+        shutil.rmtree(path)
     group = zarr.open_group(str(path), mode="w-")
     cc, m = plan.chunk_cells, codec.model.config.M
     group.create_array(
@@ -137,11 +137,20 @@ def create_store(path: str | Path, source: Source, codec: Codec, quality: float,
     return group, meta, plan
 
 
-def _is_complete(path: Path) -> bool:
+def _cps_attrs(path: Path) -> dict | None:
     try:
-        return bool(json.loads((path / "zarr.json").read_text())["attributes"]["cps"]["complete"])
-    except Exception:
-        return False
+        attrs = json.loads((path / "zarr.json").read_text())["attributes"]["cps"]
+        return attrs if isinstance(attrs, dict) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _is_cps_store(path: Path) -> bool:
+    return path.is_dir() and _cps_attrs(path) is not None
+
+
+def _is_complete(path: Path) -> bool:
+    return bool((_cps_attrs(path) or {}).get("complete"))
 
 
 def tiles_done(group: zarr.Group, plan: Plan) -> set[tuple[int, int]]:

@@ -160,9 +160,16 @@ def test_refuses_to_overwrite(tmp_path):
         cps_tiles.convert(pixels, tmp_path / "o.zarr", codec=TINY, chunk=64, tile=64, progress=False)
     (tmp_path / "keep").mkdir()
     (tmp_path / "keep" / "precious.txt").write_text("x")
-    with pytest.raises(StoreError, match="not a Zarr store"):
+    with pytest.raises(StoreError, match="not a cps-tiles store"):
         cps_tiles.convert(pixels, tmp_path / "keep", codec=TINY, overwrite=True, progress=False)
     assert (tmp_path / "keep" / "precious.txt").exists()
+    (tmp_path / "input.png").write_bytes(b"not really")
+    with pytest.raises(StoreError, match="not a cps-tiles store"):  # e.g. convert x.png x.png --overwrite
+        cps_tiles.convert(pixels, tmp_path / "input.png", codec=TINY, overwrite=True, progress=False)
+    assert (tmp_path / "input.png").read_bytes() == b"not really"
+    zarr.open_group(str(tmp_path / "other.zarr"), mode="w").attrs["x"] = 1  # somebody else's Zarr data
+    with pytest.raises(StoreError, match="not a cps-tiles store"):
+        cps_tiles.convert(pixels, tmp_path / "other.zarr", codec=TINY, overwrite=True, progress=False)
 
 
 def test_unfinished_store_is_refused(tmp_path):
