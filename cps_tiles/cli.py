@@ -10,6 +10,10 @@ from pathlib import Path
 from . import DEFAULT_CHUNK, DEFAULT_QUALITY, DEFAULT_TILE, __version__
 
 
+#: Largest whole-image decode to a flat file (bytes of pixels); bigger images go through ``export``.
+DECODE_MAX_BYTES = 4 * 2**30
+
+
 def _region(text: str) -> tuple[int, int, int, int]:
     try:
         x, y, w, h = (int(v) for v in text.split(","))
@@ -36,6 +40,9 @@ def cmd_decode(a: argparse.Namespace) -> None:
 
     import cps_tiles
 
+    suffix = Path(a.out).suffix.lower()
+    if suffix not in (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".webp"):
+        raise ValueError(f"output must end in .png, .tif, .jpg or .webp, got {a.out!r}")
     img = cps_tiles.open(a.store, on_error="fill" if a.salvage else "raise")
     if a.region:
         x, y, w, h = a.region
@@ -43,10 +50,11 @@ def cmd_decode(a: argparse.Namespace) -> None:
             raise ValueError(f"region starts outside the {img.shape[1]}x{img.shape[0]} image")
         pixels = img[y : y + h, x : x + w]
     else:
+        h, w, c = img.shape
+        if h * w * c > DECODE_MAX_BYTES:
+            raise ValueError(f"the whole {w}x{h} image needs {h * w * c / 2**30:.1f} GiB in memory; decode a "
+                             "--region, or write a tiled pyramidal TIFF with `cps-tiles export`")
         pixels = np.asarray(img)
-    suffix = Path(a.out).suffix.lower()
-    if suffix not in (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".webp"):
-        raise ValueError(f"output must end in .png, .tif, .jpg or .webp, got {a.out!r}")
     im = pyvips.Image.new_from_array(np.ascontiguousarray(pixels))
     im = im.copy(interpretation="b-w" if pixels.shape[2] == 1 else "srgb")
     im.write_to_file(a.out, **({"Q": 95} if suffix in (".jpg", ".jpeg") else {}))
@@ -146,8 +154,17 @@ def cmd_demo(a: argparse.Namespace) -> None:
     run_demo(Path(a.dir), quality=a.quality)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line too (``--help`` still prints the usage)."""
+
+    def error(self, message: str):
+        print(f"cps-tiles: error: {self.prog.removeprefix('cps-tiles').strip() or 'usage'}: {message} "
+              f"(see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cps-tiles", description="Learned compression of gigapixel images "
+    p = _Parser(prog="cps-tiles", description="Learned compression of gigapixel images "
                                 "with Continuous Patch Stitching (exact tiles, Zarr storage).")
     p.add_argument("--version", action="version", version=f"cps-tiles {__version__}")
     sub = p.add_subparsers(dest="command", required=True)

@@ -52,6 +52,8 @@ def test_convert_info_decode_export(src):
     (("decode", "{src}/nothere.zarr", "{src}/x.png"), "no such cps-tiles store"),
     (("info", "{src}"), "no such cps-tiles store"),
     (("decode", "{src}/in.tif", "{src}/x.png"), "no such cps-tiles store"),
+    (("decode", "{src}/nothere.zarr", "{src}/x.bmp"), "must end in"),
+    (("decode", "{src}/nothere.zarr", "{src}/x.png", "--region", "1,2,3"), "X,Y,W,H"),
 ])
 def test_errors_are_one_line(src, args, needle):
     r = run(*[a.format(src=src) for a in args])
