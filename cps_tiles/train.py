@@ -89,6 +89,8 @@ def plot_log(csv_path: Path, png_path: Path, window: int = 200) -> None:
         k = min(window, len(v))
         ax.plot(steps[k - 1 :], np.convolve(v, np.ones(k) / k, mode="valid"))
         ax.set_xlabel("step")
+        if key == "loss":
+            ax.set_yscale("log")  # the first steps are orders of magnitude above the rest
         ax.set_title(f"{key} (moving average of {k}, all quality levels)")
         ax.grid(alpha=0.3)
     fig.tight_layout()
