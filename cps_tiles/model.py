@@ -82,15 +82,20 @@ class CPSModel(nn.Module):
 
     # -- gains ------------------------------------------------------------------------------
     def gains(self, quality: float, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-        """(gain, inv_gain), each ``[M]``, for a quality in [1, 8] (geometric interpolation)."""
+        """(gain, inv_gain), each ``[M]``, for a quality in [1, 8] (geometric interpolation).
+
+        Computed in float64 on the CPU whatever the model's device, so every device quantizes with
+        the same gains; returned on the model's device.
+        """
         q = check_quality(quality) - 1
         i = min(int(q), len(LAMBDAS) - 2)
         t = q - i
-        lg = self.log_gain.detach().to(torch.float64)
-        li = self.log_inv_gain.detach().to(torch.float64)
+        lg = self.log_gain.detach().cpu().to(torch.float64)
+        li = self.log_inv_gain.detach().cpu().to(torch.float64)
         gain = torch.exp((1 - t) * lg[i] + t * lg[i + 1])
         inv = torch.exp((1 - t) * li[i] + t * li[i + 1])
-        return gain.to(dtype), inv.to(dtype)
+        device = self.log_gain.device
+        return gain.to(device, dtype), inv.to(device, dtype)
 
     # -- transforms -------------------------------------------------------------------------
     def analysis(self, x: torch.Tensor) -> torch.Tensor:

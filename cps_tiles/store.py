@@ -191,11 +191,15 @@ def read_window(source: Source, window: Window, padded: tuple[int, int]) -> np.n
 
 
 def encode_tile(codec: Codec, source: Source, window: Window, plan: Plan, quality: float) -> np.ndarray:
-    """One compute tile: pixels (with POPS margin) -> integer latent ``int16 [M, ch, cw]``."""
-    x = to_tensor(read_window(source, window, plan.padded)).contiguous(memory_format=torch.channels_last)
+    """One compute tile: pixels (with POPS margin) -> integer latent ``int16 [M, ch, cw]``.
+
+    Runs on whatever device the codec's model is on (CPU, or CUDA on a GPU worker).
+    """
+    device = codec.model.log_gain.device
+    x = to_tensor(read_window(source, window, plan.padded)).to(device).contiguous(memory_format=torch.channels_last)
     y = analyze_tile(codec.model, x, window, plan.geometry.rho)[0]
     gain, _ = codec.model.gains(quality, torch.float32)
-    return torch.round(y * gain.view(-1, 1, 1)).clamp_(-32768, 32767).to(torch.int16).numpy()
+    return torch.round(y * gain.view(-1, 1, 1)).clamp_(-32768, 32767).to(torch.int16).cpu().numpy()
 
 
 def write_tile(group: zarr.Group, codec: Codec, source: Source, window: Window, plan: Plan, meta: StoreMeta) -> None:
