@@ -107,11 +107,12 @@ def train(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out / "checkpoint.pt", out / "log.csv"
 
-    model = CPSModel(ModelConfig(N=args.N, M=args.M, Nz=args.N)).to(memory_format=torch.channels_last)
+    device = torch.device(args.device)
+    model = CPSModel(ModelConfig(N=args.N, M=args.M, Nz=args.N)).to(device, memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, elapsed = 0, 0.0
     if args.resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
         if state["config"] != model.config.to_dict():
             raise SystemExit(f"checkpoint config {state['config']} differs from {model.config}")
         model.load_state_dict(state["model"])
@@ -125,7 +126,7 @@ def train(args: argparse.Namespace) -> None:
 
     def save() -> None:
         tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+        torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "optimizer": opt.state_dict(), "step": step,
                     "elapsed": elapsed, "config": model.config.to_dict(), "args": vars(args)}, tmp)
         tmp.replace(ckpt_path)  # atomic: a kill never leaves a half-written checkpoint
 
@@ -143,8 +144,8 @@ def train(args: argparse.Namespace) -> None:
         for g in opt.param_groups:
             g["lr"] = lr
         level = random.randrange(len(LAMBDAS))
-        x = sampler.batch(args.batch)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+        x = sampler.batch(args.batch).to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
             outp = model(x, level)
         losses = rd_loss(outp, x, level)
         opt.zero_grad(set_to_none=True)
@@ -183,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--decay-at", type=float, default=0.85, help="fraction of the budget where lr drops 10x")
     p.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (a lent GPU: bigger --batch pays there)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-bf16", dest="bf16", action="store_false")
     p.add_argument("--resume", action="store_true")

@@ -23,3 +23,27 @@ def test_overfit_tiny_model_loss_drops():
         losses.append(loss.item())
     assert np.mean(losses[-10:]) < 0.3 * np.mean(losses[:10])
     assert out["x_hat"].shape == x.shape
+
+
+def test_train_cli_checkpoints_logs_and_resumes(tmp_path):
+    import csv
+
+    import pyvips
+
+    from cps_tiles.train import main
+    from conftest import smooth_image
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for k in range(3):
+        pyvips.Image.new_from_array(smooth_image(160, 200, seed=k)).copy(interpretation="srgb").pngsave(str(data / f"{k}.png"))
+    pyvips.Image.new_from_array(smooth_image(300, 300, seed=9)).copy(interpretation="srgb").jpegsave(str(data / "j.jpg"))
+    run = tmp_path / "run"
+    args = [str(data), "--out", str(run), "--N", "8", "--M", "12", "--crop", "64", "--batch", "2", "--minutes", "5"]
+    main(args + ["--steps", "4"])
+    main(args + ["--steps", "7", "--resume"])
+    rows = list(csv.DictReader(open(run / "log.csv")))
+    assert [int(r["step"]) for r in rows] == list(range(1, 8))
+    assert (run / "checkpoint.pt").is_file() and (run / "log.png").is_file()
+    state = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 7 and "optimizer" in state
