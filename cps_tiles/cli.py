@@ -29,7 +29,7 @@ def cmd_convert(a: argparse.Namespace) -> None:
 
     img = cps_tiles.convert(a.src, a.dst, quality=a.quality, chunk=a.chunk, tile=a.tile, overwrite=a.overwrite,
                             resume=a.resume, progress=not a.quiet, codec=a.codec, page=a.page,
-                            scheduler=a.scheduler, device=a.device)
+                            scheduler=a.scheduler, device=a.device, precision=a.precision)
     s = store_summary(img)
     print(f"{a.dst}: {s['width']}x{s['height']}x{s['bands']}, {s['bpp']:.3f} bpp, ratio {s['ratio']:.1f}:1")
 
@@ -43,7 +43,7 @@ def cmd_decode(a: argparse.Namespace) -> None:
     suffix = Path(a.out).suffix.lower()
     if suffix not in (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".webp"):
         raise ValueError(f"output must end in .png, .tif, .jpg or .webp, got {a.out!r}")
-    img = cps_tiles.open(a.store, on_error="fill" if a.salvage else "raise")
+    img = cps_tiles.open(a.store, on_error="fill" if a.salvage else "raise", precision=a.precision)
     if a.region:
         x, y, w, h = a.region
         if x >= img.shape[1] or y >= img.shape[0]:
@@ -111,7 +111,7 @@ def cmd_export(a: argparse.Namespace) -> None:
 
     from .export import export_tiff
 
-    img = cps_tiles.open(a.store)
+    img = cps_tiles.open(a.store, precision=a.precision)
     h, w, c = img.shape
     if a.scheduler == "local":
         read = lambda y0, y1: img[y0:y1, :]  # noqa: E731 - in-process reader with the chunk cache
@@ -181,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--resume", action="store_true", help="finish an interrupted conversion of the same source")
     c.add_argument("--scheduler", default="threads", help="threads (default), processes, sync, or tcp://HOST:PORT")
     c.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="where the encoder runs")
+    c.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
+                   help="encoder arithmetic; bfloat16 is about 2x faster on CPUs with AMX/AVX512-BF16")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_convert)
 
@@ -188,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("store")
     d.add_argument("out", help="output image: .png, .tif, .jpg or .webp")
     d.add_argument("--region", type=_region, help="X,Y,W,H in pixels (clipped to the image)")
+    d.add_argument("--precision", default="float32", choices=("float32", "bfloat16"), help="decoder arithmetic")
     d.add_argument("--salvage", action="store_true",
                    help="decode around missing/damaged chunks, filling their pixels with 0 (listed on stderr)")
     d.set_defaults(func=cmd_decode)
@@ -201,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("store")
     e.add_argument("out", help="output .tif")
     e.add_argument("--compression", default="deflate", help="TIFF tile compression (deflate, jpeg, zstd, webp, none)")
+    e.add_argument("--precision", default="float32", choices=("float32", "bfloat16"), help="decoder arithmetic")
     e.add_argument("--scheduler", default="local",
                    help="local (in-process, default), threads, processes, or tcp://HOST:PORT to decode on a cluster")
     e.set_defaults(func=cmd_export)

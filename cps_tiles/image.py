@@ -23,7 +23,7 @@ from .bitstream import ChunkCoder, CorruptChunkError
 from .model import CPSModel
 from .pops import Geometry, Plan, Window
 from .store import ALPHA, LATENT, StoreError, StoreMeta
-from .tiling import synthesize_cells
+from .tiling import precision_context, synthesize_cells
 from .weights import Codec, load_codec
 
 
@@ -56,14 +56,15 @@ class LRUCache:
         return value
 
 
-def decode_chunk_pixels(model: CPSModel, latent_window: np.ndarray, window: Window, quality: float, bands: int) -> np.ndarray:
+def decode_chunk_pixels(model: CPSModel, latent_window: np.ndarray, window: Window, quality: float, bands: int,
+                        precision: str = "float32") -> np.ndarray:
     """Latent window ``int16 [M, h, w]`` (chunk cells + halo) -> chunk pixels ``uint8 [C, ch*rho, cw*rho]``.
 
     ``window.cells`` are the chunk's cells, ``window.pixels`` the latent window's cells. C is 1 for
     grayscale stores (the mean of the decoded RGB), else 3.
     """
     y = torch.from_numpy(latent_window.astype(np.float32))[None].contiguous(memory_format=torch.channels_last)
-    x = synthesize_cells(model, y, window, quality)
+    x = synthesize_cells(model, y, window, quality, precision)
     if bands == 1:
         x = x.mean(dim=1, keepdim=True)
     return x[0].mul(255).round_().clamp_(0, 255).to(torch.uint8).numpy()
@@ -78,13 +79,14 @@ def _dask_chunks(n: int, chunk: int, halo: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def _dask_decode_block(block: np.ndarray, path: str, mtime: int, block_info: dict | None = None) -> np.ndarray:
+def _dask_decode_block(block: np.ndarray, path: str, mtime: int, precision: str,
+                       block_info: dict | None = None) -> np.ndarray:
     """map_overlap kernel: an overlapped latent block -> pixels ``[C, h, w]`` of its storage chunks.
 
     Each storage chunk inside the block is decoded from exactly the latent window the region
     reader uses (``Plan.chunk_window``), so both paths give the same bytes.
     """
-    img = _worker_image(path, mtime)
+    img = _worker_image(path, mtime, precision)
     plan, c = img.plan, img.meta.chunk
     # The *output* location (pixels) names this block's chunks; the input block is the core plus
     # up to `halo` cells per side (trim=False, boundary="none").
@@ -107,9 +109,9 @@ def _mtime(path: str) -> int:
 
 
 @functools.lru_cache(maxsize=8)
-def _worker_image(path: str, mtime: int) -> "CPSImage":
+def _worker_image(path: str, mtime: int, precision: str = "float32") -> "CPSImage":
     """One opened store per worker process (re-opened if the store was rewritten)."""
-    return CPSImage(path, cache_mb=0)
+    return CPSImage(path, cache_mb=0, precision=precision)
 
 
 def _dask_latent_block(path: str, mtime: int, chunk_cells: int, block_info: dict | None = None) -> np.ndarray:
@@ -134,9 +136,12 @@ class CPSImage:
     >>> tile = img[1000:1512, 2000:2512]        # uint8 [512, 512, C]
     """
 
-    def __init__(self, path: str | Path, cache_mb: float = 256, on_error: str = "raise", fill_value: int = 0) -> None:
+    def __init__(self, path: str | Path, cache_mb: float = 256, on_error: str = "raise", fill_value: int = 0,
+                 precision: str = "float32") -> None:
         if on_error not in ("raise", "fill"):
             raise ValueError(f"on_error must be 'raise' or 'fill', got {on_error!r}")
+        precision_context(precision)  # validates
+        self.precision = precision
         self.on_error, self.fill_value = on_error, fill_value
         #: chunk keys found missing or damaged so far (with ``on_error="fill"``)
         self.damaged: set[str] = set()
@@ -285,7 +290,8 @@ class CPSImage:
 
     def decode_window(self, latent_window: np.ndarray, window: Window) -> np.ndarray:
         """One chunk's pixels ``uint8 [C, ch, cw]`` from its synthesis window (every decode path)."""
-        return decode_chunk_pixels(self.codec.model, latent_window, window, self.meta.quality, self.meta.bands)
+        return decode_chunk_pixels(self.codec.model, latent_window, window, self.meta.quality, self.meta.bands,
+                                   self.precision)
 
     def _pixel_chunk(self, i: int, j: int) -> np.ndarray:
         def make() -> np.ndarray:
@@ -314,7 +320,7 @@ class CPSImage:
                                chunks=((m,), ychunks, xchunks), meta=np.empty((0, 0, 0), np.int16))
         colour = 1 if self.meta.bands == 1 else 3
         pixels = da.map_overlap(
-            _dask_decode_block, latent, path=self.path, mtime=_mtime(self.path), depth={0: 0, 1: min(halo, hl), 2: min(halo, wl)},
+            _dask_decode_block, latent, path=self.path, mtime=_mtime(self.path), precision=self.precision, depth={0: 0, 1: min(halo, hl), 2: min(halo, wl)},
             boundary="none", trim=False, allow_rechunk=False, dtype=np.uint8,
             chunks=((colour,), tuple(k * rho for k in ychunks), tuple(k * rho for k in xchunks)),
             meta=np.empty((0, 0, 0), np.uint8),

@@ -98,10 +98,12 @@ def _run(tasks: list, scheduler: str | None, client: Any, progress: Progress | N
 
 def convert_store(source: Source, store: str | Path, codec: Codec, *, quality: float, chunk: int, tile: int,
                   overwrite: bool = False, resume: bool = False, scheduler: str | None = None, client: Any = None,
-                  device: str = "cpu", resources: dict | None = None, progress: Progress | None = None) -> None:
+                  device: str = "cpu", resources: dict | None = None, progress: Progress | None = None,
+                  precision: str = "float32") -> None:
     """Write ``source`` into ``store`` with one Dask task per compute tile; see the module docs."""
     device = resolve_device(device)
-    group, meta, plan = create_store(store, source, codec, quality, chunk, tile, overwrite=overwrite, resume=resume)
+    group, meta, plan = create_store(store, source, codec, quality, chunk, tile, overwrite=overwrite, resume=resume,
+                                     precision=precision)
     done = tiles_done(group, plan) if resume else set()
     if resources is None and device == "cuda":
         resources = {"GPU": 1}

@@ -64,6 +64,7 @@ class StoreMeta:
     dtype: str = "uint8"
     alpha: bool = False
     complete: bool = False
+    precision: str = "float32"  # arithmetic of the encoder that wrote the latents (informative)
     source: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -88,15 +89,16 @@ class StoreMeta:
         group.attrs["cps"] = json.loads(json.dumps(asdict(self)))
 
 
-def _meta_for(source: Source, codec: Codec, quality: float, plan: Plan) -> StoreMeta:
-    return StoreMeta(codec=codec.name, sha256=codec.sha256, quality=check_quality(quality), height=source.height,
+def _meta_for(source: Source, codec: Codec, quality: float, plan: Plan, precision: str) -> StoreMeta:
+    return StoreMeta(precision=precision, codec=codec.name, sha256=codec.sha256, quality=check_quality(quality), height=source.height,
                      width=source.width, bands=source.bands, chunk=plan.chunk, tile=plan.tile,
                      rho=plan.geometry.rho, padded=list(plan.padded), alpha=source.bands == 4,
                      source=dict(source.metadata))
 
 
 def create_store(path: str | Path, source: Source, codec: Codec, quality: float, chunk: int, tile: int,
-                 overwrite: bool = False, resume: bool = False) -> tuple[zarr.Group, StoreMeta, Plan]:
+                 overwrite: bool = False, resume: bool = False,
+                 precision: str = "float32") -> tuple[zarr.Group, StoreMeta, Plan]:
     """Create the group and empty arrays for ``source``, or reopen an unfinished one to resume.
 
     Refuses to replace an existing store unless ``overwrite``; with ``resume`` an existing store
@@ -104,11 +106,11 @@ def create_store(path: str | Path, source: Source, codec: Codec, quality: float,
     """
     path = Path(path)
     plan = Plan(source.height, source.width, Geometry.of(codec.model), chunk=chunk, tile=tile)
-    meta = _meta_for(source, codec, quality, plan)
+    meta = _meta_for(source, codec, quality, plan, precision)
     if path.exists() and resume and (path / "zarr.json").exists():
         group = zarr.open_group(str(path), mode="r+")
         old = StoreMeta.read(group, str(path))
-        mismatch = [k for k in ("codec", "sha256", "quality", "height", "width", "bands", "chunk", "tile", "source")
+        mismatch = [k for k in ("codec", "sha256", "quality", "height", "width", "bands", "chunk", "tile", "precision", "source")
                     if getattr(old, k) != getattr(meta, k)]
         if mismatch:
             raise StoreError(f"{path}: cannot resume, the store was started with other {', '.join(mismatch)}")
@@ -190,14 +192,15 @@ def read_window(source: Source, window: Window, padded: tuple[int, int]) -> np.n
     return pixels[:, :, :3]
 
 
-def encode_tile(codec: Codec, source: Source, window: Window, plan: Plan, quality: float) -> np.ndarray:
+def encode_tile(codec: Codec, source: Source, window: Window, plan: Plan, quality: float,
+                precision: str = "float32") -> np.ndarray:
     """One compute tile: pixels (with POPS margin) -> integer latent ``int16 [M, ch, cw]``.
 
     Runs on whatever device the codec's model is on (CPU, or CUDA on a GPU worker).
     """
     device = codec.model.log_gain.device
     x = to_tensor(read_window(source, window, plan.padded)).to(device).contiguous(memory_format=torch.channels_last)
-    y = analyze_tile(codec.model, x, window, plan.geometry.rho)[0]
+    y = analyze_tile(codec.model, x, window, plan.geometry.rho, precision)[0]
     gain, _ = codec.model.gains(quality, torch.float32)
     return torch.round(y * gain.view(-1, 1, 1)).clamp_(-32768, 32767).to(torch.int16).cpu().numpy()
 
@@ -205,7 +208,7 @@ def encode_tile(codec: Codec, source: Source, window: Window, plan: Plan, qualit
 def write_tile(group: zarr.Group, codec: Codec, source: Source, window: Window, plan: Plan, meta: StoreMeta) -> None:
     """Encode one tile, write its chunks (chunk-aligned, so tiles never share a chunk), then its flag."""
     cy0, cy1, cx0, cx1 = window.cells
-    y_hat = encode_tile(codec, source, window, plan, meta.quality)
+    y_hat = encode_tile(codec, source, window, plan, meta.quality, meta.precision)
     # Every chunk is written, even one equal to the fill value: a missing chunk means damage.
     # (write_empty_chunks is a runtime setting, not stored with the array, hence per handle.)
     eager = {"write_empty_chunks": True}

@@ -179,22 +179,25 @@ def test_disk_full_never_leaves_a_complete_store(tmp_path, monkeypatch):
 
 DECODE = """
 import sys, hashlib, numpy as np, torch
-threads, det = int(sys.argv[2]), sys.argv[3] == "1"
+threads, det, precision = int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
 torch.set_num_threads(threads)
 torch.use_deterministic_algorithms(det)
 import cps_tiles
-img = cps_tiles.open(sys.argv[1])
+img = cps_tiles.open(sys.argv[1], precision=precision)
 lat = np.concatenate([img.read_latent_chunk(i, j).ravel() for i, j in img.chunk_indices()])
 print(hashlib.sha256(lat.tobytes()).hexdigest(), hashlib.sha256(np.asarray(img).tobytes()).hexdigest())
 """
 
 
-def test_deterministic_decoding_across_processes_and_threads(store):
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_deterministic_decoding_across_processes_and_threads(store, precision):
     path, whole = store
+    if precision != "float32":
+        whole = np.asarray(cps_tiles.open(path, precision=precision))
     outs = set()
     for threads, det in ((1, 0), (2, 0), (2, 1), (1, 1)):
-        r = subprocess.run([sys.executable, "-c", DECODE, str(path), str(threads), str(det)], capture_output=True,
-                           text=True, timeout=300)
+        r = subprocess.run([sys.executable, "-c", DECODE, str(path), str(threads), str(det), precision],
+                           capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
         outs.add(r.stdout.strip())
     assert len(outs) == 1

@@ -38,6 +38,19 @@ def test_local_schedulers_byte_identical(src, scheduler):
     assert store_bytes(out) == ref
 
 
+def test_bfloat16_stores_are_deterministic_too(src):
+    """bf16 encoding (the fast CPU path) writes the same bytes with threads and processes."""
+    d, ref = src
+    out = {}
+    for scheduler in ("threads", "processes"):
+        path = d / f"bf16-{scheduler}.zarr"
+        cps_tiles.convert(d / "in.tif", path, codec=TINY, chunk=64, tile=128, progress=False, scheduler=scheduler,
+                          precision="bfloat16")
+        out[scheduler] = store_bytes(path)
+    assert out["threads"] == out["processes"]
+    assert cps_tiles.open(d / "bf16-threads.zarr").meta.precision == "bfloat16"
+
+
 def test_local_cluster_byte_identical(src):
     """A real LocalCluster: 2 worker processes on loopback."""
     from distributed import Client, LocalCluster
