@@ -82,7 +82,7 @@ def bd_rate(ref: dict, test: dict) -> float | None:
     return float((np.exp(diff) - 1) * 100)
 
 
-def run_cps(images, qualities, chunk, codec, tmp: Path) -> dict:
+def run_cps(images, qualities, chunk, codec, tmp: Path, precision: str = "float32") -> dict:
     import cps_tiles
 
     res = {"bpp": [], "psnr": [], "encode_s": 0.0, "decode_s": 0.0}
@@ -91,17 +91,17 @@ def run_cps(images, qualities, chunk, codec, tmp: Path) -> dict:
         for path, a in images:
             store = tmp / f"{path.stem}-{q}.zarr"
             t0 = time.perf_counter()
-            img = cps_tiles.convert(a, store, quality=q, chunk=chunk, tile=1024, progress=False, codec=codec,
-                                    scheduler="sync")
+            cps_tiles.convert(a, store, quality=q, chunk=chunk, tile=1024, progress=False, codec=codec,
+                              scheduler="sync", precision=precision, overwrite=True)
             t1 = time.perf_counter()
-            dec = np.asarray(img)
+            dec = np.asarray(cps_tiles.open(store, precision=precision))
             res["encode_s"] += t1 - t0
             res["decode_s"] += time.perf_counter() - t1
             bpps.append(8 * dir_bytes(store) / (a.shape[0] * a.shape[1]))
             psnrs.append(psnr(dec, a))
         res["bpp"].append(float(np.mean(bpps)))
         res["psnr"].append(float(np.mean(psnrs)))
-        print(f"CPS q{q}: {res['bpp'][-1]:.4f} bpp {res['psnr'][-1]:.3f} dB", flush=True)
+        print(f"CPS {precision} q{q}: {res['bpp'][-1]:.4f} bpp {res['psnr'][-1]:.3f} dB", flush=True)
     return res
 
 
@@ -176,6 +176,7 @@ def main() -> None:
     p.add_argument("--codec", default=None)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "rd_kodak")
     p.add_argument("--no-card", dest="update_card", action="store_false", help="leave the codec card alone")
+    p.add_argument("--no-bf16", dest="bf16", action="store_false", help="skip the bfloat16 CPS curve")
     a = p.parse_args()
     paths = sorted(a.kodak.glob("kodim*.png"))[: a.limit or None]
     if not paths:
@@ -184,10 +185,13 @@ def main() -> None:
     qualities = [float(q) for q in a.qualities.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         cps = run_cps(images, qualities, a.chunk, a.codec, Path(tmp))
+        fast = run_cps(images, qualities, a.chunk, a.codec, Path(tmp), "bfloat16") if a.bf16 else None
     from cps_tiles.weights import DEFAULT_CODEC, load_codec
 
     codec = load_codec(a.codec or DEFAULT_CODEC)
     results = {f"CPS {codec.name} (store, {a.chunk}-px chunks)": cps}
+    if fast:
+        results[f"CPS {codec.name} bfloat16 encode+decode"] = fast
     results.update(run_baselines(images, a.chunk))
     results.update(ANCHORS)
     cps_key = next(iter(results))
@@ -209,8 +213,10 @@ def main() -> None:
         md_table(["reference", "BD-rate of CPS"], rows), "",
         "## CPS points", "",
         md_table(["quality", "bpp", "PSNR (dB)"], [[q, f"{b:.4f}", f"{ps:.3f}"] for q, b, ps in zip(qualities, cps["bpp"], cps["psnr"])]),
-        "", f"CPS speed in this run (sync scheduler, stores on local disk): encode {mp / cps['encode_s']:.2f} MP/s, "
-        f"decode {mp / cps['decode_s']:.2f} MP/s.", "",
+        "", f"CPS speed in this run (sync scheduler, stores on local disk, float32): encode "
+        f"{mp / cps['encode_s']:.2f} MP/s, decode {mp / cps['decode_s']:.2f} MP/s"
+        + (f"; bfloat16: encode {mp / fast['encode_s']:.2f} MP/s, decode {mp / fast['decode_s']:.2f} MP/s." if fast else "."),
+        "",
         "## Baselines", "",
         md_table(["codec", "settings", "bpp", "PSNR (dB)"],
                  [[n, ", ".join(map(str, r["settings"])), ", ".join(f"{b:.3f}" for b in r["bpp"]),

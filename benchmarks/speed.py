@@ -56,16 +56,17 @@ def sec_codecs(tmp: Path) -> str:
     mp = sum(a.shape[0] * a.shape[1] for a in images) / 1e6
     rows = []
 
-    def store_run(q):
+    def store_run(q, precision):
         enc = dec = 0.0
         for k, a in enumerate(images):
             s = tmp / f"c{k}-{q}.zarr"
-            enc += timed(lambda: cps_tiles.convert(a, s, quality=q, progress=False, overwrite=True))
-            dec += timed(lambda: np.asarray(cps_tiles.open(s)))
+            enc += timed(lambda: cps_tiles.convert(a, s, quality=q, progress=False, overwrite=True, precision=precision))
+            dec += timed(lambda: np.asarray(cps_tiles.open(s, precision=precision)))
         return enc, dec
 
-    enc, dec = store_run(5)
-    rows.append(["CPS (this codec, store on disk, threads)", f"{mp / enc:.2f}", f"{mp / dec:.2f}"])
+    for precision in ("float32", "bfloat16"):
+        enc, dec = store_run(5, precision)
+        rows.append([f"CPS {precision} (store on disk, threads)", f"{mp / enc:.2f}", f"{mp / dec:.2f}"])
     for name, e, d in [("JPEG XL (distance 1.8, effort 7)", lambda a: ic.jpegxl_encode(a, distance=1.8, effort=7), ic.jpegxl_decode),
                        ("AVIF (level 65, speed 4)", lambda a: ic.avif_encode(a, level=65, speed=4), ic.avif_decode),
                        ("AVIF (level 65, speed 6)", lambda a: ic.avif_encode(a, level=65, speed=6), ic.avif_decode),
@@ -109,19 +110,21 @@ def sec_region(tmp: Path) -> str:
     a = mosaic(4096, 4608)
     store = tmp / "region.zarr"
     cps_tiles.convert(a, store, progress=False)
-    rng = np.random.default_rng(0)
-    cold, warm, pan = [], [], []
-    for _ in range(5):
-        y, x = int(rng.integers(0, 4096 - 1024)), int(rng.integers(0, 4608 - 1024))
-        img = cps_tiles.open(store)
-        cold.append(timed(lambda: img[y : y + 512, x : x + 512]))
-        warm.append(timed(lambda: img[y : y + 512, x : x + 512]))
-        pan.append(timed(lambda: img[y + 64 : y + 576, x + 64 : x + 576]))
-    rows = [["cold (fresh open, empty cache)", f"{np.median(cold):.3f}"],
-            ["warm (same region again)", f"{np.median(warm):.4f}"],
-            ["pan by 64 px (neighbours cached)", f"{np.median(pan):.3f}"]]
+    rows = []
+    for precision in ("float32", "bfloat16"):
+        rng = np.random.default_rng(0)
+        cold, warm, pan = [], [], []
+        for _ in range(5):
+            y, x = int(rng.integers(0, 4096 - 1024)), int(rng.integers(0, 4608 - 1024))
+            img = cps_tiles.open(store, precision=precision)
+            cold.append(timed(lambda: img[y : y + 512, x : x + 512]))
+            warm.append(timed(lambda: img[y : y + 512, x : x + 512]))
+            pan.append(timed(lambda: img[y + 64 : y + 576, x + 64 : x + 576]))
+        rows += [[precision, "cold (fresh open, empty cache)", f"{np.median(cold):.3f}"],
+                 [precision, "warm (same region again)", f"{np.median(warm):.4f}"],
+                 [precision, "pan by 64 px (neighbours cached)", f"{np.median(pan):.3f}"]]
     return ("## 512x512 region read latency (4608x4096 store, chunk 256; median of 5 random regions)\n\n"
-            + md_table(["case", "seconds"], rows))
+            + md_table(["decoder", "case", "seconds"], rows))
 
 
 def sec_memory(tmp: Path, sizes_mp: list[int]) -> str:
@@ -175,25 +178,34 @@ def sec_flops() -> str:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from cps_tiles.tiling import precision_context
     from cps_tiles.weights import DEFAULT_CODEC, load_codec
 
     model = load_codec(DEFAULT_CODEC).model
     x = torch.rand(1, 3, 1024, 1024).contiguous(memory_format=torch.channels_last)
+    px = x[0, 0].numel()
     with torch.inference_mode():
         with FlopCounterMode(display=False) as f:
             y = model.analysis(x)
-        fa = f.get_total_flops() / x[0, 0].numel()
+        fa = f.get_total_flops() / px
         with FlopCounterMode(display=False) as f:
             model.synthesis(torch.round(y), 5)
-        fs = f.get_total_flops() / x[0, 0].numel()
-        ta = timed(lambda: model.analysis(x), 2)
-        ts = timed(lambda: model.synthesis(torch.round(y), 5), 2)
-    m = torch.rand(2048, 2048)
-    gflops = 2 * 2048**3 / timed(lambda: m @ m, 5) / 1e9
-    rows = [["analysis (g_a)", f"{fa / 1e3:.1f}", f"{fa * 1.048576 / ta / 1e3:.1f}", f"{100 * fa * 1.048576e6 / ta / 1e9 / gflops:.0f}%"],
-            ["synthesis (g_s)", f"{fs / 1e3:.1f}", f"{fs * 1.048576 / ts / 1e3:.1f}", f"{100 * fs * 1.048576e6 / ts / 1e9 / gflops:.0f}%"]]
-    return (f"## Compute efficiency (1024x1024, transforms only)\n\nMeasured float32 matmul (2048^3): {gflops:.1f} GFLOP/s "
-            "on this machine.\n\n" + md_table(["transform", "kFLOP/pixel", "achieved GFLOP/s", "of matmul peak"], rows))
+        fs = f.get_total_flops() / px
+        rows = []
+        for precision, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+            m = torch.rand(2048, 2048, dtype=dtype)
+            peak = 2 * 2048**3 / timed(lambda: m @ m, 5) / 1e9
+            with precision_context(precision):
+                ta = timed(lambda: model.analysis(x), 2)
+                ts = timed(lambda: model.synthesis(torch.round(y), 5), 2)
+            for name, fl, t in (("analysis (g_a)", fa, ta), ("synthesis (g_s)", fs, ts)):
+                achieved = fl * px / t / 1e9
+                rows.append([name, precision, f"{fl / 1e3:.1f}", f"{px / t / 1e6:.2f}", f"{achieved:.1f}", f"{peak:.0f}",
+                             f"{100 * achieved / peak:.0f}%"])
+    return ("## Compute efficiency (1024x1024, transforms only, all threads)\n\nPeak: measured 2048^3 matmul in "
+            "the same precision on this machine.\n\n"
+            + md_table(["transform", "precision", "kFLOP/pixel", "MP/s", "achieved GFLOP/s", "matmul GFLOP/s",
+                        "of matmul"], rows))
 
 
 def luma(a: np.ndarray) -> np.ndarray:
