@@ -119,6 +119,15 @@ def train(args: argparse.Namespace) -> None:
         opt.load_state_dict(state["optimizer"])
         step, elapsed = state["step"], state["elapsed"]
         print(f"resumed at step {step} ({elapsed / 60:.1f} min trained)")
+    elif args.init:
+        # continue from a committed codec (weights only: the optimizer state starts fresh)
+        from .weights import load_codec
+
+        init = load_codec(args.init)
+        if init.model.config != model.config:
+            raise SystemExit(f"--init codec has {init.model.config}, this run {model.config}")
+        model.load_state_dict(init.model.state_dict())
+        print(f"initialised from codec {init.name} ({init.sha256[:12]}...)")
 
     images = load_training_images([Path(d) for d in args.data], args.crop)
     sampler = CropSampler(images, args.crop, args.seed + step)
@@ -187,7 +196,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (a lent GPU: bigger --batch pays there)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-bf16", dest="bf16", action="store_false")
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue RUN_DIR/checkpoint.pt (weights and optimizer)")
+    p.add_argument("--init", default=None, help="start from the weights of a trained codec (name or directory)")
     train(p.parse_args(argv))
 
 
