@@ -47,3 +47,11 @@ def test_train_cli_checkpoints_logs_and_resumes(tmp_path):
     assert (run / "checkpoint.pt").is_file() and (run / "log.png").is_file()
     state = torch.load(run / "checkpoint.pt", weights_only=False)
     assert state["step"] == 7 and "optimizer" in state
+    # continue from a committed codec's weights in a fresh run directory
+    from cps_tiles.weights import load_codec
+
+    main([str(data), "--out", str(tmp_path / "run2"), "--N", "8", "--M", "12", "--crop", "64", "--batch", "2",
+          "--steps", "1", "--lr", "0", "--init", "tiny-test"])
+    state = torch.load(tmp_path / "run2" / "checkpoint.pt", weights_only=False)
+    ref = load_codec("tiny-test").model.state_dict()
+    assert torch.equal(state["model"]["g_a.0.down.weight"], ref["g_a.0.down.weight"])  # lr 0: unchanged
