@@ -27,10 +27,12 @@ def test_two_kodak_crops_at_quality_4(tmp_path):
         nbytes = sum(p.stat().st_size for p in (tmp_path / f"{name}.zarr").rglob("*") if p.is_file())
         bpp = 8 * nbytes / (a.shape[0] * a.shape[1])
         # A random-initialised model decodes to ~10 dB; these bounds need a trained codec
-        # (measured with cps-n96m160-r1: see its card).
+        # (see the measured values below).
         assert psnr > PSNR_MIN[name], (name, psnr, bpp)
         assert bpp < BPP_MAX[name], (name, psnr, bpp)
 
 
-PSNR_MIN = {"kodim04.png": 27.0, "kodim23.png": 27.0}
-BPP_MAX = {"kodim04.png": 1.0, "kodim23.png": 1.0}
+# Measured with cps-n96m160-r1 (whole store bytes of a 256x256 crop): kodim04 35.23 dB at 0.496 bpp,
+# kodim23 34.21 dB at 0.684 bpp; the bounds leave about 1 dB and 20% of room.
+PSNR_MIN = {"kodim04.png": 34.0, "kodim23.png": 33.0}
+BPP_MAX = {"kodim04.png": 0.6, "kodim23.png": 0.82}
