@@ -171,13 +171,14 @@ class ChunkCoder:
         """Decode several chunks, running their hyper decoders as batches. Any bad chunk raises
         :class:`CorruptChunkError` for the call (use :meth:`decode` to isolate it)."""
         shapes = shapes or [None] * len(datas)
+        datas = [bytes(d) for d in datas]  # one copy per chunk (memoryviews, zarr buffers)
         heads, z_hats = [], []
         for data, shape in zip(datas, shapes):
             q, h, w, lo, hi, z_len, y_len = head = self.read_header(data)
             if shape is not None and tuple(shape) != (self.M, h, w):
                 raise CorruptChunkError(f"chunk holds a {self.M}x{h}x{w} block, expected {tuple(shape)}")
             zs = (self.Nz, -(-h // _HYPER_BLOCK), -(-w // _HYPER_BLOCK))
-            z_hats.append(self._guard(self.z_density.decompress, bytes(data)[_HEADER.size : _HEADER.size + z_len], zs))
+            z_hats.append(self._guard(self.z_density.decompress, data[_HEADER.size : _HEADER.size + z_len], zs))
             heads.append(head)
         params = self._guard(self._params, z_hats, [self._gain64(hd[0]) for hd in heads], [hd[1:3] for hd in heads])
         out = []
@@ -185,7 +186,7 @@ class ChunkCoder:
             if lo == hi:
                 y_hat = np.full((self.M, h, w), lo, dtype=np.int16)
             else:
-                payload = bytes(data)[_HEADER.size + z_len : -4]
+                payload = data[_HEADER.size + z_len : -4]
                 y_hat = self._guard(GaussianConditional.decompress, payload, means, scales, lo, hi)
             if y_hat.size and (y_hat.min() < lo or y_hat.max() > hi):
                 raise CorruptChunkError("chunk stream decodes outside its declared range")

@@ -154,6 +154,12 @@ def cmd_demo(a: argparse.Namespace) -> None:
     run_demo(Path(a.dir), quality=a.quality)
 
 
+def _precision_arg(parser: argparse.ArgumentParser, what: str) -> None:
+    from .tiling import PRECISIONS
+
+    parser.add_argument("--precision", default=PRECISIONS[0], choices=PRECISIONS, help=what)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line too (``--help`` still prints the usage)."""
 
@@ -181,8 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--resume", action="store_true", help="finish an interrupted conversion of the same source")
     c.add_argument("--scheduler", default="threads", help="threads (default), processes, sync, or tcp://HOST:PORT")
     c.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="where the encoder runs")
-    c.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
-                   help="encoder arithmetic; bfloat16 is about 2x faster on CPUs with AMX/AVX512-BF16")
+    _precision_arg(c, "encoder arithmetic; bfloat16 is about 2x faster on CPUs with AMX/AVX512-BF16")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_convert)
 
@@ -190,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("store")
     d.add_argument("out", help="output image: .png, .tif, .jpg or .webp")
     d.add_argument("--region", type=_region, help="X,Y,W,H in pixels (clipped to the image)")
-    d.add_argument("--precision", default="float32", choices=("float32", "bfloat16"), help="decoder arithmetic")
+    _precision_arg(d, "decoder arithmetic")
     d.add_argument("--salvage", action="store_true",
                    help="decode around missing/damaged chunks, filling their pixels with 0 (listed on stderr)")
     d.set_defaults(func=cmd_decode)
@@ -204,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("store")
     e.add_argument("out", help="output .tif")
     e.add_argument("--compression", default="deflate", help="TIFF tile compression (deflate, jpeg, zstd, webp, none)")
-    e.add_argument("--precision", default="float32", choices=("float32", "bfloat16"), help="decoder arithmetic")
+    _precision_arg(e, "decoder arithmetic")
     e.add_argument("--scheduler", default="local",
                    help="local (in-process, default), threads, processes, or tcp://HOST:PORT to decode on a cluster")
     e.set_defaults(func=cmd_export)
