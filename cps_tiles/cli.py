@@ -145,7 +145,7 @@ def cmd_verify(a: argparse.Namespace) -> None:
 def cmd_train(a: argparse.Namespace) -> None:
     from .train import main as train_main
 
-    train_main(a.args)
+    train_main(a.args, parser=_Parser)
 
 
 def cmd_demo(a: argparse.Namespace) -> None:
@@ -230,7 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        # The trainer parses its own options; argparse.REMAINDER would refuse a leading "--help".
+        args = argparse.Namespace(func=cmd_train, args=argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except KeyboardInterrupt:

@@ -61,6 +61,15 @@ def conv_up(cin: int, cout: int) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(cin, cout, 2, stride=2)
 
 
+def _fused(conv, a: nn.Conv2d | nn.ConvTranspose2d, b: nn.Conv2d | nn.ConvTranspose2d,
+           x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(a(x), b(x))`` for two 2x2/s2 layers of the same shape, as one call with twice the output
+    channels: one wider GEMM instead of two narrow ones (the down/up blocks' main and skip paths)."""
+    dim = 1 if isinstance(a, nn.ConvTranspose2d) else 0  # where the output channels sit in the weight
+    both = conv(x, torch.cat([a.weight, b.weight], dim), torch.cat([a.bias, b.bias]), stride=2)
+    return both.chunk(2, dim=1)
+
+
 class EDRB(nn.Module):
     """Efficient down-sampling residual block: ``[B,cin,H,W] -> [B,cout,H/2,W/2]``.
 
@@ -76,7 +85,8 @@ class EDRB(nn.Module):
         self.skip = conv_down(cin, cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.gdn(self.mix(self.act(self.down(x)))) + self.skip(x)
+        main, skip = _fused(F.conv2d, self.down, self.skip, x)
+        return self.gdn(self.mix(self.act(main))) + skip
 
     def main_path(self) -> list[nn.Module]:
         return [self.down, self.mix]
@@ -97,7 +107,8 @@ class EURB(nn.Module):
         self.skip = conv_up(cin, cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.igdn(self.mix(self.act(self.up(x)))) + self.skip(x)
+        main, skip = _fused(F.conv_transpose2d, self.up, self.skip, x)
+        return self.igdn(self.mix(self.act(main))) + skip
 
     def main_path(self) -> list[nn.Module]:
         return [self.up, self.mix]

@@ -30,6 +30,7 @@ from torch.nn import functional as F
 
 from .entropy import FactorizedDensity, gaussian_likelihood
 from .layers import BRB, EDRB, EURB, conv_down, conv_up
+from .pops import synthesis_trims
 
 #: Rate-distortion trade-offs of quality levels 1..8 (MSE on 0..1 pixels, times 255^2).
 LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
@@ -46,6 +47,12 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _trim(x: torch.Tensor, cut: list[int]) -> torch.Tensor:
+    """Drop (top, bottom, left, right) pixels from the borders of ``[B,C,H,W]``."""
+    top, bottom, left, right = cut
+    return x[..., top : x.shape[-2] - bottom, left : x.shape[-1] - right]
 
 
 def check_quality(quality: float) -> float:
@@ -75,6 +82,7 @@ class CPSModel(nn.Module):
             nn.Conv2d(3 * M // 2, 2 * M, 1),
         )
         self.z_density = FactorizedDensity(Nz)
+        self._synthesis_trims = synthesis_trims(self.g_s)
         # Log gains per quality level; lower levels start coarser (one model, 8 rates).
         start = torch.linspace(math.log(0.25), math.log(3.0), len(LAMBDAS)).view(-1, 1)
         self.log_gain = nn.Parameter(start.repeat(1, M))
@@ -102,11 +110,28 @@ class CPSModel(nn.Module):
         """Pixels ``[B,3,H,W]`` in 0..1 (H, W multiples of 16) -> y ``[B,M,H/16,W/16]``."""
         return self.g_a(x)
 
-    def synthesis(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
-        """Integer latent ``[B,M,h,w]`` -> pixels ``[B,3,16h,16w]`` (float, nominally 0..1)."""
+    def synthesis(self, y_hat: torch.Tensor, quality: float,
+                  halo: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+        """Integer latent ``[B,M,h,w]`` -> pixels ``[B,3,16h,16w]`` (float, nominally 0..1).
+
+        With ``halo`` = (top, bottom, left, right) latent cells of context around the wanted cells,
+        returns only the wanted cells' pixels ``[B,3,16(h-top-bottom),16(w-left-right)]``. Each
+        block's input is trimmed to the context the rest of the stack still needs
+        (``pops.synthesis_trims``) rather than cropping at the end, because the halo would otherwise
+        double in pixels with every upsampling: a 256-px chunk with a 2-cell halo costs about 1.1x
+        its own pixels instead of 1.56x.
+        """
         dtype = self.log_inv_gain.dtype
         _, inv = self.gains(quality, dtype)
-        return self.g_s(y_hat.to(dtype) * inv.view(1, -1, 1, 1))
+        x = y_hat.to(dtype) * inv.view(1, -1, 1, 1)
+        if halo is None:
+            return self.g_s(x)
+        margin = list(halo)
+        for block, (need, up) in zip(self.g_s, self._synthesis_trims):
+            x = _trim(x, [max(0, m - need) for m in margin])
+            margin = [min(m, need) * up for m in margin]
+            x = block(x)
+        return _trim(x, margin)
 
     def hyper_params(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z_hat ``[B,Nz,h/4,w/4]`` -> (means, scales) ``[B,M,h,w]`` in unit-gain latent units."""

@@ -5,7 +5,8 @@ Units: *pixels* for image coordinates, *cells* for latent coordinates (one cell 
 * ``receptive_field``: Eq. 1 of the paper, ``r_l = r_{l-1} + (k_l - 1) * prod_{i<l} s_i``.
 * ``overlap``: Eq. 4, ``o = r - rho`` if ``r % rho == 0`` else ``rho * floor(r / rho)``; neighbouring
   compute tiles overlap by ``o`` pixels, i.e. each tile reads a margin of ``o / 2`` pixels per side.
-* ``synthesis_halo``: latent cells per side the decoder needs around a latent window.
+* ``synthesis_halo``: latent cells per side the decoder needs around a latent window;
+  ``synthesis_trims``: how much of it each synthesis block still needs.
 
 For the default stack (3 EDRB + 3 BRB + a 2x2/s2 conv) r = 72, rho = 16, o = 64 and the
 synthesis halo is 2 cells.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 from torch import nn
 
@@ -29,17 +30,24 @@ class Conv:
     transposed: bool = False
 
 
-def conv_chain(stack: nn.Module) -> list[Conv]:
-    """The main-path convolutions of a transform, in order (skip branches excluded)."""
-    chain: list[Conv] = []
+def conv_blocks(stack: nn.Module) -> list[list[Conv]]:
+    """The main-path convolutions of a transform, grouped by block (skip branches excluded)."""
+    blocks: list[list[Conv]] = []
     for block in stack.children():
         layers = block.main_path() if hasattr(block, "main_path") else [block]
+        convs = []
         for layer in layers:
             if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
                 if layer.padding != (0, 0) or layer.kernel_size[0] != layer.kernel_size[1]:
                     raise ValueError(f"CPS needs square, padding-free convolutions, got {layer}")
-                chain.append(Conv(layer.kernel_size[0], layer.stride[0], isinstance(layer, nn.ConvTranspose2d)))
-    return chain
+                convs.append(Conv(layer.kernel_size[0], layer.stride[0], isinstance(layer, nn.ConvTranspose2d)))
+        blocks.append(convs)
+    return blocks
+
+
+def conv_chain(stack: nn.Module) -> list[Conv]:
+    """The main-path convolutions of a transform, in order (skip branches excluded)."""
+    return [c for block in conv_blocks(stack) for c in block]
 
 
 def receptive_field(chain: Iterable[Conv]) -> int:
@@ -78,17 +86,43 @@ def analysis_context(chain: Iterable[Conv]) -> int:
     return ctx
 
 
-def synthesis_halo(chain: Iterable[Conv]) -> int:
-    """Latent cells per side that a synthesis window needs beyond the cells it reproduces."""
-    ctx, factor = 0.0, 1
-    for c in chain:
-        if c.s == 1:
-            ctx += (c.k - 1) / 2 / factor
+def synthesis_context(chain: Sequence[Conv]) -> list[int]:
+    """Per layer of a synthesis chain: pixels per side, at that layer's input resolution, that its
+    input must reach beyond the wanted region for the chain's output there to be exact.
+
+    Walks the chain backwards: a stride-1 k x k layer (valid conv or transposed conv) adds
+    (k-1)/2 of its own pixels per side, an aligned k == s transposed conv divides by s, rounding up.
+    """
+    needs, need = [], 0
+    for c in reversed(chain):
+        if c.s == 1 and c.k % 2:
+            need += (c.k - 1) // 2
         elif c.k == c.s and c.transposed:
-            factor *= c.s
+            need = -(-need // c.s)
         else:
             raise ValueError(f"unsupported layer for CPS tiling: {c}")
-    return math.ceil(ctx)
+        needs.append(need)
+    return needs[::-1]
+
+
+def synthesis_halo(chain: Sequence[Conv]) -> int:
+    """Latent cells per side that a synthesis window needs beyond the cells it reproduces."""
+    return synthesis_context(chain)[0] if chain else 0
+
+
+def synthesis_trims(stack: nn.Module) -> list[tuple[int, int]]:
+    """Per block of a synthesis stack: (context it needs per side at its input resolution, its
+    upsampling factor). A window decoder trims each block's input to that context, so the halo's
+    cost shrinks with depth instead of growing 2x per upsampling (see ``CPSModel.synthesis``)."""
+    blocks = conv_blocks(stack)
+    needs = synthesis_context([c for b in blocks for c in b])
+    out, i = [], 0
+    for b in blocks:
+        up = math.prod(c.s for c in b if c.transposed)
+        # a conv-free block (an activation) needs what the next convolution needs
+        out.append((needs[i] if i < len(needs) else 0, up))
+        i += len(b)
+    return out
 
 
 @dataclass(frozen=True)
@@ -204,8 +238,7 @@ class Plan:
         """The latent window (with halo, clipped) whose synthesis reproduces pixels of ``cells``.
 
         ``pixels`` of the returned window is given in *latent cells* here: the slice of the latent
-        to decode; ``crop(1)`` then selects the wanted cells of the result (in cells; multiply by
-        rho for pixels).
+        to decode; ``cells`` minus ``pixels`` is the halo per side that ``CPSModel.synthesis`` gets.
         """
         hl, wl = self.latent
         h = self.geometry.halo

@@ -39,22 +39,24 @@ def resolve_device(device: str) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _worker_codec(name: str, sha256: str, device: str) -> Codec:
-    """The codec on ``device``, loaded once per worker process."""
-    codec = load_codec(name)
+def _worker_codec(name: str, path: str, sha256: str, device: str) -> Codec:
+    """The codec on ``device``, loaded once per worker process: from the directory the client used
+    when the worker sees it (a codec outside the search path), else by name (a remote worker)."""
+    codec = load_codec(path if Path(path, "codec.json").is_file() else name)
     if codec.sha256 != sha256:
         raise RuntimeError(f"worker has codec {name!r} with sha256 {codec.sha256[:12]}..., the store needs {sha256[:12]}...")
     if device == "cpu":
         return codec
     import copy
 
-    return Codec(codec.name, codec.sha256, copy.deepcopy(codec.model).to(device))
+    return Codec(codec.name, codec.sha256, copy.deepcopy(codec.model).to(device), codec.path)
 
 
-def _tile_task(source: Source, store: str, meta: StoreMeta, plan: Plan, window: Window, device: str) -> tuple[int, int]:
+def _tile_task(source: Source, store: str, meta: StoreMeta, plan: Plan, window: Window, codec_path: str,
+               device: str) -> tuple[int, int]:
     import zarr
 
-    codec = _worker_codec(meta.codec, meta.sha256, device)
+    codec = _worker_codec(meta.codec, codec_path, meta.sha256, device)
     write_tile(zarr.open_group(store, mode="r+"), codec, source, window, plan, meta)
     return window.cells[0], window.cells[2]
 
@@ -113,7 +115,7 @@ def convert_store(source: Source, store: str | Path, codec: Codec, *, quality: f
         for w in plan.tiles():
             if plan.tile_index(w) not in done:
                 name = f"_tile_task-{w.cells[0]}-{w.cells[2]}"
-                tasks.append(dask.delayed(_tile_task, pure=False, name=name)(src, str(store), meta, plan, w, device))
+                tasks.append(dask.delayed(_tile_task, pure=False, name=name)(src, str(store), meta, plan, w, str(codec.path), device))
     total = sum(1 for _ in plan.tiles())
     if progress:
         progress(len(done), total)

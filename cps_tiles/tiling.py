@@ -64,11 +64,10 @@ def synthesize_cells(model: CPSModel, y_window: torch.Tensor, window: Window, qu
 
     Returns ``[B,3,16*ch,16*cw]`` in the latent window's dtype.
     """
+    ly0, ly1, lx0, lx1 = window.pixels
+    cy0, cy1, cx0, cx1 = window.cells
     with precision_context(precision, y_window.device):
-        x = model.synthesis(y_window, quality).to(y_window.dtype)
-    ys, xs = window.crop(1)
-    rho = x.shape[-1] // y_window.shape[-1]
-    return x[:, :, ys.start * rho : ys.stop * rho, xs.start * rho : xs.stop * rho]
+        return model.synthesis(y_window, quality, halo=(cy0 - ly0, ly1 - cy1, cx0 - lx0, lx1 - cx1)).to(y_window.dtype)
 
 
 def analyze_tiled(model: CPSModel, x: torch.Tensor, plan: Plan) -> torch.Tensor:

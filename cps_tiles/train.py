@@ -13,6 +13,7 @@ import argparse
 import csv
 import math
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -31,19 +32,23 @@ def load_training_images(dirs: list[Path], min_side: int) -> list[np.ndarray]:
 
     images = []
     for d in dirs:
+        if not Path(d).is_dir():
+            raise ValueError(f"training data directory {d} does not exist")
         for path in sorted(p for p in Path(d).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
             im = pyvips.Image.new_from_file(str(path), access="sequential")
+            shrink = 2 if path.suffix.lower() in JPEG_SUFFIXES else 1
+            if min(im.width, im.height) // shrink < min_side:
+                continue  # decided from the header: a too-small image is never decoded
             if im.hasalpha():
                 im = im.flatten()
             im = im.colourspace("srgb") if im.bands < 3 else im
             im = im.cast("uchar")[0:3] if im.bands > 3 else im.cast("uchar")
-            if path.suffix.lower() in JPEG_SUFFIXES:
-                im = im.shrink(2, 2)
-            a = im.numpy()
-            if min(a.shape[:2]) >= min_side:
-                images.append(np.ascontiguousarray(a))
+            if shrink > 1:
+                im = im.shrink(shrink, shrink)
+            images.append(np.ascontiguousarray(im.numpy()))
     if not images:
-        raise SystemExit(f"no training images of at least {min_side} px found under {dirs}")
+        where = ", ".join(map(str, dirs))
+        raise ValueError(f"no training images of at least {min_side} px found under {where}")
     return images
 
 
@@ -114,7 +119,7 @@ def train(args: argparse.Namespace) -> None:
     if args.resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
         if state["config"] != model.config.to_dict():
-            raise SystemExit(f"checkpoint config {state['config']} differs from {model.config}")
+            raise ValueError(f"checkpoint config {state['config']} differs from {model.config}")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, elapsed = state["step"], state["elapsed"]
@@ -125,7 +130,7 @@ def train(args: argparse.Namespace) -> None:
 
         init = load_codec(args.init)
         if init.model.config != model.config:
-            raise SystemExit(f"--init codec has {init.model.config}, this run {model.config}")
+            raise ValueError(f"--init codec has {init.model.config}, this run {model.config}")
         model.load_state_dict(init.model.state_dict())
         print(f"initialised from codec {init.name} ({init.sha256[:12]}...)")
 
@@ -179,8 +184,8 @@ def train(args: argparse.Namespace) -> None:
     print(f"done: step {step}, {elapsed / 60:.1f} min")
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="cps-tiles train", description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None, parser: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> None:
+    p = parser(prog="cps-tiles train", description=__doc__.split("\n")[0])
     p.add_argument("data", nargs="+", help="directories of training images")
     p.add_argument("--out", required=True, help="run directory for checkpoint and logs (outside the repo)")
     p.add_argument("--N", type=int, default=96)
@@ -202,4 +207,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from .cli import main as cli_main  # one-line errors, like every other cps-tiles command
+
+    raise SystemExit(cli_main(["train", *sys.argv[1:]]))

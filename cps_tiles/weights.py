@@ -35,13 +35,19 @@ def codec_roots() -> list[Path]:
     return [*extra, here / "codecs", here.parent / "codecs"]
 
 
+#: Codec directories this process loaded by path, by codec name: the Zarr codec and the workers look
+#: codecs up by the name a store records, which must then find a directory given outside the roots.
+_LOADED: dict[str, Path] = {}
+
+
 def find_codec(name: str) -> Path:
     """Directory of the codec called ``name`` (or ``name`` itself if it is a codec directory)."""
-    candidates = [Path(name)] + [root / name for root in codec_roots()]
+    candidates = [Path(name), *([_LOADED[name]] if name in _LOADED else []), *(root / name for root in codec_roots())]
     for c in candidates:
         if (c / "codec.json").is_file():
             return c
-    raise CodecError(f"codec {name!r} not found (looked in {', '.join(str(r) for r in codec_roots())})")
+    raise CodecError(f"codec {name!r} not found (looked in {', '.join(str(r) for r in codec_roots())}; "
+                     "add its parent directory to CPS_TILES_CODEC_PATH)")
 
 
 def sha256_file(path: Path) -> str:
@@ -54,11 +60,12 @@ def sha256_file(path: Path) -> str:
 
 @dataclass(frozen=True)
 class Codec:
-    """A loaded codec: its name, the weights' sha256 and the model (eval mode, CPU)."""
+    """A loaded codec: its name, the weights' sha256, the model (eval mode, CPU) and its directory."""
 
     name: str
     sha256: str
     model: CPSModel
+    path: Path
 
 
 @functools.lru_cache(maxsize=4)
@@ -75,7 +82,8 @@ def load_codec(name: str = DEFAULT_CODEC) -> Codec:
     model.load_state_dict(load_file(str(d / "model.safetensors")))
     # channels_last is the fast CPU layout; every encode/decode path uses this one model object.
     model.eval().requires_grad_(False).to(memory_format=torch.channels_last)
-    return Codec(meta["name"], digest, model)
+    _LOADED.setdefault(meta["name"], d.resolve())
+    return Codec(meta["name"], digest, model, d.resolve())
 
 
 def save_codec(model: CPSModel, out_dir: Path, name: str, training: dict | None = None) -> Codec:

@@ -54,6 +54,9 @@ def test_convert_info_decode_export(src):
     (("decode", "{src}/in.tif", "{src}/x.png"), "no such cps-tiles store"),
     (("decode", "{src}/nothere.zarr", "{src}/x.bmp"), "must end in"),
     (("decode", "{src}/nothere.zarr", "{src}/x.png", "--region", "1,2,3"), "X,Y,W,H"),
+    (("train", "{src}"), "required: --out"),
+    (("train", "{src}", "--out", "{src}/run", "--crop", "4096"), "no training images"),
+    (("train", "{src}/nothere", "--out", "{src}/run"), "does not exist"),
 ])
 def test_errors_are_one_line(src, args, needle):
     r = run(*[a.format(src=src) for a in args])
@@ -71,7 +74,7 @@ def test_refuses_overwrite_then_allows(src):
 
 
 def test_help_on_every_command():
-    for cmd in ("convert", "decode", "info", "export", "demo"):
+    for cmd in ("convert", "decode", "info", "export", "verify", "train", "demo"):
         r = run(cmd, "--help")
         assert r.returncode == 0 and "usage" in r.stdout
 

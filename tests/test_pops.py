@@ -1,7 +1,8 @@
 import pytest
 from torch import nn
 
-from cps_tiles.pops import Conv, Geometry, Plan, conv_chain, overlap, receptive_field, scale, synthesis_halo
+from cps_tiles.pops import (Conv, Geometry, Plan, conv_chain, overlap, receptive_field, scale, synthesis_halo,
+                            synthesis_trims)
 
 
 def test_default_stack_geometry(model32):
@@ -51,3 +52,17 @@ def test_tiles_cover_latent_once(model32, h, w, chunk, tile):
 def test_plan_rejects_bad_sizes(model32, chunk, tile):
     with pytest.raises(ValueError):
         Plan(100, 100, Geometry.of(model32), chunk=chunk, tile=tile)
+
+
+def test_synthesis_trims_by_hand(model32):
+    # backwards from the output: BRB/2 needs 2 px, EURB halves (1), BRB/4 adds 2 (3), EURB (2),
+    # BRB/8 (4), conv_up (2 cells = the halo)
+    trims = synthesis_trims(model32.g_s)
+    assert trims == [(2, 2), (4, 1), (2, 2), (3, 1), (1, 2), (2, 1), (0, 2)]
+    assert trims[0][0] == Geometry.of(model32).halo
+
+
+def test_synthesis_trims_skip_activations():
+    stack = nn.Sequential(nn.ConvTranspose2d(4, 4, 2, stride=2), nn.LeakyReLU(), nn.Conv2d(4, 4, 3),
+                          nn.ConvTranspose2d(4, 4, 3))
+    assert synthesis_trims(stack) == [(1, 2), (2, 1), (2, 1), (1, 1)]

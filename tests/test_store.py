@@ -197,3 +197,25 @@ def test_source_metadata_pixel_size_and_geotiff(tmp_path):
     g = img.meta.source["geotiff"]
     assert g["model_pixel_scale"] == [10.0, 10.0, 0.0] and g["model_tiepoint"][3:5] == [500000.0, 4200000.0]
     assert zarr.open_group(img.path, mode="r").attrs["cps"]["source"]["geotiff"]["geo_key_directory"][:4] == [1, 1, 0, 1]
+
+
+def test_codec_directory_outside_the_search_path(tmp_path):
+    """convert takes a codec directory anywhere; another process reading the store needs the
+    directory on CPS_TILES_CODEC_PATH, and says so."""
+    import os
+
+    from conftest import tiny_model
+    from cps_tiles.weights import save_codec
+
+    save_codec(tiny_model(seed=3), tmp_path / "mine" / "my-codec", "my-codec")
+    img = smooth_image(96, 130, seed=9)
+    store = tmp_path / "s.zarr"
+    cps_tiles.convert(img, store, codec=str(tmp_path / "mine" / "my-codec"), chunk=64, tile=64, progress=False)
+    here = cps_tiles.open(store)[:, :]
+    read = [sys.executable, "-c", "import sys, cps_tiles, numpy as np; np.save(sys.argv[2], cps_tiles.open(sys.argv[1])[:, :])",
+            str(store), str(tmp_path / "px.npy")]
+    r = subprocess.run(read, capture_output=True, text=True)
+    assert r.returncode != 0 and "CPS_TILES_CODEC_PATH" in r.stderr
+    env = {**os.environ, "CPS_TILES_CODEC_PATH": str(tmp_path / "mine")}
+    subprocess.run(read, check=True, env=env)
+    assert np.array_equal(np.load(tmp_path / "px.npy"), here)
