@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from .model import CPSModel, ModelConfig
 
-DEFAULT_CODEC = "cps-n96m160-r1"
+DEFAULT_CODEC = "cps-n96m160-r2"
 ARCHITECTURE = "cps-v1"
 
 
@@ -92,6 +92,7 @@ def save_codec(model: CPSModel, out_dir: Path, name: str, training: dict | None 
     out_dir.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(tensors, str(out_dir / "model.safetensors"))
+    (out_dir / "model.safetensors").chmod(0o644)  # safetensors writes 0600; codecs are shared read-only data
     meta = {"name": name, "architecture": ARCHITECTURE, "config": model.config.to_dict(),
             "sha256": sha256_file(out_dir / "model.safetensors"), "training": training or {}}
     (out_dir / "codec.json").write_text(json.dumps(meta, indent=2) + "\n")
