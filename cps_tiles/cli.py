@@ -218,9 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("store")
     v.set_defaults(func=cmd_verify)
 
-    t = sub.add_parser("train", help="train a codec (see python -m cps_tiles.train --help)", add_help=False)
-    t.add_argument("args", nargs=argparse.REMAINDER)
-    t.set_defaults(func=cmd_train)
+    # listed for --help only: main() hands "train ..." to the trainer's own parser before this one runs
+    sub.add_parser("train", help="train a codec (see cps-tiles train --help)", add_help=False)
 
     m = sub.add_parser("demo", help="convert the bundled sample mosaic and report rate and quality")
     m.add_argument("dir", nargs="?", default="cps-demo", help="working directory for the demo files")

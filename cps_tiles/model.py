@@ -118,8 +118,8 @@ class CPSModel(nn.Module):
         returns only the wanted cells' pixels ``[B,3,16(h-top-bottom),16(w-left-right)]``. Each
         block's input is trimmed to the context the rest of the stack still needs
         (``pops.synthesis_trims``) rather than cropping at the end, because the halo would otherwise
-        double in pixels with every upsampling: a 256-px chunk with a 2-cell halo costs about 1.1x
-        its own pixels instead of 1.56x.
+        double in pixels with every upsampling: a 256-px chunk with a 2-cell halo costs 1.09x the
+        FLOPs per pixel of a whole-image pass instead of 1.54x (benchmarks/speed.md).
         """
         dtype = self.log_inv_gain.dtype
         _, inv = self.gains(quality, dtype)
