@@ -41,10 +41,14 @@ def machine() -> str:
 
 
 def git_rev() -> str:
+    """Short commit of the checkout, marked when the working tree has uncommitted changes."""
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                               text=True).stdout.strip()
     except OSError:
         return "unknown"
+    return f"{rev} + uncommitted changes" if dirty else rev
 
 
 def md_table(header: list[str], rows: list[list]) -> str:

@@ -5,14 +5,16 @@
 Sections (``--only a,b``): codecs (encode/decode MP/s vs JPEG XL, AVIF, JPEG 2000 on Kodak),
 schedulers (threads, processes, 2-worker LocalCluster), region (512x512 read latency, cold/warm),
 memory (peak RSS of a CLI conversion vs image size), pops (tiled over whole-image time vs tile
-size), flops (model FLOPs/pixel vs measured matmul GFLOP/s), seams (PSNR-B and border jumps: CPS vs
-the same model run per chunk vs JPEG XL per chunk).
+size), flops (model FLOPs/pixel vs measured matmul GFLOP/s), decode (entropy vs synthesis time per
+chunk; torch.compile tried), seams (PSNR-B and border jumps: CPS vs the same model run per chunk vs
+JPEG XL per chunk). A run replaces only the sections it measured in speed.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -219,6 +221,60 @@ def sec_flops() -> str:
                         "of matmul"], rows))
 
 
+def sec_decode(tmp: Path) -> str:
+    """Where the decode time of one chunk goes, and what torch.compile would change."""
+    import torch
+
+    from cps_tiles.tiling import precision_context
+
+    a = mosaic(2048, 2048)
+    store = tmp / "decode.zarr"
+    cps_tiles.convert(a, store, quality=5, progress=False, overwrite=True)
+    rows = []
+    for precision in ("float32", "bfloat16"):
+        img = cps_tiles.open(store, precision=precision, cache_mb=1024)
+        chunks = img.chunk_indices()
+        t_entropy = timed(lambda: [img.read_latent_chunk(i, j) for i, j in chunks])
+        latents = {(i, j): img.read_latent_chunk(i, j) for i, j in chunks}
+        windows = [img.plan.chunk_window(i, j) for i, j in chunks]
+        inputs = [img._latent_window_from(*w.pixels, lambda i, j: latents[i, j]) for w in windows]
+        t_synth = timed(lambda: [img.decode_window(lw, w) for w, lw in zip(windows, inputs)], 2)
+        t_all = timed(lambda: np.asarray(cps_tiles.open(store, precision=precision)), 2)
+        n = len(chunks)
+        rows.append([precision, f"{1e3 * t_entropy / n:.1f}", f"{1e3 * t_synth / n:.1f}", f"{1e3 * t_all / n:.1f}",
+                     f"{a.shape[0] * a.shape[1] / 1e6 / t_all:.2f}"])
+    # torch.compile on the synthesis of one interior chunk window (20x20 cells, 2-cell halo)
+    model = img.codec.model
+    y = torch.round(torch.randn(1, model.config.M, 20, 20) * 3).contiguous(memory_format=torch.channels_last)
+    comp = []
+    for precision in ("float32", "bfloat16"):
+        def synth(y: torch.Tensor) -> torch.Tensor:
+            with precision_context(precision):
+                return model.synthesis(y, 5.0, halo=(2, 2, 2, 2)).float()
+
+        with torch.inference_mode():
+            eager = synth(y)
+            t_eager = timed(lambda: synth(y), 10)
+            for dynamic in (False, True):
+                torch._dynamo.reset()
+                f = torch.compile(synth, dynamic=dynamic)
+                t_first = timed(lambda: f(y))
+                diff = (f(y) - eager).abs().max().item() * 255
+                comp.append([precision, "dynamic shapes" if dynamic else "static shape", f"{t_first:.1f}",
+                             f"{1e3 * t_eager:.1f}", f"{1e3 * timed(lambda: f(y), 10):.1f}", f"{diff:.2f}"])
+    torch._dynamo.reset()
+    return ("## Where decode time goes (2048x2048 store, 64 chunks of 256 px, quality 5)\n\n"
+            "Per chunk: entropy decoding (CRC, ANS for z and y, float64 hyper decoder, parameter snapping) and "
+            "synthesis of the chunk from its latent window (halo included) are timed apart, then the whole "
+            "`np.asarray(cps_tiles.open(...))`. At 2 MP/s a 256-px chunk has 32.8 ms.\n\n"
+            + md_table(["decoder", "entropy ms/chunk", "synthesis ms/chunk", "whole decode ms/chunk", "decode MP/s"], rows)
+            + "\n\n### torch.compile on the synthesis (one interior chunk window, best of 10)\n\n"
+            "Compiled kernels round differently from eager ones, so a compiled decoder would have to be used by every "
+            "path and every window shape (edge chunks have other shapes: one compile each, or dynamic shapes) to keep "
+            "regions equal to the crop of the whole decode. Max diff: largest pixel difference to eager, in 8-bit levels.\n\n"
+            + md_table(["precision", "mode", "first call s (compile)", "eager ms", "compiled ms", "max diff"], comp))
+
+
 def luma(a: np.ndarray) -> np.ndarray:
     return a[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
 
@@ -309,36 +365,45 @@ def sec_seams(tmp: Path) -> str:
             "chunk borders at 256).")
 
 
+SECTIONS = ("codecs", "schedulers", "region", "memory", "pops", "flops", "decode", "seams")
+
+
+def merge_sections(old: str, header: str, sections: dict[str, str]) -> str:
+    """Replace the named sections of an existing results file (text between their markers), keep
+    the rest (other sections, hand-written notes), append sections it does not have yet."""
+    text = old or header
+    text = re.sub(r"^Machine: .*$", header.splitlines()[-1], text, count=1, flags=re.M)
+    for name, body in sections.items():
+        block = f"<!-- section {name} -->\n{body}\n<!-- end {name} -->"
+        pattern = re.compile(rf"<!-- section {name} -->.*?<!-- end {name} -->", re.S)
+        text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    return text
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--only", default="codecs,schedulers,region,memory,pops,flops,seams")
+    p.add_argument("--only", default=",".join(SECTIONS), help="sections to (re)measure; the others stay as they are")
     p.add_argument("--memory-mp", default="16,64", help="image sizes (MP) for the memory section")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "speed.md")
     a = p.parse_args()
     parts = a.only.split(",")
-    out = [f"# Speed, memory and seams\n\nCommand: `python benchmarks/speed.py {' '.join(sys.argv[1:])}` "
-           f"(commit {git_rev()}); machine: {machine()}, {os.cpu_count()} cores. Default codec, quality 5 unless noted.\n"]
+    unknown = sorted(set(parts) - set(SECTIONS))
+    if unknown:
+        p.error(f"unknown sections {unknown}; choose from {', '.join(SECTIONS)}")
+    command = f"python benchmarks/speed.py {' '.join(sys.argv[1:])}".strip()
+    header = ("# Speed, memory and seams\n\nEach section names the command and commit that measured it; "
+              f"default codec, quality 5 unless noted.\n\nMachine: {machine()}, {os.cpu_count()} cores.")
+    makers = {"codecs": sec_codecs, "schedulers": sec_schedulers, "region": sec_region, "pops": sec_pops,
+              "seams": sec_seams, "decode": sec_decode, "flops": lambda tmp: sec_flops(),
+              "memory": lambda tmp: sec_memory(tmp, [int(v) for v in a.memory_mp.split(",")])}
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
         for name in parts:
             t0 = time.perf_counter()
-            if name == "codecs":
-                out.append(sec_codecs(tmp))
-            elif name == "schedulers":
-                out.append(sec_schedulers(tmp))
-            elif name == "region":
-                out.append(sec_region(tmp))
-            elif name == "memory":
-                out.append(sec_memory(tmp, [int(v) for v in a.memory_mp.split(",")]))
-            elif name == "pops":
-                out.append(sec_pops(tmp))
-            elif name == "flops":
-                out.append(sec_flops())
-            elif name == "seams":
-                out.append(sec_seams(tmp))
-            print(out[-1], f"\n({name}: {time.perf_counter() - t0:.0f} s)\n", flush=True)
-    a.out.write_text("\n\n".join(out) + "\n")
-
+            body = makers[name](Path(tmp))
+            section = f"{body}\n\n_Measured by `{command}` (commit {git_rev()})._"
+            print(section, f"\n({name}: {time.perf_counter() - t0:.0f} s)\n", flush=True)
+            # written after every section: a long run cut short keeps what it measured
+            a.out.write_text(merge_sections(a.out.read_text() if a.out.exists() else "", header, {name: section}))
 
 if __name__ == "__main__":
     main()
