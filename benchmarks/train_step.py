@@ -60,7 +60,8 @@ def main() -> None:
     a.out.write_text(
         "# Training step time on this machine\n\n"
         f"Command: `python benchmarks/train_step.py --steps {a.steps}` (commit {git_rev()}); machine: {machine()}.\n\n"
-        "Default architecture (N=96, M=160), batch 8 x 128x128, forward + backward + Adam.\n\n"
+        "Default architecture (N=96, M=160), batch 8 x 128x128, forward + backward + Adam. The first step of the "
+        "torch.compile row includes compiling, which inductor caches on disk: a run with a cold cache takes longer.\n\n"
         + md_table(["configuration", "s/step (median)", "first step s"], rows) + "\n")
 
 
