@@ -56,9 +56,9 @@ def timed(fn, repeat: int = 1) -> float:
 def fresh_process(func: str, *args: Any) -> Any:
     """``func(*args)`` of this module run in a new Python process, its JSON result returned.
 
-    Decoders are timed this way, as a reader process would run them: in the process that just
-    encoded, the same decode measured up to 1.5x slower (allocator and thread-pool state left
-    behind), which says nothing about reading a store.
+    Decoders are timed this way, as a reader process would run them: in the process that had
+    just encoded, the same decode measured up to 1.5x slower on this machine (cause not pinned
+    down), which says nothing about reading a store.
     """
     code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); import speed; "
             f"print(json.dumps(speed.{func}(*json.loads(sys.argv[1]))))")
