@@ -77,6 +77,13 @@ class CropSampler:
         return x.contiguous(memory_format=torch.channels_last)
 
 
+def training_minutes(csv_path: Path, max_gap: float = 0.5) -> float:
+    """Minutes spent in training steps according to a run's ``log.csv``: the ``minutes`` column is
+    the run's wall clock, so gaps over ``max_gap`` minutes between logged steps (the process was
+    stopped, or the run was resumed later) are left out."""
+    mins = [float(r["minutes"]) for r in csv.DictReader(open(csv_path))]
+    return mins[0] + sum(b - a for a, b in zip(mins, mins[1:]) if 0 <= b - a <= max_gap) if mins else 0.0
+
 def plot_log(csv_path: Path, png_path: Path, window: int = 200) -> None:
     """Plot loss, bpp and PSNR (moving averages) against steps."""
     import matplotlib

@@ -101,9 +101,17 @@ def save_codec(model: CPSModel, out_dir: Path, name: str, training: dict | None 
 
 
 def export_checkpoint(checkpoint: Path, out_dir: Path, name: str, extra: dict | None = None) -> Codec:
-    """Training checkpoint -> codec directory ``out_dir`` (see :func:`save_codec`)."""
+    """Training checkpoint -> codec directory ``out_dir`` (see :func:`save_codec`).
+
+    Training time comes from the run's ``log.csv`` beside the checkpoint when there is one."""
+    from .train import training_minutes
+
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     model = CPSModel(ModelConfig(**state["config"]))
     model.load_state_dict(state["model"])
-    training = {"steps": state["step"], "minutes": round(state["elapsed"] / 60, 1), **(extra or {})}
+    log = Path(checkpoint).with_name("log.csv")
+    # "minutes" counts training steps; the checkpoint's elapsed time is wall clock, stops included
+    minutes = training_minutes(log) if log.exists() else state["elapsed"] / 60
+    training = {"steps": state["step"], "minutes": round(minutes, 1), "wall_minutes": round(state["elapsed"] / 60, 1),
+                **(extra or {})}
     return save_codec(model, out_dir, name, training)

@@ -1,6 +1,7 @@
 """The training forward path learns: a tiny model overfits one small image."""
 
 import numpy as np
+import pytest
 import torch
 
 from cps_tiles.model import CPSModel, ModelConfig, rd_loss
@@ -55,3 +56,14 @@ def test_train_cli_checkpoints_logs_and_resumes(tmp_path):
     state = torch.load(tmp_path / "run2" / "checkpoint.pt", weights_only=False)
     ref = load_codec("tiny-test").model.state_dict()
     assert torch.equal(state["model"]["g_a.0.down.weight"], ref["g_a.0.down.weight"])  # lr 0: unchanged
+
+
+def test_training_minutes_leave_out_stops(tmp_path):
+    """A codec's training time counts steps, not the minutes the run's process was stopped."""
+    from cps_tiles.train import training_minutes
+
+    log = tmp_path / "log.csv"
+    log.write_text("step,minutes,level,lr,loss,bpp,psnr\n" + "".join(
+        f"{k + 1},{m},1,1e-3,1,1,20\n" for k, m in enumerate([0.1, 0.2, 0.3, 30.3, 30.4])))
+    # 0.1 + two 0.1-min steps, the 30-min stop left out, then one more 0.1-min step
+    assert training_minutes(log) == pytest.approx(0.4)
