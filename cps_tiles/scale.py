@@ -106,6 +106,11 @@ def convert_store(source: Source, store: str | Path, codec: Codec, *, quality: f
     device = resolve_device(device)
     group, meta, plan = create_store(store, source, codec, quality, chunk, tile, overwrite=overwrite, resume=resume,
                                      precision=precision)
+    total = sum(1 for _ in plan.tiles())
+    if meta.complete:  # resuming a finished store: nothing to do (its progress flags are gone)
+        if progress:
+            progress(total, total)
+        return
     done = tiles_done(group, plan) if resume else set()
     if resources is None and device == "cuda":
         resources = {"GPU": 1}
@@ -116,7 +121,6 @@ def convert_store(source: Source, store: str | Path, codec: Codec, *, quality: f
             if plan.tile_index(w) not in done:
                 name = f"_tile_task-{w.cells[0]}-{w.cells[2]}"
                 tasks.append(dask.delayed(_tile_task, pure=False, name=name)(src, str(store), meta, plan, w, str(codec.path), device))
-    total = sum(1 for _ in plan.tiles())
     if progress:
         progress(len(done), total)
     if tasks:

@@ -7,7 +7,8 @@ Layout (a Zarr v3 group)::
       latent/            int16 [M, Hp/16, Wp/16], chunks [M, c/16, c/16], codec "cps_latent"
       alpha/             uint8 [H, W], chunks [c, c], zstd (only when the source has alpha)
       progress/          uint8 [tiles_y, tiles_x], one chunk per compute tile: 1 once all of the
-                         tile's chunks are written (what ``--resume`` trusts; kept afterwards)
+                         tile's chunks are written (what ``--resume`` trusts); deleted once the
+                         store is complete (one small file per tile, needed by nothing after)
 
 ``Hp, Wp`` are the image size rounded up to a multiple of 16 (edge-replicated padding at
 bottom/right, cropped away on decode); ``c`` is the chunk size in pixels. Every latent chunk is a
@@ -15,10 +16,13 @@ self-contained bitstream, so any region decodes from the chunks under it plus a 
 
 Zarr's local store writes every chunk to a temporary file and renames it into place, so a chunk is
 never visible half-written, even after ``kill -9``; the ``complete`` flag is set last.
+Metadata documents are written as one-line JSON: on a Kodak-sized store the indented ones were
+~10% of the bytes at the lowest quality.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -86,7 +90,13 @@ class StoreMeta:
         return meta
 
     def write(self, group: zarr.Group) -> None:
-        group.attrs["cps"] = json.loads(json.dumps(asdict(self)))
+        with compact_json():
+            group.attrs["cps"] = json.loads(json.dumps(asdict(self)))
+
+
+def compact_json() -> contextlib.AbstractContextManager:
+    """Zarr writes the metadata documents (``zarr.json``) it writes inside this block on one line."""
+    return zarr.config.set({"json_indent": None})
 
 
 def _meta_for(source: Source, codec: Codec, quality: float, plan: Plan, precision: str) -> StoreMeta:
@@ -124,17 +134,18 @@ def create_store(path: str | Path, source: Source, codec: Codec, quality: float,
         if not _is_cps_store(path):  # --overwrite replaces stores, never other files or folders
             raise StoreError(f"{path} exists and is not a cps-tiles store; refusing to delete it")
         shutil.rmtree(path)
-    group = zarr.open_group(str(path), mode="w-")
     cc, m = plan.chunk_cells, codec.model.config.M
-    group.create_array(
-        LATENT, shape=(m, *plan.latent), chunks=(m, cc, cc), dtype="int16", fill_value=0, compressors=None,
-        filters=None, dimension_names=("channel", "y", "x"),
-        serializer=CPSLatentZarrCodec(codec=codec.name, sha256=codec.sha256, quality=meta.quality),
-    )
-    if meta.alpha:
-        group.create_array(ALPHA, shape=(source.height, source.width), chunks=(chunk, chunk), dtype="uint8",
-                           fill_value=255, compressors=ZstdCodec(level=9), dimension_names=("y", "x"))
-    group.create_array(PROGRESS, shape=plan.tile_grid, chunks=(1, 1), dtype="uint8", fill_value=0)
+    with compact_json():
+        group = zarr.open_group(str(path), mode="w-")
+        group.create_array(
+            LATENT, shape=(m, *plan.latent), chunks=(m, cc, cc), dtype="int16", fill_value=0, compressors=None,
+            filters=None, dimension_names=("channel", "y", "x"),
+            serializer=CPSLatentZarrCodec(codec=codec.name, sha256=codec.sha256, quality=meta.quality),
+        )
+        if meta.alpha:
+            group.create_array(ALPHA, shape=(source.height, source.width), chunks=(chunk, chunk), dtype="uint8",
+                               fill_value=255, compressors=ZstdCodec(level=9), dimension_names=("y", "x"))
+        group.create_array(PROGRESS, shape=plan.tile_grid, chunks=(1, 1), dtype="uint8", fill_value=0)
     meta.write(group)
     return group, meta, plan
 
@@ -223,6 +234,9 @@ def write_tile(group: zarr.Group, codec: Codec, source: Source, window: Window, 
 
 
 def finish(group: zarr.Group, meta: StoreMeta) -> None:
-    """Mark the store complete: the last write of a conversion."""
+    """Mark the store complete, then drop the progress flags, which only ``--resume`` reads (a kill
+    in between leaves a complete store with its flags: harmless)."""
     meta.complete = True
     meta.write(group)
+    if PROGRESS in group:
+        del group[PROGRESS]

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -100,8 +101,18 @@ def test_metadata_layout(big):
     assert cps["format"] == 1 and cps["complete"] and cps["height"] == 1100 and cps["width"] == 1500
     assert cps["padded"] == [1104, 1504] and cps["chunk"] == 128 and cps["sha256"] == load_codec(TINY).sha256
     assert g["latent"].shape == (12, 69, 94) and g["latent"].chunks == (12, 8, 8)
-    meta = json.loads(open(img.path + "/latent/zarr.json").read())
-    assert meta["codecs"][0]["name"] == "cps_latent"
+    text = open(img.path + "/latent/zarr.json").read()
+    assert json.loads(text)["codecs"][0]["name"] == "cps_latent"
+    assert "\n" not in text.strip() and "\n" not in open(img.path + "/zarr.json").read().strip()  # one-line JSON
+    assert "progress" not in g  # the resume flags go once the store is complete
+
+
+def test_resume_of_a_complete_store_changes_nothing(big):
+    pixels, img, whole = big
+    before = {p: p.stat().st_mtime_ns for p in Path(img.path).rglob("*")}
+    again = cps_tiles.convert(pixels, img.path, codec=TINY, quality=6, chunk=128, tile=256, resume=True, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in Path(img.path).rglob("*")} == before
+    assert np.array_equal(np.asarray(again), whole)
 
 
 @pytest.mark.parametrize("h,w", [(1, 1), (17, 33), (64, 64), (100, 300)])
