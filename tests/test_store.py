@@ -1,6 +1,7 @@
 """The Zarr store: exact region reads, dask, zarr.open in a fresh process, inputs of all kinds."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -105,6 +106,19 @@ def test_metadata_layout(big):
     assert json.loads(text)["codecs"][0]["name"] == "cps_latent"
     assert "\n" not in text.strip() and "\n" not in open(img.path + "/zarr.json").read().strip()  # one-line JSON
     assert "progress" not in g  # the resume flags go once the store is complete
+
+
+def test_store_from_before_compact_metadata_still_reads(tmp_path, big):
+    """Stores written before session 4 have indented zarr.json files and keep progress/ flags."""
+    pixels, img, whole = big
+    old = tmp_path / "old.zarr"
+    shutil.copytree(img.path, old)
+    zarr.open_group(old, mode="r+").create_array("progress", shape=(5, 6), chunks=(1, 1), dtype="uint8", fill_value=1)
+    for doc in old.rglob("zarr.json"):
+        doc.write_text(json.dumps(json.loads(doc.read_text()), indent=2))
+    assert np.array_equal(np.asarray(cps_tiles.open(old)), whole)
+    cps_tiles.convert(pixels, old, codec=TINY, quality=6, chunk=128, tile=256, resume=True, progress=False)
+    assert np.array_equal(np.asarray(cps_tiles.open(old)), whole)
 
 
 def test_resume_of_a_complete_store_changes_nothing(big):
