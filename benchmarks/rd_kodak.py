@@ -82,6 +82,11 @@ def bd_rate(ref: dict, test: dict) -> float | None:
     return float((np.exp(diff) - 1) * 100)
 
 
+def bd_cell(ref: dict, test: dict) -> str:
+    bd = bd_rate(ref, test)
+    return "n/a (no PSNR overlap)" if bd is None else f"{bd:+.1f}%"
+
+
 def run_cps(images, qualities, chunk, codec, tmp: Path, precision: str = "float32") -> dict:
     import cps_tiles
 
@@ -198,18 +203,12 @@ def main() -> None:
     results.update(ANCHORS)
     cps_key = next(iter(results))
     mp = sum(im.shape[0] * im.shape[1] for _, im in images) / 1e6 * len(qualities)
-    rows = []
-    for name, r in results.items():
-        if name == cps_key:
-            continue
-        bd = bd_rate(r, results[cps_key])
-        rows.append([name, "n/a (no PSNR overlap)" if bd is None else f"{bd:+.1f}%"])
+    rows = [[name, bd_cell(r, results[cps_key])] for name, r in results.items() if name != cps_key]
     # A gigapixel store's metadata (~1 KB) is nothing per pixel; on a Kodak image it is not, so the
     # chunk bitstreams alone are reported beside the official whole-store numbers.
     bitstreams = {"bpp": cps["chunks_bpp"], "psnr": cps["psnr"]}
     meta_bpp = np.mean(np.subtract(cps["bpp"], cps["chunks_bpp"]))
-    bitstream_rows = [[name, f"{bd:+.1f}%" if (bd := bd_rate(r, bitstreams)) is not None else "n/a"]
-                      for name, r in results.items() if "whole" in name or "CompressAI" in name]
+    bitstream_rows = [[name, bd_cell(r, bitstreams)] for name, r in results.items() if "whole" in name or "CompressAI" in name]
     cmd = "python benchmarks/rd_kodak.py " + " ".join(sys.argv[1:])
     md = [
         "# Kodak rate-distortion", "",
