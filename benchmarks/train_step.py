@@ -52,7 +52,7 @@ def main() -> None:
     a = p.parse_args()
     rows = []
     for name, cl, bf16, comp in (("float32", False, False, False), ("float32 + channels_last", True, False, False),
-                                 ("bf16 autocast + channels_last (what train uses)", True, True, False),
+                                 ("bf16 autocast + channels_last (train, where bf16 is native)", True, True, False),
                                  ("bf16 autocast + channels_last + torch.compile", True, True, True)):
         first, median = step_seconds(cl, bf16, comp, a.steps)
         rows.append([name, f"{median:.3f}", f"{first:.1f}"])

@@ -28,6 +28,7 @@ def test_overfit_tiny_model_loss_drops():
 
 def test_train_cli_checkpoints_logs_and_resumes(tmp_path):
     import csv
+    import shutil
 
     import pyvips
 
@@ -56,6 +57,16 @@ def test_train_cli_checkpoints_logs_and_resumes(tmp_path):
     state = torch.load(tmp_path / "run2" / "checkpoint.pt", weights_only=False)
     ref = load_codec("tiny-test").model.state_dict()
     assert torch.equal(state["model"]["g_a.0.down.weight"], ref["g_a.0.down.weight"])  # lr 0: unchanged
+    # a released codec's training log carries on: steps numbered on, its rows kept in the new log
+    released = tmp_path / "released"
+    shutil.copytree(load_codec("tiny-test").path, released)
+    shutil.copy(run / "log.csv", released / "training_log.csv")
+    main([str(data), "--out", str(tmp_path / "run3"), "--N", "8", "--M", "12", "--crop", "64", "--batch", "2",
+          "--steps", "9", "--minutes", "60", "--init", str(released)])
+    rows = list(csv.DictReader(open(tmp_path / "run3" / "log.csv")))
+    assert [int(r["step"]) for r in rows] == list(range(1, 10))
+    assert float(rows[7]["minutes"]) >= float(rows[6]["minutes"])  # the wall clock carries on too
+    assert torch.load(tmp_path / "run3" / "checkpoint.pt", weights_only=False)["step"] == 9
 
 
 def test_training_minutes_leave_out_stops(tmp_path):
