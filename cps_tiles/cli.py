@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from . import DEFAULT_CHUNK, DEFAULT_QUALITY, DEFAULT_TILE, __version__
@@ -235,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         args = argparse.Namespace(func=cmd_train, args=argv[1:])
     else:
         args = build_parser().parse_args(argv)
+    # warnings too are one line on the CLI, not a source location and code
+    warnings.showwarning = lambda message, *_, **__: print(f"cps-tiles: warning: {message}", file=sys.stderr)
     try:
         args.func(args)
     except KeyboardInterrupt:

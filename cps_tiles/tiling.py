@@ -8,6 +8,7 @@ tests can compare tiled results against whole-image ones.
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import numpy as np
 import torch
@@ -35,8 +36,18 @@ def to_pixels(x: torch.Tensor) -> np.ndarray:
 
 
 #: Arithmetic of the transforms: float32, or bfloat16 (oneDNN/AMX on CPUs that have it, about
-#: twice as fast here; results differ from float32 by bf16 rounding but are deterministic).
+#: twice as fast there; results differ from float32 by bf16 rounding but are deterministic).
 PRECISIONS = ("float32", "bfloat16")
+
+
+def native_bf16(device: torch.device | str = "cpu") -> bool:
+    """Whether ``device`` computes bf16 natively. A CPU needs AVX512-BF16 or AMX: an Intel Xeon with
+    them trains in bf16 in half the time of float32 (``benchmarks/train_step.md``), while an
+    AVX2-only CPU emulates bf16, 7x slower than float32 (``benchmarks/train_step_avx2.md``)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def precision_context(precision: str, device: torch.device | str = "cpu") -> contextlib.AbstractContextManager:
@@ -44,6 +55,10 @@ def precision_context(precision: str, device: torch.device | str = "cpu") -> con
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "float32":
         return contextlib.nullcontext()
+    if not native_bf16(device):
+        # still correct (and deterministic), only slow: say so instead of refusing
+        warnings.warn(f"{torch.device(device).type} has no native bf16 (a CPU needs AVX512-BF16 or AMX): "
+                      "bfloat16 runs emulated, slower than float32", stacklevel=2)
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .model import LAMBDAS, CPSModel, ModelConfig, rd_loss
+from .tiling import native_bf16
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
 JPEG_SUFFIXES = {".jpg", ".jpeg"}
@@ -85,15 +86,6 @@ def training_minutes(csv_path: Path, max_gap: float = 0.5) -> float:
     stopped, or the run was resumed later) are left out."""
     mins = [float(r["minutes"]) for r in csv.DictReader(open(csv_path))]
     return mins[0] + sum(b - a for a, b in zip(mins, mins[1:]) if 0 <= b - a <= max_gap) if mins else 0.0
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether bf16 autocast pays on ``device``. On a CPU only with AVX512-BF16/AMX: there it halves
-    a training step (0.32 s against 0.62 float32 on the Intel Xeon of ``benchmarks/train_step.md``),
-    while an AVX2-only CPU emulates it about 7x slower than float32 (10.1 s against 1.47 s)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
 
 def continue_log(codec_log: Path, log_path: Path) -> tuple[int, float]:
     """Start a run's ``log.csv`` as a copy of a codec's ``training_log.csv`` and return the step and

@@ -85,3 +85,18 @@ def test_demo_runs_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "bpp" in r.stdout and "PSNR" in r.stdout
     assert (tmp_path / "demo" / "region.png").is_file() and (tmp_path / "demo" / "mosaic.zarr" / "zarr.json").is_file()
+
+
+def test_emulated_bf16_warns_in_one_line(src, monkeypatch, capsys):
+    """--precision bfloat16 on a CPU without native bf16 works, and says in one line that it is slow."""
+    import warnings
+
+    from cps_tiles import cli, tiling
+
+    monkeypatch.setattr(tiling, "native_bf16", lambda device="cpu": False)
+    with warnings.catch_warnings():  # restores the CLI's one-line warning hook afterwards
+        warnings.simplefilter("always")
+        assert cli.main(["convert", str(src / "in.tif"), str(src / "bf.zarr"), "--codec", TINY, "--chunk", "64",
+                         "--precision", "bfloat16"]) == 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines and all(line.startswith("cps-tiles: warning: cpu has no native bf16") for line in lines), lines
