@@ -87,6 +87,7 @@ def training_minutes(csv_path: Path, max_gap: float = 0.5) -> float:
     mins = [float(r["minutes"]) for r in csv.DictReader(open(csv_path))]
     return mins[0] + sum(b - a for a, b in zip(mins, mins[1:]) if 0 <= b - a <= max_gap) if mins else 0.0
 
+
 def continue_log(codec_log: Path, log_path: Path) -> tuple[int, float]:
     """Start a run's ``log.csv`` as a copy of a codec's ``training_log.csv`` and return the step and
     wall-clock seconds its last row reached, so that a run continued from a released codec (whose
