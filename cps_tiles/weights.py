@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from .model import CPSModel, ModelConfig
 
-DEFAULT_CODEC = "cps-n96m160-r5"
+DEFAULT_CODEC = "cps-n96m160-r6"
 ARCHITECTURE = "cps-v1"
 
 
