@@ -236,8 +236,18 @@ def main(argv: list[str] | None = None) -> int:
         args = argparse.Namespace(func=cmd_train, args=argv[1:])
     else:
         args = build_parser().parse_args(argv)
-    # warnings too are one line on the CLI, not a source location and code
-    warnings.showwarning = lambda message, *_, **__: print(f"cps-tiles: warning: {message}", file=sys.stderr)
+    with warnings.catch_warnings():  # restored on return: main() may run inside a longer-lived process
+        warnings.showwarning = _one_line_warning
+        return _run(args)
+
+
+def _one_line_warning(message, *_, **__) -> None:
+    """Warnings too are one line on the CLI, not a source location and code."""
+    print(f"cps-tiles: warning: {message}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run a parsed command: 0, or a one-line error and a non-zero status."""
     try:
         args.func(args)
     except KeyboardInterrupt:

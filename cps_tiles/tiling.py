@@ -8,6 +8,7 @@ tests can compare tiled results against whole-image ones.
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 
 import numpy as np
@@ -40,26 +41,29 @@ def to_pixels(x: torch.Tensor) -> np.ndarray:
 PRECISIONS = ("float32", "bfloat16")
 
 
-def native_bf16(device: torch.device | str = "cpu") -> bool:
-    """Whether ``device`` computes bf16 natively. A CPU needs AVX512-BF16 or AMX: an Intel Xeon with
-    them trains in bf16 in half the time of float32 (``benchmarks/train_step.md``), while an
-    AVX2-only CPU emulates bf16, 7x slower than float32 (``benchmarks/train_step_avx2.md``)."""
-    device = torch.device(device)
-    if device.type == "cuda":
+@functools.cache  # a fact of the hardware, asked once per tile: look it up once per process
+def native_bf16(device_type: str = "cpu") -> bool:
+    """Whether a ``device_type`` ("cpu", "cuda") device computes bf16 natively. A CPU needs
+    AVX512-BF16 or AMX: an Intel Xeon with them trains in bf16 in half the time of float32
+    (``benchmarks/train_step.md``), while an AVX2-only CPU emulates bf16, 7x slower than float32
+    (``benchmarks/train_step_avx2.md``)."""
+    if device_type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return device_type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def precision_context(precision: str, device: torch.device | str = "cpu") -> contextlib.AbstractContextManager:
+    """Autocast context for ``precision`` on ``device`` (the transforms' and the trainer's)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "float32":
         return contextlib.nullcontext()
-    if not native_bf16(device):
+    device_type = torch.device(device).type
+    if not native_bf16(device_type):
         # still correct (and deterministic), only slow: say so instead of refusing
-        warnings.warn(f"{torch.device(device).type} has no native bf16 (a CPU needs AVX512-BF16 or AMX): "
+        warnings.warn(f"{device_type} has no native bf16 (a CPU needs AVX512-BF16 or AMX): "
                       "bfloat16 runs emulated, slower than float32", stacklevel=2)
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    return torch.autocast(device_type, dtype=torch.bfloat16)
 
 
 @torch.inference_mode()

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .model import LAMBDAS, CPSModel, ModelConfig, rd_loss
-from .tiling import native_bf16
+from .tiling import native_bf16, precision_context
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
 JPEG_SUFFIXES = {".jpg", ".jpeg"}
@@ -173,8 +173,8 @@ def train(args: argparse.Namespace) -> None:
     writer = csv.writer(log)
     if new_log:
         writer.writerow(["step", "minutes", "level", "lr", "loss", "bpp", "psnr"])
-    bf16 = native_bf16(device) if args.bf16 is None else args.bf16
-    print(f"{'bf16 autocast' if bf16 else 'float32'} on {device}", flush=True)
+    precision = "bfloat16" if (native_bf16(device.type) if args.bf16 is None else args.bf16) else "float32"
+    print(f"{precision} on {device}", flush=True)
     budget = args.minutes * 60
     session_start, last_save = time.time() - elapsed, time.time()
     model.train()
@@ -185,7 +185,7 @@ def train(args: argparse.Namespace) -> None:
             g["lr"] = lr
         level = random.randrange(len(LAMBDAS))
         x = sampler.batch(args.batch).to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with precision_context(precision, device):
             outp = model(x, level)
         losses = rd_loss(outp, x, level)
         opt.zero_grad(set_to_none=True)

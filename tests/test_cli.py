@@ -93,10 +93,11 @@ def test_emulated_bf16_warns_in_one_line(src, monkeypatch, capsys):
 
     from cps_tiles import cli, tiling
 
-    monkeypatch.setattr(tiling, "native_bf16", lambda device="cpu": False)
-    with warnings.catch_warnings():  # restores the CLI's one-line warning hook afterwards
-        warnings.simplefilter("always")
+    monkeypatch.setattr(tiling, "native_bf16", lambda device_type="cpu": False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # shown even if an earlier test already raised it
         assert cli.main(["convert", str(src / "in.tif"), str(src / "bf.zarr"), "--codec", TINY, "--chunk", "64",
                          "--precision", "bfloat16"]) == 0
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines and all(line.startswith("cps-tiles: warning: cpu has no native bf16") for line in lines), lines
+    assert warnings.showwarning is not cli._one_line_warning  # the hook does not outlive main()

@@ -34,9 +34,9 @@ def test_two_kodak_crops_at_quality_4(tmp_path):
 
 # Measured with cps-n96m160-r6 (whole store bytes of a 256x256 crop, one-line metadata): kodim04
 # 35.48 dB at 0.354 bpp, kodim23 34.99 dB at 0.482 bpp; r5 35.44 / 0.350 and 34.92 / 0.476; r4
-# 35.35 / 0.355 and 34.83 / 0.487. Earlier
-# releases, with the older metadata (~940 bytes more: +0.115 bpp on a 256x256 crop): r3 35.26 /
-# 0.481 and 34.58 / 0.632; r2 35.26 / 0.487 and 34.48 / 0.664; r1 35.23 / 0.496 and 34.21 / 0.684.
+# 35.35 / 0.355 and 34.83 / 0.487. Earlier releases, with the older metadata (~940 bytes more:
+# +0.115 bpp on a 256x256 crop): r3 35.26 / 0.481 and 34.58 / 0.632; r2 35.26 / 0.487 and 34.48 /
+# 0.664; r1 35.23 / 0.496 and 34.21 / 0.684.
 # The bounds leave 1-1.8 dB and 40% or more of room, so every release passes.
 PSNR_MIN = {"kodim04.png": 34.0, "kodim23.png": 33.0}
 BPP_MAX = {"kodim04.png": 0.6, "kodim23.png": 0.82}
