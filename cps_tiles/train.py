@@ -5,7 +5,8 @@ their block artefacts), one quality level drawn per batch so every gain vector t
 wall-clock-based step-down of the learning rate, channels_last, and bf16 autocast where the
 hardware computes bf16 natively.
 The run directory (keep it outside the repository) holds ``checkpoint.pt`` (model + optimizer,
-resumable with ``--resume``), ``log.csv`` and ``log.png``. ``--init CODEC`` continues a released
+resumable with ``--resume``, which drops log rows a killed run wrote past its checkpoint), ``log.csv``
+and ``log.png``. ``--init CODEC`` continues a released
 codec instead (weights only), its steps and log carried on from the codec's ``training_log.csv``.
 """
 
@@ -100,6 +101,20 @@ def continue_log(codec_log: Path, log_path: Path) -> tuple[int, float]:
     return (int(rows[-1]["step"]), float(rows[-1]["minutes"]) * 60) if rows else (0, 0.0)
 
 
+def trim_log(log_path: Path, step: int) -> None:
+    """Drop the rows of ``log.csv`` past ``step``, the checkpoint a run resumes from: a run killed
+    between checkpoints logged steps whose weights were lost and that the resumed run trains again,
+    so without this those step numbers would appear twice. A row cut short by the kill goes too."""
+    if not log_path.exists():
+        return
+    lines = log_path.read_text().splitlines(keepends=True)
+    keep = lines[:1] + [ln for ln in lines[1:] if ln.endswith("\n") and int(ln.split(",", 1)[0]) <= step]
+    if len(keep) < len(lines):
+        tmp = log_path.with_suffix(".tmp")
+        tmp.write_text("".join(keep))
+        tmp.replace(log_path)
+
+
 def plot_log(csv_path: Path, png_path: Path, window: int = 200) -> None:
     """Plot loss, bpp and PSNR (moving averages) against steps."""
     import matplotlib
@@ -146,6 +161,7 @@ def train(args: argparse.Namespace) -> None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, elapsed = state["step"], state["elapsed"]
+        trim_log(log_path, step)
         print(f"resumed at step {step} ({elapsed / 60:.1f} min trained)")
     elif args.init:
         # continue from a committed codec (weights only: the optimizer state starts fresh)

@@ -43,6 +43,8 @@ def test_train_cli_checkpoints_logs_and_resumes(tmp_path):
     run = tmp_path / "run"
     args = [str(data), "--out", str(run), "--N", "8", "--M", "12", "--crop", "64", "--batch", "2", "--minutes", "5"]
     main(args + ["--steps", "4"])
+    with open(run / "log.csv", "a") as log:  # a kill after the checkpoint: steps 5-6 logged, 7 cut short
+        log.write("5,0.1,1,1e-3,1,1,20\n6,0.1,1,1e-3,1,1,20\n7,0.1,1")
     main(args + ["--steps", "7", "--resume"])
     rows = list(csv.DictReader(open(run / "log.csv")))
     assert [int(r["step"]) for r in rows] == list(range(1, 8))
