@@ -5,9 +5,9 @@ their block artefacts), one quality level drawn per batch so every gain vector t
 wall-clock-based step-down of the learning rate, channels_last, and bf16 autocast where the
 hardware computes bf16 natively.
 The run directory (keep it outside the repository) holds ``checkpoint.pt`` (model + optimizer,
-resumable with ``--resume``, which drops log rows a killed run wrote past its checkpoint), ``log.csv``
-and ``log.png``. ``--init CODEC`` continues a released
-codec instead (weights only), its steps and log carried on from the codec's ``training_log.csv``.
+resumable with ``--resume``, which drops log rows a killed run wrote past its checkpoint),
+``log.csv`` and ``log.png``. ``--init CODEC`` continues a released codec instead (weights only),
+its steps and log carried on from the codec's ``training_log.csv``.
 """
 
 from __future__ import annotations
