@@ -18,6 +18,7 @@ import math
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -110,9 +111,14 @@ def trim_log(log_path: Path, step: int) -> None:
     lines = log_path.read_text().splitlines(keepends=True)
     keep = lines[:1] + [ln for ln in lines[1:] if ln.endswith("\n") and int(ln.split(",", 1)[0]) <= step]
     if len(keep) < len(lines):
-        tmp = log_path.with_suffix(".tmp")
-        tmp.write_text("".join(keep))
-        tmp.replace(log_path)
+        write_atomically(log_path, lambda tmp: tmp.write_text("".join(keep)))
+
+
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` a sibling file, then rename it over ``path``: a kill never leaves it half-written."""
+    tmp = path.with_suffix(".tmp")
+    write(tmp)
+    tmp.replace(path)
 
 
 def plot_log(csv_path: Path, png_path: Path, window: int = 200) -> None:
@@ -179,17 +185,17 @@ def train(args: argparse.Namespace) -> None:
     print(f"{len(images)} training images, {sum(p.numel() for p in model.parameters())} parameters")
 
     def save() -> None:
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "optimizer": opt.state_dict(), "step": step,
-                    "elapsed": elapsed, "config": model.config.to_dict(), "args": vars(args)}, tmp)
-        tmp.replace(ckpt_path)  # atomic: a kill never leaves a half-written checkpoint
+        ckpt = {"model": {k: v.cpu() for k, v in model.state_dict().items()}, "optimizer": opt.state_dict(), "step": step,
+                 "elapsed": elapsed, "config": model.config.to_dict(), "args": vars(args)}
+        write_atomically(ckpt_path, lambda tmp: torch.save(ckpt, tmp))
 
     new_log = not log_path.exists()
     log = open(log_path, "a", newline="")
     writer = csv.writer(log)
     if new_log:
         writer.writerow(["step", "minutes", "level", "lr", "loss", "bpp", "psnr"])
-    precision = "bfloat16" if (native_bf16(device.type) if args.bf16 is None else args.bf16) else "float32"
+    bf16 = native_bf16(device.type) if args.bf16 is None else args.bf16
+    precision = "bfloat16" if bf16 else "float32"
     print(f"{precision} on {device}", flush=True)
     budget = args.minutes * 60
     session_start, last_save = time.time() - elapsed, time.time()
