@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import platform
 import subprocess
 import sys
@@ -26,6 +27,21 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def add_bf16_flag(parser: argparse.ArgumentParser) -> None:
+    """``--bf16`` / ``--no-bf16``: also measure the bfloat16 decoder. Default: only where this CPU
+    computes bf16 natively; an AVX2-only CPU emulates it about 7x slower than float32
+    (``benchmarks/train_step_avx2.md``), which turns a benchmark of minutes into hours."""
+    from cps_tiles.tiling import native_bf16
+
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=native_bf16(),
+                        help="also measure bfloat16 (default here: %(default)s, whether this CPU has native bf16)")
+
+
+def precisions(bf16: bool) -> tuple[str, ...]:
+    """The decoder precisions a run measures: float32, and bfloat16 when ``bf16``."""
+    return ("float32", "bfloat16") if bf16 else ("float32",)
 
 
 def machine() -> str:

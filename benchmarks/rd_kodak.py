@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import KODAK, ROOT, dir_bytes, git_rev, load_rgb, machine, md_table, psnr  # noqa: E402
+from common import KODAK, ROOT, add_bf16_flag, dir_bytes, git_rev, load_rgb, machine, md_table, psnr  # noqa: E402
 
 # CompressAI's published Kodak results (8-bit decoded, ANS; results/image/8bit-decoded/kodak/ in
 # the CompressAI repository), quoted as outside anchors, not re-measured here.
@@ -183,7 +183,7 @@ def main() -> None:
     p.add_argument("--codec", default=None)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "rd_kodak")
     p.add_argument("--no-card", dest="update_card", action="store_false", help="leave the codec card alone")
-    p.add_argument("--no-bf16", dest="bf16", action="store_false", help="skip the bfloat16 CPS curve")
+    add_bf16_flag(p)
     a = p.parse_args()
     paths = sorted(a.kodak.glob("kodim*.png"))[: a.limit or None]
     if not paths:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import KODAK, ROOT, git_rev, load_rgb, machine, md_table, psnr  # noqa: E402
+from common import KODAK, ROOT, add_bf16_flag, git_rev, load_rgb, machine, md_table, precisions, psnr  # noqa: E402
 
 import cps_tiles  # noqa: E402
 
@@ -86,14 +86,14 @@ def decode_split_seconds(store: str, precision: str) -> dict[str, float]:
             "whole": whole_decode_seconds([store], precision)}
 
 
-def sec_codecs(tmp: Path) -> str:
+def sec_codecs(tmp: Path, precs: tuple[str, ...]) -> str:
     import imagecodecs as ic
 
     images = [load_rgb(p) for p in sorted(KODAK.glob("kodim*.png"))[:6]]
     mp = sum(a.shape[0] * a.shape[1] for a in images) / 1e6
     rows = []
 
-    for precision in ("float32", "bfloat16"):
+    for precision in precs:
         stores = [str(tmp / f"c{k}.zarr") for k in range(len(images))]
         enc = sum(timed(lambda: cps_tiles.convert(a, s, progress=False, overwrite=True, precision=precision))
                   for a, s in zip(images, stores))
@@ -139,12 +139,12 @@ def sec_schedulers(tmp: Path) -> str:
             + md_table(["scheduler", "encode MP/s", "decode MP/s"], rows))
 
 
-def sec_region(tmp: Path) -> str:
+def sec_region(tmp: Path, precs: tuple[str, ...]) -> str:
     a = mosaic(4096, 4608)
     store = tmp / "region.zarr"
     cps_tiles.convert(a, store, progress=False)
     rows = []
-    for precision in ("float32", "bfloat16"):
+    for precision in precs:
         rng = np.random.default_rng(0)
         cold, warm, pan = [], [], []
         for _ in range(5):
@@ -207,7 +207,7 @@ def sec_pops(tmp: Path) -> str:
             + md_table(["tiling", "analysis", "synthesis"], rows))
 
 
-def sec_flops() -> str:
+def sec_flops(precs: tuple[str, ...]) -> str:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -233,8 +233,8 @@ def sec_flops() -> str:
                 model.synthesis(window, 5, halo=halo)
             chunk_flops.append(f.get_total_flops() / 256**2)
         rows = []
-        for precision, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
-            m = torch.rand(2048, 2048, dtype=dtype)
+        for precision in precs:
+            m = torch.rand(2048, 2048, dtype=getattr(torch, precision))
             peak = 2 * 2048**3 / timed(lambda: m @ m, 5) / 1e9
             with precision_context(precision):
                 ta = timed(lambda: model.analysis(x), 2)
@@ -252,7 +252,7 @@ def sec_flops() -> str:
                         "of matmul"], rows))
 
 
-def sec_decode(tmp: Path) -> str:
+def sec_decode(tmp: Path, precs: tuple[str, ...]) -> str:
     """Where the decode time of one chunk goes, and what torch.compile would change."""
     import torch
 
@@ -262,7 +262,7 @@ def sec_decode(tmp: Path) -> str:
     store = tmp / "decode.zarr"
     cps_tiles.convert(a, store, quality=5, progress=False, overwrite=True)
     rows = []
-    for precision in ("float32", "bfloat16"):
+    for precision in precs:
         t = fresh_process("decode_split_seconds", str(store), precision)
         n = t["chunks"]
         rows.append([precision, f"{1e3 * t['entropy'] / n:.1f}", f"{1e3 * t['synthesis'] / n:.1f}",
@@ -271,7 +271,7 @@ def sec_decode(tmp: Path) -> str:
     model = cps_tiles.open(store).codec.model
     y = torch.round(torch.randn(1, model.config.M, 20, 20) * 3).contiguous(memory_format=torch.channels_last)
     comp = []
-    for precision in ("float32", "bfloat16"):
+    for precision in precs:
         def synth(y: torch.Tensor) -> torch.Tensor:
             with precision_context(precision):
                 return model.synthesis(y, 5.0, halo=(2, 2, 2, 2)).float()
@@ -408,8 +408,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--only", default=",".join(SECTIONS), help="sections to (re)measure; the others stay as they are")
     p.add_argument("--memory-mp", default="16,64", help="image sizes (MP) for the memory section")
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "speed.md")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "speed.md",
+                   help="results file; measure another machine into its own file (the Machine line is per file)")
+    add_bf16_flag(p)
     a = p.parse_args()
+    precs = precisions(a.bf16)
     parts = a.only.split(",")
     unknown = sorted(set(parts) - set(SECTIONS))
     if unknown:
@@ -418,8 +421,9 @@ def main() -> None:
     command = f"python benchmarks/speed.py {' '.join(sys.argv[1:])}".strip()
     header = ("# Speed, memory and seams\n\nEach section names the command and commit that measured it; "
               f"default codec, quality 5 unless noted.\n\nMachine: {machine()}, {os.cpu_count()} cores.")
-    makers = {"codecs": sec_codecs, "schedulers": sec_schedulers, "region": sec_region, "pops": sec_pops,
-              "seams": sec_seams, "decode": sec_decode, "flops": lambda tmp: sec_flops(),
+    makers = {"codecs": lambda tmp: sec_codecs(tmp, precs), "schedulers": sec_schedulers,
+              "region": lambda tmp: sec_region(tmp, precs), "pops": sec_pops, "seams": sec_seams,
+              "decode": lambda tmp: sec_decode(tmp, precs), "flops": lambda tmp: sec_flops(precs),
               "memory": lambda tmp: sec_memory(tmp, [int(v) for v in a.memory_mp.split(",")])}
     with tempfile.TemporaryDirectory() as tmp:
         for name in parts:
