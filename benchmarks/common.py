@@ -31,17 +31,13 @@ def dir_bytes(path: Path) -> int:
 
 def add_bf16_flag(parser: argparse.ArgumentParser) -> None:
     """``--bf16`` / ``--no-bf16``: also measure the bfloat16 decoder. Default: only where this CPU
-    computes bf16 natively; an AVX2-only CPU emulates it about 7x slower than float32
-    (``benchmarks/train_step_avx2.md``), which turns a benchmark of minutes into hours."""
+    computes bf16 natively. An AVX2-only CPU emulates it (a training step 7x slower than in float32,
+    ``benchmarks/train_step_avx2.md``): there ``speed.py --only decode`` with bf16 ran past 15
+    minutes, where its float32 half takes 85 s (``benchmarks/speed_amd_epyc.md``)."""
     from cps_tiles.tiling import native_bf16
 
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=native_bf16(),
                         help="also measure bfloat16 (default here: %(default)s, whether this CPU has native bf16)")
-
-
-def precisions(bf16: bool) -> tuple[str, ...]:
-    """The decoder precisions a run measures: float32, and bfloat16 when ``bf16``."""
-    return ("float32", "bfloat16") if bf16 else ("float32",)
 
 
 def machine() -> str:

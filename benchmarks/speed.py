@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import KODAK, ROOT, add_bf16_flag, git_rev, load_rgb, machine, md_table, precisions, psnr  # noqa: E402
+from common import KODAK, ROOT, add_bf16_flag, git_rev, load_rgb, machine, md_table, psnr  # noqa: E402
 
 import cps_tiles  # noqa: E402
+from cps_tiles.tiling import PRECISIONS  # noqa: E402
 
 
 def mosaic(h: int, w: int) -> np.ndarray:
@@ -412,7 +413,7 @@ def main() -> None:
                    help="results file; measure another machine into its own file (the Machine line is per file)")
     add_bf16_flag(p)
     a = p.parse_args()
-    precs = precisions(a.bf16)
+    precs = PRECISIONS if a.bf16 else PRECISIONS[:1]  # float32 first, bfloat16 only with --bf16
     parts = a.only.split(",")
     unknown = sorted(set(parts) - set(SECTIONS))
     if unknown:
