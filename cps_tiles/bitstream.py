@@ -23,9 +23,10 @@ padded to a multiple of 4 cells), so any chunk decodes without its neighbours. `
 every field before it allocates anything, bounds the declared shape, and reports any failure as
 :class:`CorruptChunkError` and nothing else.
 
-The means/scales fed to the coder come from ``h_s`` evaluated in float64, one chunk at a time,
-then snapped to fixed grids (see :mod:`cps_tiles.entropy`), so encoder and decoder agree whatever
-the thread count.
+The means/scales fed to the coder come from ``h_s`` (and, for a codec with a channel context,
+the context networks, slice after slice: :mod:`cps_tiles.context`) evaluated in float64, then
+snapped to fixed grids (see :mod:`cps_tiles.entropy`), so encoder and decoder agree whatever the
+thread count. The y stream is one ANS stream either way, its symbols in ``[M, h, w]`` order.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from __future__ import annotations
 import copy
 import struct
 import zlib
+from collections.abc import Generator
 
 import numpy as np
 import torch
@@ -79,6 +81,8 @@ class ChunkCoder:
         self._h_a = model.h_a
         # A float64 copy of the hyper synthesis: the coder's parameters must be reproducible.
         self._h_s64 = copy.deepcopy(model.h_s).to(torch.float64).eval()
+        self._context64 = None if model.context is None else copy.deepcopy(model.context).to(torch.float64).eval()
+        self._level_code = model.level_code
         self.z_density = model.z_density
 
     # -- helpers ------------------------------------------------------------------------------
@@ -87,11 +91,12 @@ class ChunkCoder:
         return gain.numpy().reshape(-1, 1, 1)
 
     @torch.inference_mode()
-    def _params(self, z_hats: list[np.ndarray], gains: list[np.ndarray], sizes: list[tuple[int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """z_hat ``[Nz, h/4, w/4]`` per chunk -> snapped (means, scales) ``[M, h, w]`` in y_hat units.
+    def _hyper(self, z_hats: list[np.ndarray], sizes: list[tuple[int, int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """z_hat ``[Nz, h/4, w/4]`` per chunk -> the hyperprior's float64 (means, scales) ``[1, M, h, w]``
+        in unit-gain units, not yet snapped.
 
-        Chunks with equal z shapes go through ``h_s`` as one float64 batch; the fixed grids make
-        the result independent of how chunks were batched (tested).
+        Chunks with equal z shapes go through ``h_s`` as one float64 batch; the fixed grids that
+        ``_y_params`` snaps to make the coded result independent of how chunks were batched (tested).
         """
         out: list = [None] * len(z_hats)
         groups: dict[tuple, list[int]] = {}
@@ -103,9 +108,26 @@ class ChunkCoder:
             scales = F.softplus(raw) + 1e-3
             for b, k in enumerate(idx):
                 h, w = sizes[k]
-                out[k] = (snap_means(means[b, :, :h, :w].numpy() * gains[k]),
-                          snap_scales(scales[b, :, :h, :w].numpy() * gains[k]))
+                out[k] = (means[b : b + 1, :, :h, :w], scales[b : b + 1, :, :h, :w])
         return out
+
+    def _y_params(self, means: torch.Tensor, scales: torch.Tensor,
+                  quality: float) -> Generator[tuple[np.ndarray, np.ndarray], np.ndarray, None]:
+        """Snapped (means, scales) of each coded part of y_hat in turn, in y_hat units: the whole
+        ``[M, h, w]`` at once, or with a channel context one slice after another, each computed
+        from the slices before it, which the caller sends back (decoded, or the encoder's own).
+        Encoder and decoder both run this, so they derive the same numbers the same way."""
+        gain = self._gain64(quality)
+        if self._context64 is None:
+            yield snap_means(means[0].numpy() * gain), snap_scales(scales[0].numpy() * gain)
+            return
+        code, width = self._level_code(quality), self._context64.width
+        decoded = means.new_zeros((1, 0, *means.shape[2:]))
+        for k in range(self._context64.slices):
+            g = gain[k * width : (k + 1) * width]
+            m, s = self._context64.slice_params(k, decoded, means, scales, code)
+            y_part = yield snap_means(m[0].numpy() * g), snap_scales(s[0].numpy() * g)
+            decoded = torch.cat([decoded, torch.from_numpy(y_part / g)[None]], dim=1)
 
     # -- public -------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -125,11 +147,14 @@ class ChunkCoder:
         z = self._h_a(y_in)[0].numpy()
         s = self.z_density.support
         z_hat = np.clip(np.rint(z), -s, s).astype(np.int32)
-        ((means, scales),) = self._params([z_hat], [gain], [(h, w)])
         lo, hi = int(y_hat.min()), int(y_hat.max())
         z_bytes = self.z_density.compress(z_hat)
         # A constant block needs no y stream: the header's range already says everything.
-        y_bytes = GaussianConditional.compress(y_hat, means, scales, lo, hi) if hi > lo else b""
+        y_bytes = b""
+        if hi > lo:
+            ((means, scales),) = self._hyper([z_hat], [(h, w)])
+            parts = self._y_params(means, scales, q)
+            y_bytes = GaussianConditional.compress(y_hat, *GaussianConditional.feed(parts, y_hat.astype(np.float64)), lo, hi)
         head = _HEADER.pack(MAGIC, VERSION, 0, round(q * 100), self.M, h, w, lo, hi, len(z_bytes), len(y_bytes))
         body = head + z_bytes + y_bytes
         return body + struct.pack("<I", zlib.crc32(body))
@@ -180,14 +205,14 @@ class ChunkCoder:
             zs = (self.Nz, -(-h // _HYPER_BLOCK), -(-w // _HYPER_BLOCK))
             z_hats.append(self._guard(self.z_density.decompress, data[_HEADER.size : _HEADER.size + z_len], zs))
             heads.append(head)
-        params = self._guard(self._params, z_hats, [self._gain64(hd[0]) for hd in heads], [hd[1:3] for hd in heads])
+        params = self._guard(self._hyper, z_hats, [hd[1:3] for hd in heads])
         out = []
         for data, (q, h, w, lo, hi, z_len, _), (means, scales) in zip(datas, heads, params):
             if lo == hi:
                 y_hat = np.full((self.M, h, w), lo, dtype=np.int16)
             else:
                 payload = data[_HEADER.size + z_len : -4]
-                y_hat = self._guard(GaussianConditional.decompress, payload, means, scales, lo, hi)
+                y_hat = self._guard(GaussianConditional.decompress, payload, self._y_params(means, scales, q), lo, hi)
             if y_hat.size and (y_hat.min() < lo or y_hat.max() > hi):
                 raise CorruptChunkError("chunk stream decodes outside its declared range")
             out.append((y_hat.astype(np.int16), q))

@@ -143,10 +143,14 @@ def cmd_verify(a: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
-def cmd_train(a: argparse.Namespace) -> None:
-    from .train import main as train_main
+#: commands whose module parses its own options: command -> module
+TRAINERS = {"train": "train", "train-context": "train_context"}
 
-    train_main(a.args, parser=_Parser)
+
+def cmd_train(a: argparse.Namespace) -> None:
+    import importlib
+
+    importlib.import_module(f".{TRAINERS[a.command]}", __package__).main(a.args, parser=_Parser)
 
 
 def cmd_demo(a: argparse.Namespace) -> None:
@@ -221,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # listed for --help only: main() hands "train ..." to the trainer's own parser before this one runs
     sub.add_parser("train", help="train a codec (see cps-tiles train --help)", add_help=False)
+    sub.add_parser("train-context", help="train a codec's channel context on its fixed transforms "
+                   "(see cps-tiles train-context --help)", add_help=False)
 
     m = sub.add_parser("demo", help="convert the bundled sample mosaic and report rate and quality")
     m.add_argument("dir", nargs="?", default="cps-demo", help="working directory for the demo files")
@@ -231,9 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["train"]:
-        # The trainer parses its own options; argparse.REMAINDER would refuse a leading "--help".
-        args = argparse.Namespace(func=cmd_train, args=argv[1:])
+    if argv[:1] and argv[0] in TRAINERS:
+        # A trainer parses its own options; argparse.REMAINDER would refuse a leading "--help".
+        args = argparse.Namespace(func=cmd_train, command=argv[0], args=argv[1:])
     else:
         args = build_parser().parse_args(argv)
     with warnings.catch_warnings():  # restored on return: main() may run inside a longer-lived process

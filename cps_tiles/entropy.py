@@ -16,6 +16,7 @@ straddles a grid boundary.
 from __future__ import annotations
 
 import math
+from collections.abc import Generator
 
 import constriction
 import numpy as np
@@ -135,7 +136,27 @@ def gaussian_likelihood(y: torch.Tensor, means: torch.Tensor, scales: torch.Tens
 
 
 class GaussianConditional:
-    """Mean-scale Gaussian coding of integer y over ``[lo, hi]`` with snapped parameters."""
+    """Mean-scale Gaussian coding of integer y over ``[lo, hi]`` with snapped parameters.
+
+    The parameters may come in parts (a channel context's slices, each depending on the values of
+    the parts before it): ``parts`` is a generator that yields the (means, scales) of the next part
+    and is sent that part's values back. One ANS stream holds all parts, in order.
+    """
+
+    @staticmethod
+    def feed(parts: Generator[tuple[np.ndarray, np.ndarray], np.ndarray, None],
+             values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Encoder side: run ``parts`` over the known ``values`` ``[M, h, w]`` -> all (means, scales)."""
+        means, scales = [], []
+        m, s = next(parts)
+        while True:
+            start = sum(len(a) for a in means)
+            means.append(m)
+            scales.append(s)
+            try:
+                m, s = parts.send(values[start : start + len(m)])
+            except StopIteration:
+                return np.concatenate(means), np.concatenate(scales)
 
     @staticmethod
     def compress(y_hat: np.ndarray, means: np.ndarray, scales: np.ndarray, lo: int, hi: int) -> bytes:
@@ -145,7 +166,16 @@ class GaussianConditional:
         return coder.get_compressed().tobytes()
 
     @staticmethod
-    def decompress(data: bytes, means: np.ndarray, scales: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    def decompress(data: bytes, parts: Generator[tuple[np.ndarray, np.ndarray], np.ndarray, None],
+                   lo: int, hi: int) -> np.ndarray:
+        """Bytes -> integer y, part after part (``parts`` as in the class docstring)."""
         coder = constriction.stream.stack.AnsCoder(np.frombuffer(data, dtype=np.uint32).copy())
         model = constriction.stream.model.QuantizedGaussian(lo, hi)
-        return coder.decode(model, means.ravel(), scales.ravel()).reshape(means.shape)
+        out = []
+        means, scales = next(parts)
+        while True:
+            out.append(coder.decode(model, means.ravel(), scales.ravel()).reshape(means.shape))
+            try:
+                means, scales = parts.send(out[-1].astype(np.float64))
+            except StopIteration:
+                return np.concatenate(out)

@@ -8,12 +8,13 @@ Data flow (shapes for an image of H x W pixels; latent cells are 16 x 16 pixels)
                                |
           z = h_a(y_hat / gain(q))   [B,Nz,H/64,W/64] -> round -> z_hat (factorized density)
           means, scales = gain(q) * h_s(z_hat)                     (Gaussian conditional)
+          [with ``slices`` > 0: refined slice by slice from the slices before, see context.py]
                                |
       y_hat * inv_gain(q) -> g_s -> x_hat [B,3,H,W]
 
 ``h_a``/``h_s`` use only 1x1 and 2x2/stride-2 convolutions, so the hyperprior of a 4x4 block of
-latent cells depends on that block alone: a storage chunk whose latent size is a multiple of 4
-codes to the same rate as the whole image would.
+latent cells depends on that block alone, and the channel context is 1x1 only: a storage chunk
+whose latent size is a multiple of 4 codes to the same rate as the whole image would.
 
 Quality ``q`` is a real number in [1, 8]; integer levels train against the 8 lambdas of
 ``LAMBDAS`` and fractional levels interpolate the gain vectors geometrically (Cui et al. 2021).
@@ -28,6 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .context import ChannelContext
 from .entropy import FactorizedDensity, gaussian_likelihood
 from .layers import BRB, EDRB, EURB, conv_down, conv_up
 from .pops import synthesis_trims
@@ -39,11 +41,14 @@ QUALITY_MIN, QUALITY_MAX = 1.0, float(len(LAMBDAS))
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture hyper-parameters: ``N`` transform channels, ``M`` latent channels."""
+    """Architecture hyper-parameters: ``N`` transform channels, ``M`` latent channels, and the
+    channel-conditional context (``slices`` of y coded in turn, 0 for none; ``context_hidden`` width)."""
 
     N: int = 128
     M: int = 192
     Nz: int = 128
+    slices: int = 0
+    context_hidden: int = 128
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,6 +87,7 @@ class CPSModel(nn.Module):
             nn.Conv2d(3 * M // 2, 2 * M, 1),
         )
         self.z_density = FactorizedDensity(Nz)
+        self.context = ChannelContext(M, config.slices, config.context_hidden, len(LAMBDAS)) if config.slices else None
         self._synthesis_trims = synthesis_trims(self.g_s)
         # Log gains per quality level; lower levels start coarser (one model, 8 rates).
         start = torch.linspace(math.log(0.25), math.log(3.0), len(LAMBDAS)).view(-1, 1)
@@ -89,15 +95,27 @@ class CPSModel(nn.Module):
         self.log_inv_gain = nn.Parameter(-start.repeat(1, M))
 
     # -- gains ------------------------------------------------------------------------------
+    @staticmethod
+    def _levels(quality: float) -> tuple[int, float]:
+        """Quality -> (level index i, weight t of level i+1): q lies between levels i and i+1."""
+        q = check_quality(quality) - 1
+        i = min(int(q), len(LAMBDAS) - 2)
+        return i, q - i
+
+    def level_code(self, quality: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """The context's quality input ``[1, 8]``: one-hot at integer levels, two weights between."""
+        i, t = self._levels(quality)
+        code = torch.zeros(1, len(LAMBDAS), dtype=dtype)
+        code[0, i], code[0, i + 1] = 1 - t, t
+        return code
+
     def gains(self, quality: float, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         """(gain, inv_gain), each ``[M]``, for a quality in [1, 8] (geometric interpolation).
 
         Computed in float64 on the CPU whatever the model's device, so every device quantizes with
         the same gains; returned on the model's device.
         """
-        q = check_quality(quality) - 1
-        i = min(int(q), len(LAMBDAS) - 2)
-        t = q - i
+        i, t = self._levels(quality)
         lg = self.log_gain.detach().cpu().to(torch.float64)
         li = self.log_inv_gain.detach().cpu().to(torch.float64)
         gain = torch.exp((1 - t) * lg[i] + t * lg[i + 1])
@@ -153,6 +171,9 @@ class CPSModel(nn.Module):
         z = self.h_a(y_noisy / gain)
         z_tilde, z_lik = self.z_density(z)
         means, scales = self.hyper_params(z_tilde)
+        if self.context is not None:  # the decoder sees rounded slices, so the context does too
+            code = F.one_hot(torch.tensor([level], device=x.device), len(LAMBDAS)).expand(x.shape[0], -1)
+            means, scales = self.context(y_round / gain, means, scales, code)
         y_lik = gaussian_likelihood(y_noisy.float(), (means * gain).float(), (scales * gain).float())
         x_hat = self.g_s(y_round * inv_gain)
         return {"x_hat": x_hat, "y_likelihoods": y_lik, "z_likelihoods": z_lik}

@@ -157,7 +157,8 @@ def train(args: argparse.Namespace) -> None:
     ckpt_path, log_path = out / "checkpoint.pt", out / "log.csv"
 
     device = torch.device(args.device)
-    model = CPSModel(ModelConfig(N=args.N, M=args.M, Nz=args.N)).to(device, memory_format=torch.channels_last)
+    config = ModelConfig(N=args.N, M=args.M, Nz=args.N, slices=args.slices, context_hidden=args.context_hidden)
+    model = CPSModel(config).to(device, memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, elapsed = 0, 0.0
     if args.resume and ckpt_path.exists():
@@ -238,6 +239,8 @@ def main(argv: list[str] | None = None, parser: type[argparse.ArgumentParser] = 
     p.add_argument("--out", required=True, help="run directory for checkpoint and logs (outside the repo)")
     p.add_argument("--N", type=int, default=96)
     p.add_argument("--M", type=int, default=160)
+    p.add_argument("--slices", type=int, default=0, help="channel-context slices (0: hyperprior only; see train-context)")
+    p.add_argument("--context-hidden", type=int, default=128, help="width of the channel-context networks")
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)

@@ -20,8 +20,14 @@ from safetensors.torch import load_file, save_file
 
 from .model import CPSModel, ModelConfig
 
-DEFAULT_CODEC = "cps-n96m160-r6"
-ARCHITECTURE = "cps-v1"
+DEFAULT_CODEC = "cps-n96m160-r7"
+#: cps-v1: transforms + hyperprior; cps-v2 adds the channel-conditional context (``slices`` > 0).
+#: A package that predates v2 refuses a v2 codec by name instead of misreading it.
+ARCHITECTURES = ("cps-v1", "cps-v2")
+
+
+def architecture(config: ModelConfig) -> str:
+    return ARCHITECTURES[1] if config.slices else ARCHITECTURES[0]
 
 
 class CodecError(RuntimeError):
@@ -73,8 +79,9 @@ def load_codec(name: str = DEFAULT_CODEC) -> Codec:
     """Load and verify a codec; cached, so each process (Dask worker) loads it once."""
     d = find_codec(name)
     meta = json.loads((d / "codec.json").read_text())
-    if meta.get("architecture") != ARCHITECTURE:
-        raise CodecError(f"codec {name!r} has architecture {meta.get('architecture')!r}, expected {ARCHITECTURE!r}")
+    if meta.get("architecture") not in ARCHITECTURES:
+        raise CodecError(f"codec {name!r} has architecture {meta.get('architecture')!r}, this build reads "
+                         f"{' and '.join(ARCHITECTURES)}")
     digest = sha256_file(d / "model.safetensors")
     if digest != meta["sha256"]:
         raise CodecError(f"codec {name!r}: weights sha256 {digest[:12]}... does not match codec.json")
@@ -93,7 +100,7 @@ def save_codec(model: CPSModel, out_dir: Path, name: str, training: dict | None 
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(tensors, str(out_dir / "model.safetensors"))
     (out_dir / "model.safetensors").chmod(0o644)  # safetensors writes 0600; codecs are shared read-only data
-    meta = {"name": name, "architecture": ARCHITECTURE, "config": model.config.to_dict(),
+    meta = {"name": name, "architecture": architecture(model.config), "config": model.config.to_dict(),
             "sha256": sha256_file(out_dir / "model.safetensors"), "training": training or {}}
     (out_dir / "codec.json").write_text(json.dumps(meta, indent=2) + "\n")
     load_codec.cache_clear()

@@ -16,9 +16,10 @@ from cps_tiles.bitstream import MAX_CELLS, ChunkCoder, CorruptChunkError
 from conftest import tiny_model
 
 
-@pytest.fixture(scope="module")
-def coder(model32):
-    return ChunkCoder(model32)
+@pytest.fixture(scope="module", params=[0, 3], ids=["hyperprior", "channel-context"])
+def coder(request):
+    """Every test below runs on both entropy models: hyperprior alone, and with a 3-slice context."""
+    return ChunkCoder(tiny_model(torch.float32, slices=request.param))
 
 
 def _latent(rng, m, h, w, spread=4.0):
@@ -147,3 +148,31 @@ def test_batch_decode_equals_alone(coder, rng):
     bad[30] ^= 1
     with pytest.raises(CorruptChunkError):
         coder.decode_many([datas[0], bytes(bad)])
+
+
+def test_context_changes_bits_not_values(rng):
+    """The context codes the same latent in fewer or more bits; a zero-initialised one (where
+    ``train-context`` starts) writes exactly the chunks of the codec it starts from."""
+    plain, ctx = tiny_model(seed=5), tiny_model(seed=5, slices=3)
+    y = _latent(rng, plain.config.M, 16, 16, 6)
+    a, b = ChunkCoder(plain).encode(y, 3.5), ChunkCoder(ctx).encode(y, 3.5)
+    assert a != b
+    assert np.array_equal(ChunkCoder(ctx).decode(b)[0], y) and np.array_equal(ChunkCoder(plain).decode(a)[0], y)
+    for net in ctx.context.nets:
+        torch.nn.init.zeros_(net[-1].weight)
+    assert ChunkCoder(ctx).encode(y, 3.5) == a
+
+
+def test_context_is_local_to_each_cell(rng):
+    """1x1 networks only: changing one cell's decoded slices moves that cell's parameters alone,
+    which is what keeps a chunk's rate independent of its neighbours."""
+    model = tiny_model(torch.float64, slices=3)
+    y = torch.from_numpy(_latent(rng, 12, 6, 6, 5).astype(np.float64))[None]
+    means, scales = torch.randn(1, 12, 6, 6, dtype=torch.float64), torch.rand(1, 12, 6, 6, dtype=torch.float64) + 0.2
+    code = model.level_code(2.5)
+    m0, s0 = model.context(y, means, scales, code)
+    y2 = y.clone()
+    y2[0, :, 2, 3] += 7
+    m1, s1 = model.context(y2, means, scales, code)
+    changed = ((m0 != m1) | (s0 != s1)).any(dim=1)[0]
+    assert changed[2, 3] and changed.sum() == 1

@@ -7,9 +7,11 @@ import torch
 from cps_tiles.model import CPSModel, ModelConfig, rd_loss
 
 
-def test_overfit_tiny_model_loss_drops():
+@pytest.mark.parametrize("slices", [0, 4])
+def test_overfit_tiny_model_loss_drops(slices):
+    """Also with a channel context, which joint training (``--slices``) trains with the rest."""
     torch.manual_seed(0)
-    model = CPSModel(ModelConfig(N=16, M=24, Nz=16)).train()
+    model = CPSModel(ModelConfig(N=16, M=24, Nz=16, slices=slices)).train()
     yy, xx = np.mgrid[0:64, 0:64] / 64.0
     img = np.stack([0.5 + 0.4 * np.sin(6 * xx), 0.5 + 0.4 * np.cos(5 * yy), xx * yy])
     x = torch.tensor(img, dtype=torch.float32)[None]
@@ -24,6 +26,8 @@ def test_overfit_tiny_model_loss_drops():
         losses.append(loss.item())
     assert np.mean(losses[-10:]) < 0.3 * np.mean(losses[:10])
     assert out["x_hat"].shape == x.shape
+    if slices:
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.context.nets[-1][-1].parameters())
 
 
 def test_train_cli_checkpoints_logs_and_resumes(tmp_path):

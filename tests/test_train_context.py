@@ -1,0 +1,55 @@
+"""train-context: trains only the channel context, on the exact coded rate, from a released codec."""
+
+import csv
+
+import numpy as np
+import pyvips
+import torch
+
+from cps_tiles.cli import main
+from cps_tiles.model import LAMBDAS
+from cps_tiles.train_context import context_bits, image_latents
+from cps_tiles.weights import export_checkpoint, load_codec
+from conftest import TINY, smooth_image
+
+
+def test_train_context_lowers_the_rate_and_keeps_the_transforms(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    images = [smooth_image(160, 192, seed=s) for s in range(3)]
+    for k, a in enumerate(images):
+        pyvips.Image.new_from_array(a).write_to_file(str(data / f"{k}.png"))
+    run = tmp_path / "run"
+    args = ["train-context", str(data), "--init", TINY, "--out", str(run), "--slices", "3", "--hidden", "16",
+            "--cells", "8", "--lr", "3e-3", "--steps", "60"]
+    assert main(args) == 0
+    steps = [int(r["step"]) for r in csv.DictReader(open(run / "context_log.csv"))]
+    assert steps == list(range(1, 61))
+
+    codec = export_checkpoint(run / "checkpoint.pt", tmp_path / "codec", "tiny-context")
+    base = load_codec(TINY)
+    assert codec.model.config.slices == 3 and (codec.path / "codec.json").read_text().count('"cps-v2"') == 1
+    trained, start = codec.model.state_dict(), base.model.state_dict()
+    assert all(torch.equal(trained[k], v) for k, v in start.items())  # transforms, hyperprior, gains untouched
+
+    # the rate of the training latents at every level, trained context vs a zero (untrained) one
+    zero = export_checkpoint(run / "checkpoint.pt", tmp_path / "zero", "tiny-zero").model
+    for net in zero.context.nets:
+        torch.nn.init.zeros_(net[-1].weight)
+        torch.nn.init.zeros_(net[-1].bias)
+    levels = torch.arange(len(LAMBDAS))
+    with torch.no_grad():
+        crops = [y[None, :, : y.shape[1] // 4 * 4, : y.shape[2] // 4 * 4] for y in image_latents(zero, images)]
+        rates = [sum(context_bits(m, y.expand(len(levels), -1, -1, -1), levels).item() for y in crops)
+                 for m in (codec.model, zero)]
+    assert rates[0] < 0.98 * rates[1]
+
+    # resume carries on the step count
+    assert main([*args[:-1], "80", "--resume"]) == 0
+    assert [int(r["step"]) for r in csv.DictReader(open(run / "context_log.csv"))] == list(range(1, 81))
+
+
+def test_train_context_rejects_a_codec_of_other_channels(tmp_path, capsys):
+    assert main(["train-context", str(tmp_path), "--init", TINY, "--out", str(tmp_path / "r"), "--slices", "5"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("cps-tiles: error:") and "12 latent channels do not split into 5 slices" in err
