@@ -48,7 +48,7 @@ VERSION = 1
 _HEADER = struct.Struct("<4sBBHHHHhhII")
 #: Largest chunk side in latent cells (2048 pixels): bounds memory and time of a forged header.
 MAX_CELLS = 128
-_HYPER_BLOCK = 4  # latent cells per z cell (two 2x2/s2 convolutions in h_a)
+HYPER_BLOCK = 4  # latent cells per z cell (two 2x2/s2 convolutions in h_a)
 
 
 class CorruptChunkError(ValueError):
@@ -141,7 +141,7 @@ class ChunkCoder:
         q = check_quality(quality)
         _, h, w = y_hat.shape
         gain = self._gain64(q)
-        ph, pw = -(-h // _HYPER_BLOCK) * _HYPER_BLOCK, -(-w // _HYPER_BLOCK) * _HYPER_BLOCK
+        ph, pw = -(-h // HYPER_BLOCK) * HYPER_BLOCK, -(-w // HYPER_BLOCK) * HYPER_BLOCK
         y_in = torch.from_numpy(y_hat / gain).float()[None]
         y_in = F.pad(y_in, (0, pw - w, 0, ph - h), mode="replicate") if (ph, pw) != (h, w) else y_in
         z = self._h_a(y_in)[0].numpy()
@@ -202,7 +202,7 @@ class ChunkCoder:
             q, h, w, lo, hi, z_len, y_len = head = self.read_header(data)
             if shape is not None and tuple(shape) != (self.M, h, w):
                 raise CorruptChunkError(f"chunk holds a {self.M}x{h}x{w} block, expected {tuple(shape)}")
-            zs = (self.Nz, -(-h // _HYPER_BLOCK), -(-w // _HYPER_BLOCK))
+            zs = (self.Nz, -(-h // HYPER_BLOCK), -(-w // HYPER_BLOCK))
             z_hats.append(self._guard(self.z_density.decompress, data[_HEADER.size : _HEADER.size + z_len], zs))
             heads.append(head)
         params = self._guard(self._hyper, z_hats, [hd[1:3] for hd in heads])

@@ -23,17 +23,16 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .bitstream import HYPER_BLOCK
 from .entropy import gaussian_likelihood
 from .model import LAMBDAS, CPSModel, ModelConfig
+from .pops import Geometry
 from .train import load_training_images, write_atomically
-
-_HYPER_BLOCK = 4  # crops start on the hyperprior's 4x4-cell blocks, as storage chunks do
-
 
 @torch.inference_mode()
 def image_latents(model: CPSModel, images: list[np.ndarray]) -> list[torch.Tensor]:
-    """uint8 images ``[h, w, 3]`` -> unit-gain latents ``float32 [M, h/16, w/16]`` (cropped to whole cells)."""
-    rho = 16
+    """uint8 images ``[h, w, 3]`` -> unit-gain latents ``float32 [M, h/rho, w/rho]`` (cropped to whole cells)."""
+    rho = Geometry.of(model).rho
     out = []
     for a in images:
         h, w = a.shape[0] // rho * rho, a.shape[1] // rho * rho
@@ -88,6 +87,7 @@ def train_context(args: argparse.Namespace) -> None:
     latents = [y for y in image_latents(model, load_training_images([Path(d) for d in args.data], c * 16))
                if min(y.shape[1:]) >= c]
     area = np.array([y.shape[1] * y.shape[2] for y in latents], dtype=np.float64)
+    area /= area.sum()  # images drawn in proportion to their area, as in cps-tiles train
     rng = np.random.default_rng(args.seed + step)
     print(f"{len(latents)} training images, {sum(p.numel() for p in model.context.parameters())} context parameters",
           flush=True)
@@ -110,10 +110,11 @@ def train_context(args: argparse.Namespace) -> None:
         for g in opt.param_groups:
             g["lr"] = lr
         crops = []
-        for k in rng.choice(len(latents), size=len(levels), p=area / area.sum()):
+        for k in rng.choice(len(latents), size=len(levels), p=area):
             y = latents[k]
-            i = rng.integers(0, (y.shape[1] - c) // _HYPER_BLOCK + 1) * _HYPER_BLOCK
-            j = rng.integers(0, (y.shape[2] - c) // _HYPER_BLOCK + 1) * _HYPER_BLOCK
+            # crops start on the hyperprior's 4x4-cell blocks, as storage chunks do
+            i = rng.integers(0, (y.shape[1] - c) // HYPER_BLOCK + 1) * HYPER_BLOCK
+            j = rng.integers(0, (y.shape[2] - c) // HYPER_BLOCK + 1) * HYPER_BLOCK
             crops.append(y[:, i : i + c, j : j + c])
         bpp = context_bits(model, torch.stack(crops), levels) / (len(levels) * (16 * c) ** 2)
         opt.zero_grad(set_to_none=True)
