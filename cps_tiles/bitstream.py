@@ -126,7 +126,11 @@ class ChunkCoder:
         for k in range(self._context64.slices):
             g = gain[k * width : (k + 1) * width]
             m, s = self._context64.slice_params(k, decoded, means, scales, code)
-            y_part = yield snap_means(m[0].numpy() * g), snap_scales(s[0].numpy() * g)
+            # slices decoded from a forged stream can drive the networks to overflow; the snapping
+            # bounds whatever comes out, so that is no error (and no warning) here
+            with np.errstate(over="ignore", invalid="ignore"):
+                params = snap_means(m[0].numpy() * g), snap_scales(s[0].numpy() * g)
+            y_part = yield params
             decoded = torch.cat([decoded, torch.from_numpy(y_part / g)[None]], dim=1)
 
     # -- public -------------------------------------------------------------------------------
