@@ -147,14 +147,39 @@ def plot_log(csv_path: Path, png_path: Path, window: int = 200) -> None:
     plt.close(fig)
 
 
-def train(args: argparse.Namespace) -> None:
+def start_run(args: argparse.Namespace, log_name: str) -> tuple[Path, Path]:
+    """Seed, thread count and run directory of a training command -> (checkpoint path, log path)."""
     torch.manual_seed(args.seed)
-    random.seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt_path, log_path = out / "checkpoint.pt", out / "log.csv"
+    return out / "checkpoint.pt", out / log_name
+
+
+def load_checkpoint(path: Path, model: CPSModel, opt: torch.optim.Optimizer,
+                    device: torch.device | str = "cpu") -> tuple[int, float]:
+    """Restore model and optimizer from a run's checkpoint (same config) -> (step, seconds trained)."""
+    state = torch.load(path, map_location=device, weights_only=False)
+    if state["config"] != model.config.to_dict():
+        raise ValueError(f"checkpoint config {state['config']} differs from {model.config}")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    print(f"resumed at step {state['step']} ({state['elapsed'] / 60:.1f} min trained)")
+    return state["step"], state["elapsed"]
+
+
+def save_checkpoint(path: Path, model: CPSModel, opt: torch.optim.Optimizer, step: int, elapsed: float,
+                    args: argparse.Namespace, **extra: object) -> None:
+    """The checkpoint both trainers write (and ``weights.export_checkpoint`` reads), atomically."""
+    ckpt = {"model": {k: v.cpu() for k, v in model.state_dict().items()}, "optimizer": opt.state_dict(), "step": step,
+            "elapsed": elapsed, "config": model.config.to_dict(), "args": vars(args), **extra}
+    write_atomically(path, lambda tmp: torch.save(ckpt, tmp))
+
+
+def train(args: argparse.Namespace) -> None:
+    ckpt_path, log_path = start_run(args, "log.csv")
+    random.seed(args.seed)
 
     device = torch.device(args.device)
     config = ModelConfig(N=args.N, M=args.M, Nz=args.N, slices=args.slices, context_hidden=args.context_hidden)
@@ -162,14 +187,8 @@ def train(args: argparse.Namespace) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, elapsed = 0, 0.0
     if args.resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if state["config"] != model.config.to_dict():
-            raise ValueError(f"checkpoint config {state['config']} differs from {model.config}")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step, elapsed = state["step"], state["elapsed"]
+        step, elapsed = load_checkpoint(ckpt_path, model, opt, device)
         trim_log(log_path, step)
-        print(f"resumed at step {step} ({elapsed / 60:.1f} min trained)")
     elif args.init:
         # continue from a committed codec (weights only: the optimizer state starts fresh)
         from .weights import load_codec
@@ -184,11 +203,6 @@ def train(args: argparse.Namespace) -> None:
     images = load_training_images([Path(d) for d in args.data], args.crop)
     sampler = CropSampler(images, args.crop, args.seed + step)
     print(f"{len(images)} training images, {sum(p.numel() for p in model.parameters())} parameters")
-
-    def save() -> None:
-        ckpt = {"model": {k: v.cpu() for k, v in model.state_dict().items()}, "optimizer": opt.state_dict(), "step": step,
-                 "elapsed": elapsed, "config": model.config.to_dict(), "args": vars(args)}
-        write_atomically(ckpt_path, lambda tmp: torch.save(ckpt, tmp))
 
     new_log = not log_path.exists()
     log = open(log_path, "a", newline="")
@@ -225,11 +239,11 @@ def train(args: argparse.Namespace) -> None:
             print(f"step {step} {elapsed / 60:.1f} min q{level + 1} loss {losses['loss'].item():.4f} "
                   f"bpp {losses['bpp'].item():.4f} psnr {psnr:.2f}", flush=True)
         if time.time() - last_save > args.save_every * 60:
-            save()
+            save_checkpoint(ckpt_path, model, opt, step, elapsed, args)
             last_save = time.time()
-    save()
+    save_checkpoint(ckpt_path, model, opt, step, elapsed, args)
     log.close()
-    plot_log(log_path, out / "log.png")
+    plot_log(log_path, ckpt_path.with_name("log.png"))
     print(f"done: step {step}, {elapsed / 60:.1f} min")
 
 

@@ -27,7 +27,7 @@ from .bitstream import HYPER_BLOCK
 from .entropy import gaussian_likelihood
 from .model import LAMBDAS, CPSModel, ModelConfig
 from .pops import Geometry
-from .train import load_training_images, write_atomically
+from .train import load_checkpoint, load_training_images, save_checkpoint, start_run
 
 @torch.inference_mode()
 def image_latents(model: CPSModel, images: list[np.ndarray]) -> list[torch.Tensor]:
@@ -56,12 +56,7 @@ def context_bits(model: CPSModel, y: torch.Tensor, levels: torch.Tensor) -> torc
 def train_context(args: argparse.Namespace) -> None:
     from .weights import load_codec
 
-    torch.manual_seed(args.seed)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path, log_path = out / "checkpoint.pt", out / "context_log.csv"
+    ckpt_path, log_path = start_run(args, "context_log.csv")
 
     base = load_codec(args.init)
     config = ModelConfig(**{**base.model.config.to_dict(), "slices": args.slices, "context_hidden": args.hidden})
@@ -74,13 +69,7 @@ def train_context(args: argparse.Namespace) -> None:
     opt = torch.optim.Adam(model.context.parameters(), lr=args.lr)
     step, elapsed = 0, 0.0
     if args.resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if state["config"] != config.to_dict():
-            raise ValueError(f"checkpoint config {state['config']} differs from {config}")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step, elapsed = state["step"], state["elapsed"]
-        print(f"resumed at step {step} ({elapsed / 60:.1f} min trained)")
+        step, elapsed = load_checkpoint(ckpt_path, model, opt)
 
     model.eval()  # no noise anywhere: the rate is the coder's
     c = args.cells
@@ -91,11 +80,6 @@ def train_context(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(args.seed + step)
     print(f"{len(latents)} training images, {sum(p.numel() for p in model.context.parameters())} context parameters",
           flush=True)
-
-    def save() -> None:
-        ckpt = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "elapsed": elapsed,
-                "config": config.to_dict(), "args": vars(args), "init": {"name": base.name, "sha256": base.sha256}}
-        write_atomically(ckpt_path, lambda tmp: torch.save(ckpt, tmp))
 
     new_log = not log_path.exists()
     log = open(log_path, "a", newline="")
@@ -127,9 +111,9 @@ def train_context(args: argparse.Namespace) -> None:
             log.flush()
             print(f"step {step} {elapsed / 60:.1f} min bpp(y, all levels) {bpp.item():.4f}", flush=True)
         if time.time() - last_save > args.save_every * 60:
-            save()
+            save_checkpoint(ckpt_path, model, opt, step, elapsed, args, init={"name": base.name, "sha256": base.sha256})
             last_save = time.time()
-    save()
+    save_checkpoint(ckpt_path, model, opt, step, elapsed, args, init={"name": base.name, "sha256": base.sha256})
     log.close()
     print(f"done: step {step}, {elapsed / 60:.1f} min")
 
