@@ -26,7 +26,8 @@ every field before it allocates anything, bounds the declared shape, and reports
 The means/scales fed to the coder come from ``h_s`` (and, for a codec with a channel context,
 the context networks, slice after slice: :mod:`cps_tiles.context`) evaluated in float64, then
 snapped to fixed grids (see :mod:`cps_tiles.entropy`), so encoder and decoder agree whatever the
-thread count. The y stream is one ANS stream either way, its symbols in ``[M, h, w]`` order.
+thread count. The y stream is one ANS stream either way, its symbols in ``[M, h, w]`` order, except
+that a spatial context (cps-v3 codecs) codes each slice's checkerboard anchors before its other cells.
 """
 
 from __future__ import annotations
@@ -112,26 +113,37 @@ class ChunkCoder:
         return out
 
     def _y_params(self, means: torch.Tensor, scales: torch.Tensor,
-                  quality: float) -> Generator[tuple[np.ndarray, np.ndarray], np.ndarray, None]:
-        """Snapped (means, scales) of each coded part of y_hat in turn, in y_hat units: the whole
-        ``[M, h, w]`` at once, or with a channel context one slice after another, each computed
-        from the slices before it, which the caller sends back (decoded, or the encoder's own).
-        Encoder and decoder both run this, so they derive the same numbers the same way."""
+                  quality: float) -> Generator[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, None]:
+        """The coded parts of y_hat ``[M, h, w]`` in turn: (flat indices, snapped means, snapped
+        scales) in y_hat units. Without a context one part, the whole block; with one, each slice
+        (and with a spatial context each checkerboard half of it), computed from the parts before it,
+        whose values the caller sends back (decoded, or the encoder's own). Encoder and decoder both
+        run this, so they derive the same numbers the same way."""
         gain = self._gain64(quality)
+        _, m_ch, h, w = means.shape
         if self._context64 is None:
-            yield snap_means(means[0].numpy() * gain), snap_scales(scales[0].numpy() * gain)
+            yield (np.arange(m_ch * h * w), snap_means(means[0].numpy() * gain).ravel(),
+                   snap_scales(scales[0].numpy() * gain).ravel())
             return
-        code, width = self._level_code(quality), self._context64.width
-        decoded = means.new_zeros((1, 0, *means.shape[2:]))
-        for k in range(self._context64.slices):
-            g = gain[k * width : (k + 1) * width]
-            m, s = self._context64.slice_params(k, decoded, means, scales, code)
-            # slices decoded from a forged stream can drive the networks to overflow; the snapping
-            # bounds whatever comes out, so that is no error (and no warning) here
-            with np.errstate(over="ignore", invalid="ignore"):
-                params = snap_means(m[0].numpy() * g), snap_scales(s[0].numpy() * g)
-            y_part = yield params
-            decoded = torch.cat([decoded, torch.from_numpy(y_part / g)[None]], dim=1)
+        ctx, code = self._context64, self._level_code(quality)
+        index = np.arange(m_ch * h * w).reshape(m_ch, h, w)
+        unit = np.repeat(gain.ravel(), h * w)  # per element, to turn sent values back into unit gain
+        decoded = np.zeros(m_ch * h * w)  # unit-gain y_hat; zero where not decoded yet
+        for k in range(ctx.slices):
+            cut = slice(k * ctx.width, (k + 1) * ctx.width)
+            decoded_t = torch.from_numpy(decoded).view(1, m_ch, h, w)  # shares memory: sees each part's values
+            slice_m, slice_s = ctx.slice_params(k, decoded_t, means, scales, code)
+            shared = ctx.spatial_features(k, decoded_t) if ctx.spatial else None
+            for half, mask in enumerate(ctx.halves(h, w)):
+                m, s = (slice_m, slice_s) if mask is None else ctx.half_params(k, half, shared, decoded_t, slice_m, slice_s, code)
+                # slices decoded from a forged stream can drive the networks to overflow; the snapping
+                # bounds whatever comes out, so that is no error (and no warning) here
+                with np.errstate(over="ignore", invalid="ignore"):
+                    m, s = snap_means(m[0].numpy() * gain[cut]), snap_scales(s[0].numpy() * gain[cut])
+                keep = ... if mask is None else mask.numpy().astype(bool)  # all cells, or this half's
+                cells, params = index[cut][:, keep].ravel(), (m[:, keep].ravel(), s[:, keep].ravel())
+                values = yield cells, *params
+                decoded[cells] = values / unit[cells]
 
     # -- public -------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -158,7 +170,7 @@ class ChunkCoder:
         if hi > lo:
             ((means, scales),) = self._hyper([z_hat], [(h, w)])
             parts = self._y_params(means, scales, q)
-            y_bytes = GaussianConditional.compress(y_hat, *GaussianConditional.feed(parts, y_hat.astype(np.float64)), lo, hi)
+            y_bytes = GaussianConditional.compress(*GaussianConditional.feed(parts, y_hat.astype(np.float64)), lo, hi)
         head = _HEADER.pack(MAGIC, VERSION, 0, round(q * 100), self.M, h, w, lo, hi, len(z_bytes), len(y_bytes))
         body = head + z_bytes + y_bytes
         return body + struct.pack("<I", zlib.crc32(body))
@@ -216,7 +228,8 @@ class ChunkCoder:
                 y_hat = np.full((self.M, h, w), lo, dtype=np.int16)
             else:
                 payload = data[_HEADER.size + z_len : -4]
-                y_hat = self._guard(GaussianConditional.decompress, payload, self._y_params(means, scales, q), lo, hi)
+                y_hat = self._guard(GaussianConditional.decompress, payload, self._y_params(means, scales, q), lo, hi,
+                                    self.M * h * w).reshape(self.M, h, w)
             if y_hat.size and (y_hat.min() < lo or y_hat.max() > hi):
                 raise CorruptChunkError("chunk stream decodes outside its declared range")
             out.append((y_hat.astype(np.int16), q))

@@ -138,44 +138,49 @@ def gaussian_likelihood(y: torch.Tensor, means: torch.Tensor, scales: torch.Tens
 class GaussianConditional:
     """Mean-scale Gaussian coding of integer y over ``[lo, hi]`` with snapped parameters.
 
-    The parameters may come in parts (a channel context's slices, each depending on the values of
-    the parts before it): ``parts`` is a generator that yields the (means, scales) of the next part
-    and is sent that part's values back. One ANS stream holds all parts, in order.
+    The parameters may come in parts (an entropy context's slices or checkerboard halves, each
+    depending on the values of the parts before it): ``parts`` is a generator that yields
+    ``(cells, means, scales)`` for the next part, ``cells`` the flat indices of its elements in
+    ``y_hat.ravel()`` and the other two their parameters (1-D, same order), and is sent that part's
+    values back. One ANS stream holds all parts, in order.
     """
 
     @staticmethod
-    def feed(parts: Generator[tuple[np.ndarray, np.ndarray], np.ndarray, None],
-             values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Encoder side: run ``parts`` over the known ``values`` ``[M, h, w]`` -> all (means, scales)."""
-        means, scales = [], []
-        m, s = next(parts)
+    def feed(parts: Generator[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, None],
+             values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Encoder side: run ``parts`` over the known ``values`` -> (symbols, means, scales) in coding order."""
+        flat = values.ravel()
+        order, means, scales = [], [], []
+        cells, m, s = next(parts)
         while True:
-            start = sum(len(a) for a in means)
+            order.append(cells)
             means.append(m)
             scales.append(s)
             try:
-                m, s = parts.send(values[start : start + len(m)])
+                cells, m, s = parts.send(flat[cells])
             except StopIteration:
-                return np.concatenate(means), np.concatenate(scales)
+                return flat[np.concatenate(order)], np.concatenate(means), np.concatenate(scales)
 
     @staticmethod
-    def compress(y_hat: np.ndarray, means: np.ndarray, scales: np.ndarray, lo: int, hi: int) -> bytes:
+    def compress(symbols: np.ndarray, means: np.ndarray, scales: np.ndarray, lo: int, hi: int) -> bytes:
+        """Integer ``symbols`` with their parameters (all 1-D, coding order) -> bytes."""
         coder = constriction.stream.stack.AnsCoder()
         model = constriction.stream.model.QuantizedGaussian(lo, hi)
-        coder.encode_reverse(y_hat.ravel().astype(np.int32), model, means.ravel(), scales.ravel())
+        coder.encode_reverse(symbols.astype(np.int32), model, means, scales)
         return coder.get_compressed().tobytes()
 
     @staticmethod
-    def decompress(data: bytes, parts: Generator[tuple[np.ndarray, np.ndarray], np.ndarray, None],
-                   lo: int, hi: int) -> np.ndarray:
-        """Bytes -> integer y, part after part (``parts`` as in the class docstring)."""
+    def decompress(data: bytes, parts: Generator[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, None],
+                   lo: int, hi: int, size: int) -> np.ndarray:
+        """Bytes -> the ``size`` integers of ``y_hat.ravel()``, part after part (``parts`` as in the
+        class docstring; together they cover every element)."""
         coder = constriction.stream.stack.AnsCoder(np.frombuffer(data, dtype=np.uint32).copy())
         model = constriction.stream.model.QuantizedGaussian(lo, hi)
-        out = []
-        means, scales = next(parts)
+        out = np.zeros(size, dtype=np.int32)
+        cells, means, scales = next(parts)
         while True:
-            out.append(coder.decode(model, means.ravel(), scales.ravel()).reshape(means.shape))
+            out[cells] = values = coder.decode(model, means, scales)
             try:
-                means, scales = parts.send(out[-1].astype(np.float64))
+                cells, means, scales = parts.send(values.astype(np.float64))
             except StopIteration:
-                return np.concatenate(out)
+                return out

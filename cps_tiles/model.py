@@ -8,13 +8,16 @@ Data flow (shapes for an image of H x W pixels; latent cells are 16 x 16 pixels)
                                |
           z = h_a(y_hat / gain(q))   [B,Nz,H/64,W/64] -> round -> z_hat (factorized density)
           means, scales = gain(q) * h_s(z_hat)                     (Gaussian conditional)
-          [with ``slices`` > 0: refined slice by slice from the slices before, see context.py]
+          [with ``slices`` > 0: refined slice by slice from the slices before, and with
+           ``spatial`` > 0 by checkerboard half from the neighbouring cells, see context.py]
                                |
       y_hat * inv_gain(q) -> g_s -> x_hat [B,3,H,W]
 
 ``h_a``/``h_s`` use only 1x1 and 2x2/stride-2 convolutions, so the hyperprior of a 4x4 block of
 latent cells depends on that block alone, and the channel context is 1x1 only: a storage chunk
-whose latent size is a multiple of 4 codes to the same rate as the whole image would.
+whose latent size is a multiple of 4 codes to the same rate as the whole image would. A spatial
+context reads only cells of the chunk being coded (zero beyond its edges), so its cells at chunk
+edges see less context and cost a little more than inside a whole image.
 
 Quality ``q`` is a real number in [1, 8]; integer levels train against the 8 lambdas of
 ``LAMBDAS`` and fractional levels interpolate the gain vectors geometrically (Cui et al. 2021).
@@ -42,13 +45,17 @@ QUALITY_MIN, QUALITY_MAX = 1.0, float(len(LAMBDAS))
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture hyper-parameters: ``N`` transform channels, ``M`` latent channels, and the
-    channel-conditional context (``slices`` of y coded in turn, 0 for none; ``context_hidden`` width)."""
+    entropy context (``slices`` of y coded in turn, 0 for none; ``context_hidden`` width; with
+    ``slices``, a checkerboard spatial context of kernel ``spatial``, 0 for none, and width
+    ``spatial_hidden``; see context.py)."""
 
     N: int = 128
     M: int = 192
     Nz: int = 128
     slices: int = 0
     context_hidden: int = 128
+    spatial: int = 0
+    spatial_hidden: int = 64
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,7 +94,10 @@ class CPSModel(nn.Module):
             nn.Conv2d(3 * M // 2, 2 * M, 1),
         )
         self.z_density = FactorizedDensity(Nz)
-        self.context = ChannelContext(M, config.slices, config.context_hidden, len(LAMBDAS)) if config.slices else None
+        if config.spatial and not config.slices:
+            raise ValueError("a spatial context needs channel slices (slices > 0)")
+        self.context = ChannelContext(M, config.slices, config.context_hidden, len(LAMBDAS),
+                                      config.spatial, config.spatial_hidden) if config.slices else None
         self._synthesis_trims = synthesis_trims(self.g_s)
         # Log gains per quality level; lower levels start coarser (one model, 8 rates).
         start = torch.linspace(math.log(0.25), math.log(3.0), len(LAMBDAS)).view(-1, 1)

@@ -182,7 +182,8 @@ def train(args: argparse.Namespace) -> None:
     random.seed(args.seed)
 
     device = torch.device(args.device)
-    config = ModelConfig(N=args.N, M=args.M, Nz=args.N, slices=args.slices, context_hidden=args.context_hidden)
+    config = ModelConfig(N=args.N, M=args.M, Nz=args.N, slices=args.slices, context_hidden=args.context_hidden,
+                         spatial=args.spatial)
     model = CPSModel(config).to(device, memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, elapsed = 0, 0.0
@@ -255,6 +256,7 @@ def main(argv: list[str] | None = None, parser: type[argparse.ArgumentParser] = 
     p.add_argument("--M", type=int, default=160)
     p.add_argument("--slices", type=int, default=0, help="channel-context slices (0: hyperprior only; see train-context)")
     p.add_argument("--context-hidden", type=int, default=128, help="width of the channel-context networks")
+    p.add_argument("--spatial", type=int, default=0, help="checkerboard spatial-context kernel (0: none; needs --slices)")
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)

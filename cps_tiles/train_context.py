@@ -59,7 +59,8 @@ def train_context(args: argparse.Namespace) -> None:
     ckpt_path, log_path = start_run(args, "context_log.csv")
 
     base = load_codec(args.init)
-    config = ModelConfig(**{**base.model.config.to_dict(), "slices": args.slices, "context_hidden": args.hidden})
+    config = ModelConfig(**{**base.model.config.to_dict(),
+                            "slices": args.slices, "context_hidden": args.hidden, "spatial": args.spatial})
     model = CPSModel(config)
     # the released codec's transforms and hyperprior (a v1 codec has no context to carry over)
     missing = model.load_state_dict(base.model.state_dict(), strict=False).missing_keys
@@ -125,6 +126,8 @@ def main(argv: list[str] | None = None, parser: type[argparse.ArgumentParser] = 
     p.add_argument("--out", required=True, help="run directory for checkpoint and log (outside the repo)")
     p.add_argument("--slices", type=int, default=5, help="channel slices coded in turn (M must divide by it)")
     p.add_argument("--hidden", type=int, default=128, help="width of the context networks")
+    p.add_argument("--spatial", type=int, default=0,
+                   help="kernel of a checkerboard spatial context (odd; 0: channel context only)")
     p.add_argument("--cells", type=int, default=16, help="crop side in latent cells (16 pixels each)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--minutes", type=float, default=30.0, help="total training time budget (all sessions)")

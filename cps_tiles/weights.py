@@ -20,14 +20,15 @@ from safetensors.torch import load_file, save_file
 
 from .model import CPSModel, ModelConfig
 
-DEFAULT_CODEC = "cps-n96m160-r7"
-#: cps-v1: transforms + hyperprior; cps-v2 adds the channel-conditional context (``slices`` > 0).
-#: A package that predates v2 refuses a v2 codec by name instead of misreading it.
-ARCHITECTURES = ("cps-v1", "cps-v2")
+DEFAULT_CODEC = "cps-n96m160-r8"
+#: cps-v1: transforms + hyperprior; cps-v2 adds the channel-conditional context (``slices`` > 0),
+#: cps-v3 the checkerboard spatial context on top (``spatial`` > 0). A package that predates a
+#: version refuses its codecs by name instead of misreading them.
+ARCHITECTURES = ("cps-v1", "cps-v2", "cps-v3")
 
 
 def architecture(config: ModelConfig) -> str:
-    return ARCHITECTURES[1] if config.slices else ARCHITECTURES[0]
+    return ARCHITECTURES[(config.slices > 0) + (config.spatial > 0)]
 
 
 class CodecError(RuntimeError):

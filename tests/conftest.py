@@ -18,14 +18,17 @@ os.environ["CPS_TILES_CODEC_PATH"] = os.pathsep.join(
 )
 
 
-def tiny_model(dtype: torch.dtype = torch.float32, seed: int = 0, slices: int = 0) -> CPSModel:
-    """A small random-initialised model: same layers and geometry as the real one. With ``slices``,
-    a channel context whose zero-initialised last layers are randomised too, so it changes the rate."""
+def tiny_model(dtype: torch.dtype = torch.float32, seed: int = 0, slices: int = 0, spatial: int = 0) -> CPSModel:
+    """A small random-initialised model: same layers and geometry as the real one. With ``slices``
+    (and ``spatial``), an entropy context whose zero-initialised last layers are randomised too, so
+    it changes the rate."""
     torch.manual_seed(seed)
-    model = CPSModel(ModelConfig(N=8, M=12, Nz=8, slices=slices, context_hidden=16 if slices else ModelConfig.context_hidden)).to(dtype).eval().requires_grad_(False)
+    config = ModelConfig(N=8, M=12, Nz=8, slices=slices, context_hidden=16 if slices else ModelConfig.context_hidden,
+                         spatial=spatial, spatial_hidden=8)
+    model = CPSModel(config).to(dtype).eval().requires_grad_(False)
     model.z_density.update_table()
     if slices:
-        for net in model.context.nets:
+        for net in [*model.context.nets, *(model.context.heads if spatial else [])]:
             torch.nn.init.normal_(net[-1].weight, std=0.3)
     return model
 

@@ -14,13 +14,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cps_tiles.bitstream import MAX_CELLS, ChunkCoder, CorruptChunkError
+from cps_tiles.model import CPSModel, ModelConfig
 from conftest import tiny_model
 
 
-@pytest.fixture(scope="module", params=[0, 3], ids=["hyperprior", "channel-context"])
+@pytest.fixture(scope="module", params=[(0, 0), (3, 0), (3, 3)], ids=["hyperprior", "channel-context", "spatial-context"])
 def coder(request):
-    """Every test below runs on both entropy models: hyperprior alone, and with a 3-slice context."""
-    return ChunkCoder(tiny_model(torch.float32, slices=request.param))
+    """Every test below runs on all entropy models: hyperprior alone, with a 3-slice channel
+    context, and with a 3x3 checkerboard spatial context on top."""
+    slices, spatial = request.param
+    return ChunkCoder(tiny_model(torch.float32, slices=slices, spatial=spatial))
 
 
 def _latent(rng, m, h, w, spread=4.0):
@@ -196,3 +199,88 @@ def test_context_overflow_is_bounded_without_warnings(rng):
         back, _ = coder.decode(coder.encode(y, 8))
     assert np.array_equal(back, y)
     assert not caught, [str(w.message) for w in caught]
+
+
+def _coded_params(coder: ChunkCoder, y: np.ndarray, quality: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The coder's (cells in coding order, snapped means, snapped scales) for block ``y`` ``[M, h, w]``
+    (h, w multiples of 4: no edge padding for the hyperprior)."""
+    gain = coder._gain64(quality)
+    z = torch.round(coder._h_a(torch.from_numpy(y / gain).float()[None]))[0].numpy().astype(np.int32)
+    ((means, scales),) = coder._hyper([z], [y.shape[1:]])
+    parts, order = coder._y_params(means, scales, quality), []
+    cells, m, s = next(parts)
+    all_m, all_s = [m], [s]
+    while True:
+        order.append(cells)
+        try:
+            cells, m, s = parts.send(y.ravel()[cells].astype(np.float64))
+        except StopIteration:
+            return np.concatenate(order), np.concatenate(all_m), np.concatenate(all_s)
+        all_m.append(m)
+        all_s.append(s)
+
+
+def test_spatial_context_training_sees_what_the_coder_codes_with(rng):
+    """``forward`` (training, all parts at once from the whole latent) must give the parameters the
+    coder derives part by part from what is decoded before each part: else training would lower a
+    rate nobody codes at. Also: every cell coded exactly once, anchors of a slice before the rest."""
+    model = tiny_model(seed=3, slices=3, spatial=3)
+    coder = ChunkCoder(model)
+    y = _latent(rng, 12, 8, 8, 5)
+    order, means, scales = _coded_params(coder, y, 2.5)
+    assert np.array_equal(np.sort(order), np.arange(y.size))
+    first = order[: 4 * 8 * 8 // 2]  # slice 0 = channels 0..3; its anchors come first
+    ch, i, j = np.unravel_index(first, y.shape)
+    assert (ch < 4).all() and ((i + j) % 2 == 0).all()
+    gain = coder._gain64(2.5)
+    z = torch.round(model.h_a(torch.from_numpy(y / gain).float()[None]))[0].numpy().astype(np.int32)
+    ((hm, hs),) = coder._hyper([z], [y.shape[1:]])
+    fm, fs = coder._context64(torch.from_numpy(y / gain)[None], hm, hs, model.level_code(2.5))
+    fm, fs = (fm[0].numpy() * gain).ravel()[order], (fs[0].numpy() * gain).ravel()[order]
+    assert np.abs(means - fm).max() <= 1 / 128 + 1e-12  # half a step of the mean grid
+    assert np.abs(np.log(scales) - np.log(np.clip(fs, 0.11, 256))).max() <= 1 / 64 + 1e-12  # of the scale grid
+
+
+def test_spatial_context_is_local_and_causal(rng):
+    """Changing one cell of slice 1 moves parameters only within the kernel's reach of that cell,
+    only of cells coded after it (slice 1's other half, slice 2), never those of slice 0."""
+    model = tiny_model(torch.float64, slices=3, spatial=3)
+    y = torch.from_numpy(_latent(rng, 12, 8, 8, 5).astype(np.float64))[None]
+    means, scales = torch.randn(1, 12, 8, 8, dtype=torch.float64), torch.rand(1, 12, 8, 8, dtype=torch.float64) + 0.2
+    code = model.level_code(2.5)
+    m0, s0 = model.context(y, means, scales, code)
+    y2 = y.clone()
+    y2[0, 5, 4, 4] += 7  # slice 1 (channels 4..7), an anchor cell
+    m1, s1 = model.context(y2, means, scales, code)
+    changed = (m0 != m1) | (s0 != s1)
+    assert not changed[0, :4].any()
+    rows, cols = np.nonzero(changed[0, 4:8].any(dim=0).numpy())
+    assert len(rows) and (abs(rows - 4) <= 1).all() and (abs(cols - 4) <= 1).all()
+    assert not changed[0, 4:8][:, 4, 4].any() and ((rows + cols) % 2 == 1).all()  # the non-anchors around it
+    rows, cols = np.nonzero(changed[0, 8:].any(dim=0).numpy())
+    assert changed[0, 8:, 4, 4].any() and (abs(rows - 4) <= 1).all() and (abs(cols - 4) <= 1).all()
+
+
+def test_zero_spatial_context_writes_the_channel_context_chunks(rng):
+    """A fresh spatial part (zero last layers, where ``train-context --spatial`` starts from a cps-v2
+    codec) codes exactly as the channel context alone does, although its chunks split each slice."""
+    plain, spatial = tiny_model(seed=5, slices=3), tiny_model(seed=5, slices=3, spatial=3)
+    spatial.load_state_dict(plain.state_dict(), strict=False)
+    for net in spatial.context.heads:
+        torch.nn.init.zeros_(net[-1].weight)
+    y = _latent(rng, 12, 16, 16, 6)
+    a, b = ChunkCoder(plain).encode(y, 3.5), ChunkCoder(spatial).encode(y, 3.5)
+    assert np.array_equal(ChunkCoder(spatial).decode(b)[0], y)
+    # same parameters for each cell; only the order of the symbols in the stream differs
+    oa, ma, sa = _coded_params(ChunkCoder(plain), y, 3.5)
+    ob, mb, sb = _coded_params(ChunkCoder(spatial), y, 3.5)
+    back = np.argsort(ob)[oa]
+    assert np.array_equal(ma, mb[back]) and np.array_equal(sa, sb[back])
+    assert abs(len(a) - len(b)) <= 8  # ANS: same information, within a word or two
+
+
+def test_spatial_context_needs_slices_and_an_odd_kernel():
+    with pytest.raises(ValueError, match="slices"):
+        CPSModel(ModelConfig(N=8, M=12, Nz=8, spatial=3))
+    with pytest.raises(ValueError, match="odd"):
+        CPSModel(ModelConfig(N=8, M=12, Nz=8, slices=3, spatial=4))

@@ -1,4 +1,4 @@
-"""train-context: trains only the channel context, on the exact coded rate, from a released codec."""
+"""train-context: trains only the entropy context, on the exact coded rate, from a released codec."""
 
 import csv
 
@@ -47,6 +47,18 @@ def test_train_context_lowers_the_rate_and_keeps_the_transforms(tmp_path):
     # resume carries on the step count
     assert main([*args[:-1], "80", "--resume"]) == 0
     assert [int(r["step"]) for r in csv.DictReader(open(run / "context_log.csv"))] == list(range(1, 81))
+
+    # a spatial context on top of that channel context (the cps-v2 codec as init, whose context
+    # the new model starts from): fewer bits again, and a cps-v3 codec
+    spatial_run = tmp_path / "spatial"
+    assert main(["train-context", str(data), "--init", str(codec.path), "--out", str(spatial_run), "--slices", "3",
+                 "--hidden", "16", "--spatial", "3", "--cells", "8", "--lr", "3e-3", "--steps", "60"]) == 0
+    spatial = export_checkpoint(spatial_run / "checkpoint.pt", tmp_path / "spatial-codec", "tiny-spatial")
+    assert (spatial.path / "codec.json").read_text().count('"cps-v3"') == 1
+    assert all(torch.equal(spatial.model.state_dict()[k], v) for k, v in start.items())
+    with torch.no_grad():
+        rate = sum(context_bits(spatial.model, y.expand(len(levels), -1, -1, -1), levels).item() for y in crops)
+    assert rate < 0.98 * rates[0]
 
 
 def test_train_context_rejects_a_codec_of_other_channels(tmp_path, capsys):

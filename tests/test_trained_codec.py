@@ -44,13 +44,15 @@ BPP_MAX = {"kodim04.png": 0.6, "kodim23.png": 0.82}
 
 
 @pytest.mark.skipif(not KODAK.is_dir(), reason="shared Kodak data not present")
-def test_r7_is_r6_in_fewer_bits(tmp_path):
-    """r7 = r6's transforms + a channel context: the same decoded image, a smaller store."""
+def test_r7_and_r8_are_r6_in_fewer_bits(tmp_path):
+    """r7 = r6's transforms + a channel context, r8 = r7 + a spatial context: the same decoded
+    image from all three, each store smaller than the one before."""
     a = _crop("kodim23.png", 128, 256)
+    names = ("cps-n96m160-r6", "cps-n96m160-r7", "cps-n96m160-r8")
     stores = {name: cps_tiles.convert(a, tmp_path / f"{name}.zarr", quality=3.5, chunk=128, progress=False, codec=name)
-              for name in ("cps-n96m160-r6", "cps-n96m160-r7")}
-    r6, r7 = (np.asarray(img) for img in stores.values())
-    assert np.array_equal(r6, r7)
+              for name in names}
+    r6, r7, r8 = (np.asarray(img) for img in stores.values())
+    assert np.array_equal(r6, r7) and np.array_equal(r6, r8)
     size = {name: sum(p.stat().st_size for p in (tmp_path / f"{name}.zarr" / "latent").rglob("*") if p.is_file())
             for name in stores}
-    assert size["cps-n96m160-r7"] < 0.98 * size["cps-n96m160-r6"], size
+    assert size[names[1]] < 0.98 * size[names[0]] and size[names[2]] < size[names[1]], size
