@@ -32,9 +32,9 @@ def test_two_kodak_crops_at_quality_4(tmp_path):
         assert bpp < BPP_MAX[name], (name, psnr, bpp)
 
 
-# Measured with cps-n96m160-r7 (whole store bytes of a 256x256 crop, one-line metadata): kodim04
-# 35.48 dB at 0.334 bpp, kodim23 34.99 dB at 0.462 bpp (r6's images, fewer bits: its channel context);
-# r6 35.48 / 0.354 and 34.99 / 0.482; r5 35.44 / 0.350 and 34.92 / 0.476; r4
+# Measured with cps-n96m160-r8 (whole store bytes of a 256x256 crop, one-line metadata): kodim04
+# 35.48 dB at 0.325 bpp, kodim23 34.99 dB at 0.443 bpp (r6's images, fewer bits: its channel and
+# spatial contexts); r7 35.48 / 0.334 and 34.99 / 0.462; r6 35.48 / 0.354 and 34.99 / 0.482; r5 35.44 / 0.350 and 34.92 / 0.476; r4
 # 35.35 / 0.355 and 34.83 / 0.487. Earlier releases, with the older metadata (~940 bytes more:
 # +0.115 bpp on a 256x256 crop): r3 35.26 / 0.481 and 34.58 / 0.632; r2 35.26 / 0.487 and 34.48 /
 # 0.664; r1 35.23 / 0.496 and 34.21 / 0.684.
