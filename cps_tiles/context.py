@@ -46,6 +46,12 @@ def _head(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
     return net
 
 
+def _code_map(level_code: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Quality weights ``[B, L]`` -> ``[B, L, h, w]``, as a per-cell input beside ``like`` ``[B, C, h, w]``."""
+    b, _, h, w = like.shape
+    return level_code.view(b, -1, 1, 1).expand(-1, -1, h, w).to(like.dtype)
+
+
 def anchors(h: int, w: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Checkerboard ``[h, w]``: 1 at the anchor cells (even row + column, block-local), else 0."""
     return ((torch.arange(h).view(-1, 1) + torch.arange(w)) % 2 == 0).to(dtype)
@@ -92,8 +98,7 @@ class ChannelContext(nn.Module):
         ``means``, ``scales``: the hyperprior's ``[B, M, h, w]``; ``level_code``: ``[B, L]``
         quality weights (one-hot at integer levels, see ``CPSModel.level_code``).
         """
-        b, _, h, w = means.shape
-        code = level_code.view(b, -1, 1, 1).expand(-1, -1, h, w).to(means.dtype)
+        code = _code_map(level_code, means)
         inp = torch.cat([means, torch.log(scales), code, decoded[:, : k * self.width]], dim=1)
         d_mean, d_log_scale = self.nets[k](inp).chunk(2, dim=1)
         cut = slice(k * self.width, (k + 1) * self.width)
@@ -116,13 +121,13 @@ class ChannelContext(nn.Module):
         that half's cells). ``shared``: ``spatial_features(k, decoded)``; ``decoded``: unit-gain y_hat
         ``[B, M, h, w]`` of which, for half 1, slice k's anchors are read (the rest may hold anything,
         zeros in the decoder): the anchors cannot see themselves."""
-        b, _, h, w = means.shape
+        h, w = means.shape[2:]
         feat = shared
         if half:
             conv, cut = self.convs[k], slice(k * self.width, (k + 1) * self.width)
             own = decoded[:, cut] * anchors(h, w, means.dtype)
             feat = feat + F.conv2d(own, conv.weight[:, k * self.width :], padding=conv.padding)
-        code = level_code.view(b, -1, 1, 1).expand(-1, -1, h, w).to(means.dtype)
+        code = _code_map(level_code, means)
         flag = torch.full_like(means[:, :1], float(half))
         inp = torch.cat([F.leaky_relu(feat, 0.01), means, torch.log(scales), code, flag], dim=1)
         d_mean, d_log_scale = self.heads[k](inp).chunk(2, dim=1)
