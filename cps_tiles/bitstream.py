@@ -129,18 +129,19 @@ class ChunkCoder:
         index = np.arange(m_ch * h * w).reshape(m_ch, h, w)
         unit = np.repeat(gain.ravel(), h * w)  # per element, to turn sent values back into unit gain
         decoded = np.zeros(m_ch * h * w)  # unit-gain y_hat; zero where not decoded yet
+        halves = ctx.halves(h, w)  # the same cells in every slice: all, or anchors then the rest
+        keeps = [... if mask is None else mask.numpy().astype(bool) for mask in halves]
         for k in range(ctx.slices):
             cut = slice(k * ctx.width, (k + 1) * ctx.width)
             decoded_t = torch.from_numpy(decoded).view(1, m_ch, h, w)  # shares memory: sees each part's values
             slice_m, slice_s = ctx.slice_params(k, decoded_t, means, scales, code)
             shared = ctx.spatial_features(k, decoded_t) if ctx.spatial else None
-            for half, mask in enumerate(ctx.halves(h, w)):
+            for half, (mask, keep) in enumerate(zip(halves, keeps)):
                 m, s = (slice_m, slice_s) if mask is None else ctx.half_params(k, half, shared, decoded_t, slice_m, slice_s, code)
                 # slices decoded from a forged stream can drive the networks to overflow; the snapping
                 # bounds whatever comes out, so that is no error (and no warning) here
                 with np.errstate(over="ignore", invalid="ignore"):
                     m, s = snap_means(m[0].numpy() * gain[cut]), snap_scales(s[0].numpy() * gain[cut])
-                keep = ... if mask is None else mask.numpy().astype(bool)  # all cells, or this half's
                 cells, params = index[cut][:, keep].ravel(), (m[:, keep].ravel(), s[:, keep].ravel())
                 values = yield cells, *params
                 decoded[cells] = values / unit[cells]

@@ -137,13 +137,13 @@ class ChannelContext(nn.Module):
                 level_code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """All slices at once, given the whole unit-gain y_hat ``[B, M, h, w]`` -> (means, scales) ``[B, M, h, w]``."""
         out_m, out_s = [], []
+        mask = anchors(*means.shape[2:], dtype=means.dtype) if self.spatial else None
         for k in range(self.slices):
             m, s = self.slice_params(k, y_unit, means, scales, level_code)
             if self.spatial:
                 shared = self.spatial_features(k, y_unit)
                 first = self.half_params(k, 0, shared, y_unit, m, s, level_code)
                 second = self.half_params(k, 1, shared, y_unit, m, s, level_code)
-                mask = anchors(*means.shape[2:], dtype=means.dtype)
                 m = first[0] * mask + second[0] * (1 - mask)
                 s = first[1] * mask + second[1] * (1 - mask)
             out_m.append(m)
