@@ -6,7 +6,7 @@ Layout (little endian)::
     0      4     magic b"CPSC"
     4      1     format version (1)
     5      1     flags (0; reserved)
-    6      2     quality * 100 (100 .. 800)
+    6      2     quality * 100 (100 .. 100 * the codec's quality levels)
     8      2     M, latent channels
     10     2     h, latent rows (cells)
     12     2     w, latent columns (cells)
@@ -155,7 +155,7 @@ class ChunkCoder:
             raise ValueError(f"y_hat must be [M={self.M}, h, w] with 1 <= h, w <= {MAX_CELLS}, got {y_hat.shape}")
         if not np.issubdtype(y_hat.dtype, np.integer) or y_hat.min() < -32768 or y_hat.max() > 32767:
             raise ValueError("y_hat must hold integers in the int16 range")
-        q = check_quality(quality)
+        q = check_quality(quality, self._model.config.levels)
         _, h, w = y_hat.shape
         gain = self._gain64(q)
         ph, pw = -(-h // HYPER_BLOCK) * HYPER_BLOCK, -(-w // HYPER_BLOCK) * HYPER_BLOCK
@@ -191,7 +191,7 @@ class ChunkCoder:
         (crc,) = struct.unpack_from("<I", data, len(data) - 4)
         if zlib.crc32(data[:-4]) != crc:
             raise CorruptChunkError("chunk checksum mismatch (damaged data)")
-        if flags != 0 or not (100 <= q100 <= 800):
+        if flags != 0 or not (100 <= q100 <= 100 * self._model.config.levels):
             raise CorruptChunkError(f"invalid chunk header (flags {flags}, quality {q100 / 100})")
         if m != self.M:
             raise CorruptChunkError(f"chunk has {m} latent channels, this model has {self.M}")

@@ -37,8 +37,10 @@ from .entropy import FactorizedDensity, gaussian_likelihood
 from .layers import BRB, EDRB, EURB, conv_down, conv_up
 from .pops import synthesis_trims
 
-#: Rate-distortion trade-offs of quality levels 1..8 (MSE on 0..1 pixels, times 255^2).
-LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
+#: Rate-distortion trade-offs of quality levels 1, 2, ... (MSE on 0..1 pixels, times 255^2). A codec
+#: trains the first ``ModelConfig.levels`` of them: 8 up to r8, more for the high-fidelity codecs,
+#: so quality q means the same trade-off in every codec that has it.
+LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800, 0.3600, 0.7200)
 QUALITY_MIN, QUALITY_MAX = 1.0, float(len(LAMBDAS))
 
 
@@ -47,7 +49,7 @@ class ModelConfig:
     """Architecture hyper-parameters: ``N`` transform channels, ``M`` latent channels, and the
     entropy context (``slices`` of y coded in turn, 0 for none; ``context_hidden`` width; with
     ``slices``, a checkerboard spatial context of kernel ``spatial``, 0 for none, and width
-    ``spatial_hidden``; see context.py)."""
+    ``spatial_hidden``; see context.py) and the number of quality ``levels`` trained (``LAMBDAS``)."""
 
     N: int = 128
     M: int = 192
@@ -56,6 +58,11 @@ class ModelConfig:
     context_hidden: int = 128
     spatial: int = 0
     spatial_hidden: int = 64
+    levels: int = 8
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.levels <= len(LAMBDAS):
+            raise ValueError(f"levels must be between 2 and {len(LAMBDAS)}, got {self.levels}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,11 +74,11 @@ def _trim(x: torch.Tensor, cut: list[int]) -> torch.Tensor:
     return x[..., top : x.shape[-2] - bottom, left : x.shape[-1] - right]
 
 
-def check_quality(quality: float) -> float:
-    """Validate a quality and snap it to the 1/100 grid the bitstream stores."""
+def check_quality(quality: float, levels: int = len(LAMBDAS)) -> float:
+    """Validate a quality (1 .. ``levels``) and snap it to the 1/100 grid the bitstream stores."""
     q = float(quality)
-    if not (QUALITY_MIN <= q <= QUALITY_MAX) or math.isnan(q):
-        raise ValueError(f"quality must be between {QUALITY_MIN:g} and {QUALITY_MAX:g}, got {quality!r}")
+    if not (QUALITY_MIN <= q <= levels) or math.isnan(q):
+        raise ValueError(f"quality must be between {QUALITY_MIN:g} and {levels:g}, got {quality!r}")
     return round(q * 100) / 100
 
 
@@ -96,31 +103,31 @@ class CPSModel(nn.Module):
         self.z_density = FactorizedDensity(Nz)
         if config.spatial and not config.slices:
             raise ValueError("a spatial context needs channel slices (slices > 0)")
-        self.context = ChannelContext(M, config.slices, config.context_hidden, len(LAMBDAS),
+        self.context = ChannelContext(M, config.slices, config.context_hidden, config.levels,
                                       config.spatial, config.spatial_hidden) if config.slices else None
         self._synthesis_trims = synthesis_trims(self.g_s)
-        # Log gains per quality level; lower levels start coarser (one model, 8 rates).
-        start = torch.linspace(math.log(0.25), math.log(3.0), len(LAMBDAS)).view(-1, 1)
+        # Log gains per quality level; lower levels start coarser (one model, several rates).
+        step = (math.log(3.0) - math.log(0.25)) / 7
+        start = torch.linspace(math.log(0.25), math.log(0.25) + step * (config.levels - 1), config.levels).view(-1, 1)
         self.log_gain = nn.Parameter(start.repeat(1, M))
         self.log_inv_gain = nn.Parameter(-start.repeat(1, M))
 
     # -- gains ------------------------------------------------------------------------------
-    @staticmethod
-    def _levels(quality: float) -> tuple[int, float]:
+    def _levels(self, quality: float) -> tuple[int, float]:
         """Quality -> (level index i, weight t of level i+1): q lies between levels i and i+1."""
-        q = check_quality(quality) - 1
-        i = min(int(q), len(LAMBDAS) - 2)
+        q = check_quality(quality, self.config.levels) - 1
+        i = min(int(q), self.config.levels - 2)
         return i, q - i
 
     def level_code(self, quality: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """The context's quality input ``[1, 8]``: one-hot at integer levels, two weights between."""
+        """The context's quality input ``[1, levels]``: one-hot at integer levels, two weights between."""
         i, t = self._levels(quality)
-        code = torch.zeros(1, len(LAMBDAS), dtype=dtype)
+        code = torch.zeros(1, self.config.levels, dtype=dtype)
         code[0, i], code[0, i + 1] = 1 - t, t
         return code
 
     def gains(self, quality: float, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-        """(gain, inv_gain), each ``[M]``, for a quality in [1, 8] (geometric interpolation).
+        """(gain, inv_gain), each ``[M]``, for a quality in [1, levels] (geometric interpolation).
 
         Computed in float64 on the CPU whatever the model's device, so every device quantizes with
         the same gains; returned on the model's device.
@@ -168,7 +175,7 @@ class CPSModel(nn.Module):
 
     # -- training ---------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, level: int) -> dict[str, torch.Tensor]:
-        """Training pass at integer quality index ``level`` in 0..7.
+        """Training pass at integer quality index ``level`` in 0 .. levels - 1.
 
         Returns ``x_hat`` and the likelihoods of y and z. The decoder sees straight-through
         rounded latents; the rate terms see additive uniform noise (Ballé et al.).
@@ -182,7 +189,7 @@ class CPSModel(nn.Module):
         z_tilde, z_lik = self.z_density(z)
         means, scales = self.hyper_params(z_tilde)
         if self.context is not None:  # the decoder sees rounded slices, so the context does too
-            code = F.one_hot(torch.tensor([level], device=x.device), len(LAMBDAS)).expand(x.shape[0], -1)
+            code = F.one_hot(torch.tensor([level], device=x.device), self.config.levels).expand(x.shape[0], -1)
             means, scales = self.context(y_round / gain, means, scales, code)
         y_lik = gaussian_likelihood(y_noisy.float(), (means * gain).float(), (scales * gain).float())
         x_hat = self.g_s(y_round * inv_gain)

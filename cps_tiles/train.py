@@ -182,8 +182,8 @@ def train(args: argparse.Namespace) -> None:
     random.seed(args.seed)
 
     device = torch.device(args.device)
-    config = ModelConfig(N=args.N, M=args.M, Nz=args.N, slices=args.slices, context_hidden=args.context_hidden,
-                         spatial=args.spatial)
+    config = ModelConfig(N=args.N, M=args.M, Nz=args.Nz or args.N, slices=args.slices,
+                         context_hidden=args.context_hidden, spatial=args.spatial, levels=args.levels)
     model = CPSModel(config).to(device, memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, elapsed = 0, 0.0
@@ -195,9 +195,12 @@ def train(args: argparse.Namespace) -> None:
         from .weights import load_codec
 
         init = load_codec(args.init)
-        if init.model.config != model.config:
-            raise ValueError(f"--init codec has {init.model.config}, this run {model.config}")
-        model.load_state_dict(init.model.state_dict())
+        if init.model.config == model.config:
+            model.load_state_dict(init.model.state_dict())
+        else:  # a wider run starts as an exact copy of the narrower codec
+            from .widen import widen
+
+            model.load_state_dict(widen(init.model, model.config, args.seed).state_dict())
         step, elapsed = continue_log(init.path / "training_log.csv", log_path)
         print(f"initialised from codec {init.name} ({init.sha256[:12]}...) at step {step}")
 
@@ -221,7 +224,7 @@ def train(args: argparse.Namespace) -> None:
         lr = args.lr * (0.1 if frac > args.decay_at else 1.0)
         for g in opt.param_groups:
             g["lr"] = lr
-        level = random.randrange(len(LAMBDAS))
+        level = random.randrange(model.config.levels)
         x = sampler.batch(args.batch).to(device, non_blocking=True)
         with precision_context(precision, device):
             outp = model(x, level)
@@ -254,6 +257,8 @@ def main(argv: list[str] | None = None, parser: type[argparse.ArgumentParser] = 
     p.add_argument("--out", required=True, help="run directory for checkpoint and logs (outside the repo)")
     p.add_argument("--N", type=int, default=96)
     p.add_argument("--M", type=int, default=160)
+    p.add_argument("--Nz", type=int, default=0, help="hyper-latent channels (0: N)")
+    p.add_argument("--levels", type=int, default=8, help="quality levels trained (the first of LAMBDAS)")
     p.add_argument("--slices", type=int, default=0, help="channel-context slices (0: hyperprior only; see train-context)")
     p.add_argument("--context-hidden", type=int, default=128, help="width of the channel-context networks")
     p.add_argument("--spatial", type=int, default=0, help="checkerboard spatial-context kernel (0: none; needs --slices)")
@@ -270,7 +275,8 @@ def main(argv: list[str] | None = None, parser: type[argparse.ArgumentParser] = 
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: where the device computes bf16 natively)")
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR/checkpoint.pt (weights and optimizer)")
-    p.add_argument("--init", default=None, help="start from the weights of a trained codec (name or directory)")
+    p.add_argument("--init", default=None, help="start from the weights of a trained codec (name or directory); "
+                   "a narrower one (smaller N, M or levels, no context) is widened function-preservingly")
     train(p.parse_args(argv))
 
 

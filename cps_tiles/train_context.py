@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from .bitstream import HYPER_BLOCK
 from .entropy import gaussian_likelihood
-from .model import LAMBDAS, CPSModel, ModelConfig
+from .model import CPSModel, ModelConfig
 from .pops import Geometry
 from .train import load_checkpoint, load_training_images, save_checkpoint, start_run
 
@@ -49,7 +49,7 @@ def context_bits(model: CPSModel, y: torch.Tensor, levels: torch.Tensor) -> torc
         y_hat = torch.round(y * gain)
         z_hat = torch.round(model.h_a(y_hat / gain)).clamp_(-model.z_density.support, model.z_density.support)
         means, scales = model.hyper_params(z_hat)
-    means, scales = model.context(y_hat / gain, means, scales, F.one_hot(levels, len(LAMBDAS)).to(y.dtype))
+    means, scales = model.context(y_hat / gain, means, scales, F.one_hot(levels, model.config.levels).to(y.dtype))
     return -torch.log2(gaussian_likelihood(y_hat, means * gain, scales * gain)).sum()
 
 
@@ -87,7 +87,7 @@ def train_context(args: argparse.Namespace) -> None:
     writer = csv.writer(log)
     if new_log:
         writer.writerow(["step", "minutes", "lr", "bpp_y"])
-    levels = torch.arange(len(LAMBDAS))
+    levels = torch.arange(model.config.levels)
     budget = args.minutes * 60
     start, last_save = time.time() - elapsed, time.time()
     while elapsed < budget and (args.steps == 0 or step < args.steps):

@@ -84,3 +84,34 @@ def test_training_minutes_leave_out_stops(tmp_path):
         f"{k + 1},{m},1,1e-3,1,1,20\n" for k, m in enumerate([0.1, 0.2, 0.3, 30.3, 30.4])))
     # 0.1 + two 0.1-min steps, the 30-min stop left out, then one more 0.1-min step
     assert training_minutes(log) == pytest.approx(0.4)
+
+
+def test_widened_model_computes_what_the_narrow_one_does():
+    """Net2Net-style widening (more N, M and quality levels) starts from the narrow codec's function:
+    same reconstruction and the same rate at every old level, and every new weight block trainable."""
+    from cps_tiles.widen import widen
+
+    narrow = CPSModel(ModelConfig(N=8, M=12, Nz=8)).eval()
+    wide = widen(narrow, ModelConfig(N=16, M=20, Nz=8, levels=10)).eval()
+    x = torch.rand(1, 3, 64, 64)
+    for level in range(8):
+        torch.manual_seed(level)
+        a = narrow(x, level)
+        torch.manual_seed(level)
+        b = wide(x, level)
+        assert torch.allclose(a["x_hat"], b["x_hat"], atol=1e-5)
+        assert torch.allclose(a["z_likelihoods"], b["z_likelihoods"], atol=1e-5)
+    assert bool((wide.gains(9.5)[0] > wide.gains(8)[0]).all())  # the new levels continue upwards
+    wide.train()
+    loss = rd_loss(wide(x, 9), x, 9)["loss"]
+    loss.backward()
+    assert wide.g_a[6].weight.grad[12:].abs().sum() > 0  # the analysis learns to fill new latent channels
+    assert wide.g_s[0].weight[12:].abs().sum() > 0  # ... which the synthesis already reads
+    assert wide.g_a[1].conv.weight.grad[:, 8:].abs().sum() > 0  # links from new transform channels
+
+
+def test_widen_refuses_to_shrink():
+    from cps_tiles.widen import widen
+
+    with pytest.raises(ValueError, match="may only grow"):
+        widen(CPSModel(ModelConfig(N=16, M=12, Nz=8)), ModelConfig(N=8, M=12, Nz=8))
