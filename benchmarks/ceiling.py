@@ -24,9 +24,9 @@ from common import KODAK, ROOT, git_rev, load_rgb, machine, md_table, psnr  # no
 
 def decoded_psnrs(codec_name: str, images: list[Path], qualities: list[float]) -> dict[float, tuple[float, float]]:
     """quality -> (mean PSNR of the stored latent, mean PSNR of the unquantized latent), in dB."""
-    from cps_tiles.pops import Geometry, Plan
-    from cps_tiles.tiling import analyze_tiled, pad_to, synthesize_tiled, to_pixels, to_tensor
-    from cps_tiles.weights import load_codec
+    from cps_tiles.transforms.geometry import Geometry, Plan
+    from cps_tiles.transforms.tiling import analyze_tiled, pad_to, synthesize_tiled, to_pixels, to_tensor
+    from cps_tiles.transforms.weights import load_codec
 
     model = load_codec(codec_name).model
     sums = {q: np.zeros(2) for q in qualities}
@@ -46,7 +46,7 @@ def decoded_psnrs(codec_name: str, images: list[Path], qualities: list[float]) -
 
 
 def main() -> None:
-    from cps_tiles.weights import DEFAULT_CODEC
+    from cps_tiles.transforms.weights import DEFAULT_CODEC
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--codec", default=DEFAULT_CODEC)

@@ -34,7 +34,7 @@ def add_bf16_flag(parser: argparse.ArgumentParser) -> None:
     computes bf16 natively. An AVX2-only CPU emulates it (a training step 7x slower than in float32,
     ``benchmarks/train_step_avx2.md``): there ``speed.py --only decode`` with bf16 ran past 15
     minutes, where its float32 half takes 85 s (``benchmarks/speed_amd_epyc.md``)."""
-    from cps_tiles.tiling import native_bf16
+    from cps_tiles.transforms.precision import native_bf16
 
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=native_bf16(),
                         help="also measure bfloat16 (default here: %(default)s, whether this CPU has native bf16)")

@@ -60,9 +60,10 @@ def main() -> None:
 
     import torch
 
-    from cps_tiles.bitstream import ChunkCoder, CorruptChunkError
-    from cps_tiles.store import StoreError, StoreMeta
-    from cps_tiles.weights import DEFAULT_CODEC, load_codec
+    from cps_tiles.coding.bitstream import ChunkCoder
+    from cps_tiles.errors import CorruptChunkError, StoreError
+    from cps_tiles.store.layout import StoreMeta
+    from cps_tiles.transforms.weights import DEFAULT_CODEC, load_codec
 
     torch.set_num_threads(1)
     codec = load_codec(DEFAULT_CODEC)

@@ -193,7 +193,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cps = run_cps(images, qualities, a.chunk, a.codec, Path(tmp))
         fast = run_cps(images, qualities, a.chunk, a.codec, Path(tmp), "bfloat16") if a.bf16 else None
-    from cps_tiles.weights import DEFAULT_CODEC, load_codec
+    from cps_tiles.transforms.weights import DEFAULT_CODEC, load_codec
 
     codec = load_codec(a.codec or DEFAULT_CODEC)
     results = {f"CPS {codec.name} (store, {a.chunk}-px chunks)": cps}

@@ -27,10 +27,10 @@ RUNS = ((64, 128, 128, 8), (96, 160, 128, 8), (128, 192, 128, 8), (96, 160, 256,
 
 
 def train_and_export(data: list[str], n: int, m: int, crop: int, batch: int, minutes: float, tmp: Path) -> tuple[Path, int, int]:
-    from cps_tiles.weights import export_checkpoint
+    from cps_tiles.training.run import export_checkpoint
 
     run = tmp / f"run-{n}-{m}-{crop}"
-    subprocess.run([sys.executable, "-m", "cps_tiles.train", *data, "--out", str(run), "--N", str(n), "--M", str(m),
+    subprocess.run([sys.executable, "-m", "cps_tiles.cli", "train", *data, "--out", str(run), "--N", str(n), "--M", str(m),
                     "--crop", str(crop), "--batch", str(batch), "--minutes", str(minutes)], check=True,
                    stdout=subprocess.DEVNULL)
     name = f"probe-n{n}m{m}-c{crop}"

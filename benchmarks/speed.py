@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import KODAK, ROOT, add_bf16_flag, git_rev, load_rgb, machine, md_table, psnr  # noqa: E402
 
 import cps_tiles  # noqa: E402
-from cps_tiles.tiling import PRECISIONS  # noqa: E402
+from cps_tiles.transforms.precision import PRECISIONS  # noqa: E402
 
 
 def mosaic(h: int, w: int) -> np.ndarray:
@@ -80,7 +80,7 @@ def decode_split_seconds(store: str, precision: str) -> dict[str, float]:
     chunks = img.chunk_indices()
     latents = {(i, j): img.read_latent_chunk(i, j) for i, j in chunks}
     windows = [img.plan.chunk_window(i, j) for i, j in chunks]
-    inputs = [img._latent_window_from(*w.pixels, lambda i, j: latents[i, j]) for w in windows]
+    inputs = [img._latent_window_from(*w.latent, lambda i, j: latents[i, j]) for w in windows]
     return {"chunks": len(chunks),
             "entropy": timed(lambda: [img.read_latent_chunk(i, j) for i, j in chunks], 2),
             "synthesis": timed(lambda: [img.decode_window(lw, w) for w, lw in zip(windows, inputs)], 2),
@@ -186,9 +186,9 @@ def sec_memory(tmp: Path, sizes_mp: list[int]) -> str:
 def sec_pops(tmp: Path) -> str:
     import torch
 
-    from cps_tiles.pops import Geometry, Plan
-    from cps_tiles.tiling import analyze_tiled, synthesize_tiled
-    from cps_tiles.weights import DEFAULT_CODEC, load_codec
+    from cps_tiles.transforms.geometry import Geometry, Plan
+    from cps_tiles.transforms.tiling import analyze_tiled, synthesize_tiled
+    from cps_tiles.transforms.weights import DEFAULT_CODEC, load_codec
 
     model = load_codec(DEFAULT_CODEC).model
     a = mosaic(2048, 2048)
@@ -212,8 +212,8 @@ def sec_flops(precs: tuple[str, ...]) -> str:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from cps_tiles.tiling import precision_context
-    from cps_tiles.weights import DEFAULT_CODEC, load_codec
+    from cps_tiles.transforms.precision import precision_context
+    from cps_tiles.transforms.weights import DEFAULT_CODEC, load_codec
 
     model = load_codec(DEFAULT_CODEC).model
     x = torch.rand(1, 3, 1024, 1024).contiguous(memory_format=torch.channels_last)
@@ -257,7 +257,7 @@ def sec_decode(tmp: Path, precs: tuple[str, ...]) -> str:
     """Where the decode time of one chunk goes, and what torch.compile would change."""
     import torch
 
-    from cps_tiles.tiling import precision_context
+    from cps_tiles.transforms.precision import precision_context
 
     a = mosaic(2048, 2048)
     store = tmp / "decode.zarr"
@@ -344,7 +344,7 @@ def sec_seams(tmp: Path) -> str:
     import imagecodecs as ic
     import torch
 
-    from cps_tiles.weights import DEFAULT_CODEC, load_codec
+    from cps_tiles.transforms.weights import DEFAULT_CODEC, load_codec
 
     chunk, q = 256, 3
     images = [load_rgb(p) for p in sorted(KODAK.glob("kodim*.png"))[:8]]

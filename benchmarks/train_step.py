@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, git_rev, machine, md_table  # noqa: E402
 
-from cps_tiles.model import LAMBDAS, CPSModel, ModelConfig, rd_loss  # noqa: E402
+from cps_tiles.transforms.model import CPSModel, ModelConfig, rd_loss  # noqa: E402
 
 
 def step_seconds(channels_last: bool, bf16: bool, compile_model: bool, steps: int) -> tuple[float, float]:
@@ -35,8 +35,8 @@ def step_seconds(channels_last: bool, bf16: bool, compile_model: bool, steps: in
     for i in range(steps):
         t0 = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = forward(x, i % len(LAMBDAS))
-        loss = rd_loss(out, x, i % len(LAMBDAS))["loss"]
+            out = forward(x, i % model.config.levels)
+        loss = rd_loss(out, x, i % model.config.levels)["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

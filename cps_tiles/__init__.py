@@ -20,14 +20,14 @@ DEFAULT_TILE = 1024
 
 def open(store: str | Path, cache_mb: float = 256, on_error: str = "raise", fill_value: int = 0,  # noqa: A001
          precision: str = "float32"):
-    """Open a finished CPS store as a :class:`~cps_tiles.image.CPSImage`.
+    """Open a finished CPS store as a :class:`~cps_tiles.store.reader.CPSImage`.
 
     ``cache_mb`` bounds the decoded-chunk cache. A missing or damaged chunk raises
-    :class:`~cps_tiles.image.DamagedChunkError` naming it; with ``on_error="fill"`` its pixels are set
+    :class:`~cps_tiles.errors.DamagedChunkError` naming it; with ``on_error="fill"`` its pixels are set
     to ``fill_value`` instead (salvage) and its key is added to ``img.damaged``. ``precision`` is the
     decoder's arithmetic (``"float32"`` or ``"bfloat16"``), the same for every path of this object.
     """
-    from .image import CPSImage
+    from .store.reader import CPSImage
 
     return CPSImage(store, cache_mb=cache_mb, on_error=on_error, fill_value=fill_value, precision=precision)
 
@@ -46,10 +46,10 @@ def convert(source: Any, store: str | Path, *, quality: float = DEFAULT_QUALITY,
     AMX/AVX512-BF16). ``resume=True`` finishes an interrupted conversion, skipping verified tiles.
     Returns the opened image.
     """
-    from .progress import ProgressBar
-    from .scale import convert_store
-    from .source import open_source
-    from .weights import DEFAULT_CODEC, load_codec
+    from .pipeline.convert import convert_store
+    from .pipeline.progress import ProgressBar
+    from .pipeline.source import open_source
+    from .transforms.weights import DEFAULT_CODEC, load_codec
 
     src = open_source(source, page=page)
     bar = ProgressBar(src.height * src.width, enabled=progress)

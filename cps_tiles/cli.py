@@ -10,7 +10,6 @@ from pathlib import Path
 
 from . import DEFAULT_CHUNK, DEFAULT_QUALITY, DEFAULT_TILE, __version__
 
-
 #: Largest whole-image decode to a flat file (bytes of pixels); bigger images go through ``export``.
 DECODE_MAX_BYTES = 4 * 2**30
 
@@ -64,7 +63,7 @@ def cmd_decode(a: argparse.Namespace) -> None:
 
 
 def store_summary(img) -> dict:
-    from .store import LATENT
+    from .store.layout import LATENT
 
     latent_bytes = sum(p.stat().st_size for p in Path(img.path, LATENT).rglob("*") if p.is_file())
     total_bytes = sum(p.stat().st_size for p in Path(img.path).rglob("*") if p.is_file())
@@ -79,8 +78,9 @@ def store_summary(img) -> dict:
 def cmd_info(a: argparse.Namespace) -> None:
     import zarr
 
-    from .image import CPSImage
-    from .store import PROGRESS, StoreError, StoreMeta
+    from .errors import StoreError
+    from .store.layout import PROGRESS, StoreMeta
+    from .store.reader import CPSImage
 
     try:
         img = CPSImage(a.store)
@@ -110,7 +110,7 @@ def cmd_info(a: argparse.Namespace) -> None:
 def cmd_export(a: argparse.Namespace) -> None:
     import cps_tiles
 
-    from .export import export_tiff
+    from .pipeline.export import export_tiff
 
     img = cps_tiles.open(a.store, precision=a.precision)
     h, w, c = img.shape
@@ -133,7 +133,7 @@ def _compute(arr, scheduler: str):
 
 
 def cmd_verify(a: argparse.Namespace) -> None:
-    from .verify import verify_store
+    from .store.verify import verify_store
 
     report = verify_store(a.store)
     for problem in report.problems:
@@ -144,7 +144,7 @@ def cmd_verify(a: argparse.Namespace) -> None:
 
 
 #: commands whose module parses its own options: command -> module
-TRAINERS = {"train": "train", "train-context": "train_context"}
+TRAINERS = {"train": "training.train", "train-context": "training.context"}
 
 
 def cmd_train(a: argparse.Namespace) -> None:
@@ -160,7 +160,7 @@ def cmd_demo(a: argparse.Namespace) -> None:
 
 
 def _precision_arg(parser: argparse.ArgumentParser, what: str) -> None:
-    from .tiling import PRECISIONS
+    from .transforms.precision import PRECISIONS
 
     parser.add_argument("--precision", default=PRECISIONS[0], choices=PRECISIONS, help=what)
 

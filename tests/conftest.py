@@ -1,11 +1,16 @@
+import contextlib
+import io
 import os
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from cps_tiles.model import CPSModel, ModelConfig
+from cps_tiles.transforms.model import CPSModel, ModelConfig
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 KODAK = SHARED / "kodak"
@@ -16,6 +21,59 @@ TINY = "tiny-test"  # random-initialised N=8/M=12 codec committed under tests/da
 os.environ["CPS_TILES_CODEC_PATH"] = os.pathsep.join(
     p for p in (str(TEST_CODECS), os.environ.get("CPS_TILES_CODEC_PATH", "")) if p
 )
+
+
+#: Hypothesis examples: a quarter of each test's full count by default, all of it in CI
+#: (``HYPOTHESIS_PROFILE=ci``, what ``.ci/run`` sets).
+FULL_HYPOTHESIS = os.environ.get("HYPOTHESIS_PROFILE") == "ci"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true",
+                     help="also run the tests marked slow (minutes each: clusters, kill -9, the demo); .ci/run does")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without --slow (or an explicit -m), the slow tier is deselected, not skipped: it is not part
+    of the default run, and the summary says how many were left for CI."""
+    if config.getoption("--slow") or config.getoption("-m"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
+def examples(full: int) -> int:
+    """The number of hypothesis examples for a test whose full run draws ``full``."""
+    return full if FULL_HYPOTHESIS else max(10, full // 4)
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args) -> Result:
+    """``cps-tiles ARGS`` run in this process (``cli.main``), its output captured: what a user sees,
+    without the cost of a fresh interpreter importing torch per command."""
+    from cps_tiles.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse: --help (0) and usage errors (2)
+            code = exc.code if isinstance(exc.code, int) else 1
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def cli_subprocess(*args, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``cps-tiles ARGS`` in a fresh interpreter, as a user starts it (the smoke tests)."""
+    return subprocess.run([sys.executable, "-m", "cps_tiles.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def tiny_model(dtype: torch.dtype = torch.float32, seed: int = 0, slices: int = 0, spatial: int = 0) -> CPSModel:

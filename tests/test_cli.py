@@ -1,19 +1,13 @@
 """The command line: success paths and one-line errors with non-zero exits."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import pyvips
+from conftest import TINY, cli, cli_subprocess, smooth_image
 
-from conftest import TINY, smooth_image
-
-
-def run(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "cps_tiles.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
+run = cli
 
 
 @pytest.fixture(scope="module")
@@ -74,14 +68,24 @@ def test_refuses_overwrite_then_allows(src):
 
 
 def test_help_on_every_command():
-    for cmd in ("convert", "decode", "info", "export", "verify", "train", "demo"):
+    for cmd in ("convert", "decode", "info", "export", "verify", "train", "train-context", "demo"):
         r = run(cmd, "--help")
         assert r.returncode == 0 and "usage" in r.stdout
 
 
+def test_command_line_smoke(src):
+    """The real entry point in a fresh interpreter: a success and a one-line failure."""
+    r = cli_subprocess("info", src / "missing.zarr")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "no such cps-tiles store" in r.stderr
+    r = cli_subprocess("convert", src / "in.tif", src / "smoke.zarr", "--codec", TINY, "--chunk", "64", "--quality", "2")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert "300x200x3" in r.stdout
+
+
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
     """The README's first command: the bundled sample through the default codec."""
-    r = run("demo", tmp_path / "demo", timeout=600)
+    r = cli_subprocess("demo", tmp_path / "demo", timeout=600)
     assert r.returncode == 0, r.stderr
     assert "bpp" in r.stdout and "PSNR" in r.stdout
     assert (tmp_path / "demo" / "region.png").is_file() and (tmp_path / "demo" / "mosaic.zarr" / "zarr.json").is_file()
@@ -91,9 +95,10 @@ def test_emulated_bf16_warns_in_one_line(src, monkeypatch, capsys):
     """--precision bfloat16 on a CPU without native bf16 works, and says in one line that it is slow."""
     import warnings
 
-    from cps_tiles import cli, tiling
+    from cps_tiles import cli
+    from cps_tiles.transforms import precision
 
-    monkeypatch.setattr(tiling, "native_bf16", lambda device_type="cpu": False)
+    monkeypatch.setattr(precision, "native_bf16", lambda device_type="cpu": False)
     with warnings.catch_warnings():
         warnings.simplefilter("always")  # shown even if an earlier test already raised it
         assert cli.main(["convert", str(src / "in.tif"), str(src / "bf.zarr"), "--codec", TINY, "--chunk", "64",

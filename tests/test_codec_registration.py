@@ -1,5 +1,6 @@
 """The cps_latent codec under numcodecs' own checks, entry points, and a built wheel."""
 
+import json
 import os
 import subprocess
 import sys
@@ -8,12 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY
 from numcodecs.registry import get_codec
 from numcodecs.tests.common import check_backwards_compatibility, check_config, check_repr
 
-from cps_tiles.numcodec import CPSLatentCodec
-from cps_tiles.weights import load_codec
-from conftest import TINY
+from cps_tiles.errors import CodecError
+from cps_tiles.transforms.weights import load_codec
+from cps_tiles.zarr_codecs.numcodec import CPSLatentCodec
 
 TESTS = Path(__file__).resolve().parent
 
@@ -27,6 +29,16 @@ def test_config_round_trip_and_registry():
     for codec in _codecs():
         check_config(codec)
         assert get_codec(codec.get_config()) == codec  # found through the numcodecs.codecs entry point
+
+
+def test_config_has_no_side_effects():
+    """Making a codec and asking its config reads codec.json only: no weights are loaded."""
+    from cps_tiles.transforms import weights
+
+    weights._load_codec.cache_clear()
+    codec = CPSLatentCodec(codec=TINY, quality=3)
+    assert codec.get_config()["sha256"] == json.loads((TESTS / "data" / "codecs" / TINY / "codec.json").read_text())["sha256"]
+    assert weights._load_codec.cache_info().currsize == 0 and codec._coder is None
 
 
 def test_repr_is_exact(monkeypatch):
@@ -48,7 +60,7 @@ def test_backwards_compatibility(monkeypatch):
 
 def test_wrong_weights_are_refused():
     codec = CPSLatentCodec(codec=TINY, sha256="0" * 64, quality=4)
-    with pytest.raises(RuntimeError, match="sha256"):
+    with pytest.raises(CodecError, match="sha256"):
         codec.encode(np.zeros((12, 4, 4), np.int16))
 
 
@@ -72,7 +84,7 @@ def test_wheel_carries_the_codecs(tmp_path):
     zipfile.ZipFile(wheel).extractall(site)
     env = {k: v for k, v in os.environ.items() if k not in ("CPS_TILES_CODEC_PATH", "PYTHONPATH")}
     env["PYTHONPATH"] = str(site)
-    code = ("from cps_tiles.weights import DEFAULT_CODEC, find_codec, load_codec; "
+    code = ("from cps_tiles.transforms.weights import DEFAULT_CODEC, find_codec, load_codec; "
             "print(find_codec(DEFAULT_CODEC)); print(load_codec(DEFAULT_CODEC).sha256)")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr

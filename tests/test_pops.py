@@ -1,19 +1,28 @@
 import pytest
 from torch import nn
 
-from cps_tiles.pops import (Conv, Geometry, Plan, conv_chain, overlap, receptive_field, scale, synthesis_halo,
-                            synthesis_trims)
+from cps_tiles.transforms.geometry import (
+    Conv,
+    Geometry,
+    Plan,
+    conv_chain,
+    overlap,
+    receptive_field,
+    synthesis_halo,
+    synthesis_trims,
+    total_stride,
+)
 
 
 def test_default_stack_geometry(model32):
     g = Geometry.of(model32)
-    assert (g.r, g.rho, g.o, g.halo, g.margin) == (72, 16, 64, 2, 32)
+    assert (g.r, g.rho, g.o, g.halo, g.margin, g.hyper_block, g.chunk_multiple) == (72, 16, 64, 2, 32, 4, 64)
 
 
 def test_eq1_by_hand():
     # 2x2/s2 then 3x3/s1 then 2x2/s2: 1 + 1 + 2*2 + 1*2 = 8
     assert receptive_field([Conv(2, 2), Conv(3, 1), Conv(2, 2)]) == 8
-    assert scale([Conv(2, 2), Conv(3, 1), Conv(2, 2)]) == 4
+    assert total_stride([Conv(2, 2), Conv(3, 1), Conv(2, 2)]) == 4
 
 
 @pytest.mark.parametrize("r,rho,o", [(72, 16, 64), (64, 16, 48), (35, 8, 32), (16, 16, 0)])

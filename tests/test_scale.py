@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import pyvips
+from conftest import TINY, smooth_image
 
 import cps_tiles
-from conftest import TINY, smooth_image
 
 
 def store_bytes(path: Path) -> dict[str, bytes]:
@@ -87,6 +87,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_command_line_cluster(src, tmp_path):
     """`dask scheduler` + two `dask worker` processes, driven by `cps-tiles convert --scheduler tcp://...`."""
     d, ref = src
@@ -130,6 +131,7 @@ def test_command_line_cluster(src, tmp_path):
             p.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_is_byte_identical(tmp_path):
     pyvips.Image.new_from_array(smooth_image(1024, 1024, seed=12)).copy(interpretation="srgb").tiffsave(
         str(tmp_path / "big.tif"), tile=True)

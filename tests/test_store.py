@@ -12,14 +12,13 @@ import pytest
 import pyvips
 import torch
 import zarr
+from conftest import TINY, smooth_image
 
 import cps_tiles
-from cps_tiles.image import CPSImage
-from cps_tiles.source import SourceError
-from cps_tiles.store import StoreError
-from cps_tiles.tiling import to_pixels
-from cps_tiles.weights import load_codec
-from conftest import TINY, smooth_image
+from cps_tiles.errors import SourceError, StoreError
+from cps_tiles.store.reader import CPSImage
+from cps_tiles.transforms.tiling import to_pixels
+from cps_tiles.transforms.weights import load_codec
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +229,8 @@ def test_codec_directory_outside_the_search_path(tmp_path):
     import os
 
     from conftest import tiny_model
-    from cps_tiles.weights import save_codec
+
+    from cps_tiles.transforms.weights import save_codec
 
     save_codec(tiny_model(seed=3), tmp_path / "mine" / "my-codec", "my-codec")
     img = smooth_image(96, 130, seed=9)

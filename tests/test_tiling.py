@@ -1,11 +1,12 @@
 """Tiled analysis/synthesis equal the whole-image transforms (the CPS claim)."""
 
 import torch
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cps_tiles.pops import Geometry, Plan
-from cps_tiles.tiling import analyze_tiled, synthesize_tiled
+from cps_tiles.transforms.geometry import Geometry, Plan
+from cps_tiles.transforms.tiling import analyze_tiled, synthesize_tiled
 
 
 @st.composite
@@ -23,7 +24,7 @@ def _image(h, w, dtype, seed):
     return torch.rand(1, 3, -(-h // 16) * 16, -(-w // 16) * 16, generator=g, dtype=dtype)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(layouts(), st.integers(0, 2**16))
 def test_analysis_tiled_equals_whole_float64(model64, layout, seed):
     h, w, chunk, tile = layout
@@ -34,7 +35,7 @@ def test_analysis_tiled_equals_whole_float64(model64, layout, seed):
     assert torch.allclose(tiled, whole, rtol=0, atol=1e-9 * whole.abs().max().item())
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(layouts(), st.integers(0, 2**16), st.floats(1, 8))
 def test_synthesis_tiled_equals_whole_float64(model64, layout, seed, quality):
     h, w, chunk, tile = layout
@@ -46,7 +47,7 @@ def test_synthesis_tiled_equals_whole_float64(model64, layout, seed, quality):
     assert torch.allclose(tiled, whole, rtol=0, atol=1e-9 * whole.abs().max().item())
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=examples(10), deadline=None)
 @given(layouts(), st.integers(0, 2**16))
 def test_tiled_equals_whole_float32(model32, layout, seed):
     h, w, chunk, tile = layout

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from cps_tiles.model import CPSModel, ModelConfig, rd_loss
+from cps_tiles.transforms.model import CPSModel, ModelConfig, rd_loss
 
 
 @pytest.mark.parametrize("slices", [0, 4])
@@ -17,7 +17,7 @@ def test_overfit_tiny_model_loss_drops(slices):
     x = torch.tensor(img, dtype=torch.float32)[None]
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
-    for step in range(150):
+    for _step in range(150):
         out = model(x, 3)
         loss = rd_loss(out, x, 3)["loss"]
         opt.zero_grad()
@@ -35,9 +35,9 @@ def test_train_cli_checkpoints_logs_and_resumes(tmp_path):
     import shutil
 
     import pyvips
-
-    from cps_tiles.train import main
     from conftest import smooth_image
+
+    from cps_tiles.training.train import main
 
     data = tmp_path / "data"
     data.mkdir()
@@ -56,7 +56,7 @@ def test_train_cli_checkpoints_logs_and_resumes(tmp_path):
     state = torch.load(run / "checkpoint.pt", weights_only=False)
     assert state["step"] == 7 and "optimizer" in state
     # continue from a committed codec's weights in a fresh run directory
-    from cps_tiles.weights import load_codec
+    from cps_tiles.transforms.weights import load_codec
 
     main([str(data), "--out", str(tmp_path / "run2"), "--N", "8", "--M", "12", "--crop", "64", "--batch", "2",
           "--steps", "1", "--lr", "0", "--init", "tiny-test"])
@@ -77,7 +77,7 @@ def test_train_cli_checkpoints_logs_and_resumes(tmp_path):
 
 def test_training_minutes_leave_out_stops(tmp_path):
     """A codec's training time counts steps, not the minutes the run's process was stopped."""
-    from cps_tiles.train import training_minutes
+    from cps_tiles.training.run import training_minutes
 
     log = tmp_path / "log.csv"
     log.write_text("step,minutes,level,lr,loss,bpp,psnr\n" + "".join(
@@ -89,7 +89,7 @@ def test_training_minutes_leave_out_stops(tmp_path):
 def test_widened_model_computes_what_the_narrow_one_does():
     """Net2Net-style widening (more N, M and quality levels) starts from the narrow codec's function:
     same reconstruction and the same rate at every old level, and every new weight block trainable."""
-    from cps_tiles.widen import widen
+    from cps_tiles.training.widen import widen
 
     narrow = CPSModel(ModelConfig(N=8, M=12, Nz=8)).eval()
     wide = widen(narrow, ModelConfig(N=16, M=20, Nz=8, levels=10)).eval()
@@ -111,7 +111,7 @@ def test_widened_model_computes_what_the_narrow_one_does():
 
 
 def test_widen_refuses_to_shrink():
-    from cps_tiles.widen import widen
+    from cps_tiles.training.widen import widen
 
     with pytest.raises(ValueError, match="may only grow"):
         widen(CPSModel(ModelConfig(N=16, M=12, Nz=8)), ModelConfig(N=8, M=12, Nz=8))

@@ -2,15 +2,14 @@
 
 import csv
 
-import numpy as np
 import pyvips
 import torch
+from conftest import TINY, smooth_image
 
 from cps_tiles.cli import main
-from cps_tiles.model import LAMBDAS
-from cps_tiles.train_context import context_bits, image_latents
-from cps_tiles.weights import export_checkpoint, load_codec
-from conftest import TINY, smooth_image
+from cps_tiles.training.context import context_bits, image_latents
+from cps_tiles.training.run import export_checkpoint
+from cps_tiles.transforms.weights import load_codec
 
 
 def test_train_context_lowers_the_rate_and_keeps_the_transforms(tmp_path):
@@ -37,7 +36,7 @@ def test_train_context_lowers_the_rate_and_keeps_the_transforms(tmp_path):
     for net in zero.context.nets:
         torch.nn.init.zeros_(net[-1].weight)
         torch.nn.init.zeros_(net[-1].bias)
-    levels = torch.arange(len(LAMBDAS))
+    levels = torch.arange(zero.config.levels)
     with torch.no_grad():
         crops = [y[None, :, : y.shape[1] // 4 * 4, : y.shape[2] // 4 * 4] for y in image_latents(zero, images)]
         rates = [sum(context_bits(m, y.expand(len(levels), -1, -1, -1), levels).item() for y in crops)

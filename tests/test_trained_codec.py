@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from conftest import KODAK
 
 import cps_tiles
-from cps_tiles.weights import DEFAULT_CODEC, load_codec
-from conftest import KODAK
+from cps_tiles.transforms.weights import DEFAULT_CODEC, load_codec
 
 
 def _crop(name: str, y: int, x: int, size: int = 256) -> np.ndarray:
@@ -56,3 +56,35 @@ def test_r7_and_r8_are_r6_in_fewer_bits(tmp_path):
     size = {name: sum(p.stat().st_size for p in (tmp_path / f"{name}.zarr" / "latent").rglob("*") if p.is_file())
             for name in stores}
     assert size[names[1]] < 0.98 * size[names[0]] and size[names[2]] < size[names[1]], size
+
+
+@pytest.mark.parametrize("name", ["cps-n96m160-r6", "cps-n96m160-r7", "cps-n96m160-r8"])
+def test_bundled_codecs_compose_to_their_released_weights(name):
+    """r7 and r8 share r6's transforms file (``parts``): saved as one file, their tensors are the
+    exact bytes whose sha256 the release (and every store written with it) records."""
+    import hashlib
+
+    from cps_tiles.transforms.weights import composed_bytes
+
+    codec = load_codec(name)
+    assert hashlib.sha256(composed_bytes(codec)).hexdigest() == codec.sha256
+
+
+def test_a_damaged_part_is_refused(tmp_path):
+    import json
+    import shutil
+
+    from cps_tiles.errors import CodecError
+    from cps_tiles.transforms.weights import find_codec
+
+    src = find_codec("cps-n96m160-r7")
+    shutil.copytree(src.parent / "cps-n96m160-r6", tmp_path / "cps-n96m160-r6")
+    shutil.copytree(src, tmp_path / "r7-copy")
+    part = tmp_path / "r7-copy" / "context.safetensors"
+    data = bytearray(part.read_bytes())
+    data[-1] ^= 1
+    part.write_bytes(bytes(data))
+    with pytest.raises(CodecError, match="context.safetensors sha256"):
+        load_codec(str(tmp_path / "r7-copy"))
+    meta = json.loads((tmp_path / "r7-copy" / "codec.json").read_text())
+    assert meta["sha256"] == load_codec("cps-n96m160-r7").sha256  # the identity did not move with the files

@@ -1,0 +1,115 @@
+"""Probe a high-fidelity training run against the codec it grew from, through the real store.
+
+The run (``cps-tiles train --init cps-n96m160-r6 --N 192 --M 320 --Nz 96 --levels 10 ...``) widens
+r6 function-preservingly and trains all ten quality levels; this script exports its checkpoint as
+a temporary codec and puts Kodak images through ``cps_tiles.convert`` and back, at each quality,
+for both codecs (whole store bytes, 256-px chunks). Both are hyperprior codecs without an entropy
+context, so the comparison isolates the transforms. It also decodes the *unquantized* latent at
+the top levels (``ceiling.py``'s measure): the transforms' ceiling. Each run appends one row to
+the progress table (``widen_probe.json``), so the file shows quality against training time.
+
+    python benchmarks/widen_probe.py /work/runs/wide1/checkpoint.pt --images 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ceiling import decoded_psnrs  # noqa: E402
+from common import KODAK, ROOT, dir_bytes, git_rev, load_rgb, machine, md_table, psnr  # noqa: E402
+from rd_kodak import bd_rate  # noqa: E402
+
+BASE = "cps-n96m160-r6"
+
+
+def rd_points(codec: str, images: list[Path], qualities: list[float], tmp: Path) -> dict:
+    """Mean bpp (whole store bytes) and PSNR per quality over ``images``."""
+    import cps_tiles
+
+    bpp, db = [], []
+    for q in qualities:
+        bits = dists = 0.0
+        for k, path in enumerate(images):
+            a = load_rgb(path)
+            store = tmp / f"{Path(codec).name}-{q}-{k}.zarr"
+            img = cps_tiles.convert(a, store, quality=q, codec=codec, progress=False, scheduler="sync", overwrite=True)
+            bits += 8 * dir_bytes(store) / (a.shape[0] * a.shape[1])
+            dists += psnr(np.asarray(img), a)
+        bpp.append(bits / len(images))
+        db.append(dists / len(images))
+    return {"quality": qualities, "bpp": bpp, "psnr": db}
+
+
+def main() -> None:
+    import torch
+
+    from cps_tiles.training.run import export_checkpoint
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--images", type=int, default=6, help="first N Kodak images")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "widen_probe.md")
+    a = p.parse_args()
+    images = sorted(KODAK.glob("kodim*.png"))[: a.images]
+    if not images:
+        raise SystemExit(f"no Kodak images under {KODAK}")
+    state = torch.load(a.checkpoint, map_location="cpu", weights_only=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        wide = export_checkpoint(a.checkpoint, Path(tmp) / "wide", "wide-probe")
+        levels = wide.model.config.levels
+        base = rd_points(BASE, images, [float(q) for q in range(4, 9)], Path(tmp))
+        test = rd_points(str(wide.path), images, [float(q) for q in range(4, levels + 1)], Path(tmp))
+        top = [7.0, 8.0, float(levels)]
+        ceil_base = decoded_psnrs(BASE, images, top[:2])
+        ceil_wide = decoded_psnrs(str(wide.path), images, top)
+    bd = bd_rate(base, test)
+    history_path = a.out.with_suffix(".json")
+    history = json.loads(history_path.read_text()) if history_path.exists() else []
+    history.append({"step": state["step"], "minutes": round(state["elapsed"] / 60, 1), "images": len(images),
+                    "bd_rate_vs_base": bd, "top_psnr": test["psnr"][-1], "top_bpp": test["bpp"][-1],
+                    "ceiling_top": ceil_wide[float(levels)][1], "commit": git_rev()})
+    history_path.write_text(json.dumps(history, indent=1) + "\n")
+
+    rows = [[name, f"{q:g}", f"{b:.4f}", f"{d:.3f}"] for name, c in (("r6", base), ("wide", test))
+            for q, b, d in zip(c["quality"], c["bpp"], c["psnr"])]
+    ceil_rows = [[name, f"{q:g}", f"{r:.3f}", f"{u:.3f}"] for name, c in (("r6", ceil_base), ("wide", ceil_wide))
+                 for q, (r, u) in c.items()]
+    prog = [[h["step"], h["minutes"], h["images"], "n/a" if h["bd_rate_vs_base"] is None else f"{h['bd_rate_vs_base']:+.1f}%",
+             f"{h['top_psnr']:.2f} dB at {h['top_bpp']:.3f} bpp", f"{h['ceiling_top']:.2f} dB", h["commit"]]
+            for h in history]
+    a.out.write_text(
+        "# High-fidelity probe: the widened codec in training against r6\n\n"
+        f"Command: `python benchmarks/widen_probe.py CHECKPOINT --images {a.images}` (commit {git_rev()}); "
+        f"checkpoint at step {state['step']}, {state['elapsed'] / 60:.1f} min of wall-clock training; "
+        f"{len(images)} Kodak images; machine: {machine()}.\n\n"
+        f"The run: `{' '.join(_command(state['args']))}`. Both codecs are hyperprior-only (no entropy context), "
+        "so the comparison isolates the transforms; whole store bytes, 256-px chunks.\n\n"
+        f"BD-rate of the wide codec against r6 over their common PSNR range: "
+        f"{'n/a' if bd is None else f'{bd:+.1f}%'} (negative: fewer bits).\n\n"
+        + md_table(["codec", "quality", "bpp", "PSNR (dB)"], rows) + "\n\n"
+        "Ceiling: decoded PSNR of the stored latent and of the same latent unquantized.\n\n"
+        + md_table(["codec", "quality", "stored (dB)", "unquantized (dB)"], ceil_rows) + "\n\n"
+        "## Progress against training time (one row per run of this script)\n\n"
+        + md_table(["step", "minutes", "images", "BD-rate vs r6", f"quality {levels}", f"ceiling at {levels}", "commit"],
+                   prog) + "\n")
+    print(a.out.read_text())
+
+
+def _command(args: dict) -> list[str]:
+    """The training command line, from a checkpoint's recorded arguments."""
+    out = ["cps-tiles train", *args["data"]]
+    for key in ("out", "init", "N", "M", "Nz", "levels", "lr", "minutes", "decay_at", "crop", "batch"):
+        if args.get(key) not in (None, 0):
+            out += [f"--{key.replace('_', '-')}", str(args[key])]
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,324 @@
+"""Read access to a CPS store: numpy-style regions, whole-image arrays and Dask arrays.
+
+Decoding unit: one storage chunk of pixels, synthesized from the latent of that chunk plus a halo
+of ``geometry.halo`` cells (clipped at the image border). Every path (region reads, ``np.asarray``,
+``to_dask``) decodes a chunk from the *same* latent window with the same shapes, so any region is
+byte-identical to the same region of the whole-image decode, and all of them equal the
+whole-latent synthesis up to float rounding (the CPS property, tested in ``test_tiling``).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+
+from ..coding.bitstream import ChunkCoder
+from ..errors import CorruptChunkError, DamagedChunkError, StoreError
+from ..transforms.geometry import Geometry, Plan, SynthesisWindow
+from ..transforms.model import CPSModel
+from ..transforms.precision import precision_context
+from ..transforms.tiling import synthesize_cells
+from ..transforms.weights import load_codec
+from .layout import ALPHA, LATENT, StoreMeta
+
+
+class LRUCache:
+    """A small thread-safe LRU map with a byte budget (values are numpy arrays)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[Any, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, make: Callable[[], np.ndarray]) -> np.ndarray:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = make()  # outside the lock: two threads may decode the same chunk, both correctly
+        with self._lock:
+            if key not in self._items and value.nbytes <= self.max_bytes:
+                self._items[key] = value
+                self._bytes += value.nbytes
+                while self._bytes > self.max_bytes:
+                    _, old = self._items.popitem(last=False)
+                    self._bytes -= old.nbytes
+        return value
+
+
+def decode_chunk_pixels(model: CPSModel, latent_window: np.ndarray, window: SynthesisWindow, quality: float,
+                        bands: int, precision: str = "float32") -> np.ndarray:
+    """Latent window ``int16 [M, h, w]`` (``window.latent``: chunk cells + halo) -> pixels of the
+    chunk's cells ``uint8 [C, ch*rho, cw*rho]``. C is 1 for grayscale stores (the mean of the
+    decoded RGB), else 3.
+    """
+    y = torch.from_numpy(latent_window.astype(np.float32))[None].contiguous(memory_format=torch.channels_last)
+    x = synthesize_cells(model, y, window, quality, precision)
+    if bands == 1:
+        x = x.mean(dim=1, keepdim=True)
+    return x[0].mul(255).round_().clamp_(0, 255).to(torch.uint8).numpy()
+
+
+def _dask_chunks(n: int, chunk: int, halo: int) -> tuple[int, ...]:
+    """Storage-chunk sizes along one latent axis, a last chunk thinner than the halo merged into
+    its neighbour (map_overlap needs every block at least as thick as its overlap)."""
+    sizes = [min(chunk, n - k) for k in range(0, n, chunk)]
+    if len(sizes) > 1 and sizes[-1] < halo:
+        sizes[-2:] = [sizes[-2] + sizes[-1]]
+    return tuple(sizes)
+
+
+def _dask_decode_block(block: np.ndarray, path: str, mtime: int, precision: str,
+                       block_info: dict | None = None) -> np.ndarray:
+    """map_overlap kernel: an overlapped latent block -> pixels ``[C, h, w]`` of its storage chunks.
+
+    Each storage chunk inside the block is decoded from exactly the latent window the region
+    reader uses (``Plan.chunk_window``), so both paths give the same bytes.
+    """
+    img = _worker_image(path, mtime, precision)
+    plan, c = img.plan, img.meta.chunk
+    # The *output* location (pixels) names this block's chunks; the input block is the core plus
+    # up to `halo` cells per side (trim=False, boundary="none").
+    (_, _), (py0, py1), (px0, px1) = block_info[None]["array-location"]
+    oy0 = max(0, py0 // plan.geometry.rho - plan.geometry.halo)
+    ox0 = max(0, px0 // plan.geometry.rho - plan.geometry.halo)
+    rows = []
+    for i in range(py0 // c, -(-py1 // c)):
+        row = []
+        for j in range(px0 // c, -(-px1 // c)):
+            w = plan.chunk_window(i, j)
+            ly0, ly1, lx0, lx1 = w.latent
+            row.append(img.decode_window(block[:, ly0 - oy0 : ly1 - oy0, lx0 - ox0 : lx1 - ox0], w))
+        rows.append(np.concatenate(row, axis=2))
+    return np.concatenate(rows, axis=1)
+
+
+def _mtime(path: str) -> int:
+    return Path(path, "zarr.json").stat().st_mtime_ns
+
+
+@functools.lru_cache(maxsize=8)
+def _worker_image(path: str, mtime: int, precision: str = "float32") -> CPSImage:
+    """One opened store per worker process (re-opened if the store was rewritten)."""
+    return CPSImage(path, cache_mb=0, precision=precision)
+
+
+def _dask_latent_block(path: str, mtime: int, chunk_cells: int, block_info: dict | None = None) -> np.ndarray:
+    """The latent cells of one dask block (one or two storage chunks per axis), read chunk by chunk."""
+    img = _worker_image(path, mtime)
+    (_, _), (y0, y1), (x0, x1) = block_info[None]["array-location"]
+    return img._latent_window_from(y0, y1, x0, x1, img.read_latent_chunk)
+
+
+def _assemble(out: np.ndarray, y0: int, x0: int, size: int, block: Callable[[int, int], np.ndarray]) -> None:
+    """Fill ``out`` ``[C, h, w]``, the window at (``y0``, ``x0``) of a grid of ``size`` x ``size``
+    blocks, from the blocks ``block(i, j)`` ``[C, <=size, <=size]`` it overlaps (pixels of decoded
+    chunks, or cells of latent chunks)."""
+    y1, x1 = y0 + out.shape[1], x0 + out.shape[2]
+    for i in range(y0 // size, -(-y1 // size)):
+        for j in range(x0 // size, -(-x1 // size)):
+            b = block(i, j)
+            ty0, ty1 = max(y0, i * size), min(y1, (i + 1) * size)
+            tx0, tx1 = max(x0, j * size), min(x1, (j + 1) * size)
+            out[:, ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0] = b[:, ty0 - i * size : ty1 - i * size,
+                                                                  tx0 - j * size : tx1 - j * size]
+
+
+class CPSImage:
+    """A decoded view of a CPS store: ``shape`` (H, W, C), ``dtype`` uint8, 2-D slicing.
+
+    >>> img = cps_tiles.open("slide.zarr")      # doctest: +SKIP
+    >>> tile = img[1000:1512, 2000:2512]        # uint8 [512, 512, C]
+    """
+
+    def __init__(self, path: str | Path, cache_mb: float = 256, on_error: str = "raise", fill_value: int = 0,
+                 precision: str = "float32") -> None:
+        if on_error not in ("raise", "fill"):
+            raise ValueError(f"on_error must be 'raise' or 'fill', got {on_error!r}")
+        precision_context(precision)  # validates
+        self.precision = precision
+        self.on_error, self.fill_value = on_error, fill_value
+        #: chunk keys found missing or damaged so far (with ``on_error="fill"``)
+        self.damaged: set[str] = set()
+        self.path = str(path)
+        if not Path(self.path, "zarr.json").is_file():
+            raise StoreError(f"{self.path}: no such cps-tiles store")
+        try:
+            self.group = zarr.open_group(self.path, mode="r")
+        except Exception as exc:
+            raise StoreError(f"{self.path}: cannot open Zarr group ({exc})") from None
+        self.meta = StoreMeta.read(self.group, self.path)
+        if not self.meta.complete:
+            raise StoreError(f"{self.path}: store is unfinished (its conversion did not complete); "
+                             "rerun the conversion with --resume, or convert again with --overwrite")
+        self.codec = load_codec(self.meta.codec, self.meta.sha256, where=self.path)
+        self._coder = ChunkCoder(self.codec.model)
+        self.latent = self.group[LATENT]
+        self.alpha = self.group[ALPHA] if self.meta.alpha else None
+        geometry = Geometry.of(self.codec.model)
+        self.plan = Plan(self.meta.height, self.meta.width, geometry, chunk=self.meta.chunk, tile=self.meta.chunk)
+        if tuple(self.latent.shape[1:]) != self.plan.latent or self.latent.shape[0] != self.codec.model.config.M:
+            raise StoreError(f"{self.path}: latent array shape {self.latent.shape} does not match the metadata")
+        budget = int(cache_mb * 2**20)
+        self._latent_cache = LRUCache(budget // 2)
+        self._pixel_cache = LRUCache(budget // 2)
+
+    # -- numpy-like surface -------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.meta.height, self.meta.width, self.meta.bands)
+
+    dtype = np.dtype(np.uint8)
+    ndim = 3
+
+    def __repr__(self) -> str:
+        return (f"CPSImage({self.path!r}, shape={self.shape}, quality={self.meta.quality}, "
+                f"codec={self.meta.codec!r}, chunk={self.meta.chunk})")
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self.region(0, self.meta.height, 0, self.meta.width)
+        return out if dtype is None else out.astype(dtype)
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):
+            i = key.index(Ellipsis)
+            key = key[:i] + (slice(None),) * (3 - len(key) + 1) + key[i + 1 :]
+        if len(key) > 3:
+            raise IndexError(f"too many indices for an image of 3 dimensions: {len(key)}")
+        key = key + (slice(None),) * (3 - len(key))
+        ranges, squeeze = [], []
+        for axis, (k, n) in enumerate(zip(key[:2], self.shape[:2])):
+            if isinstance(k, (int, np.integer)):
+                i = int(k) + n if k < 0 else int(k)
+                if not 0 <= i < n:
+                    raise IndexError(f"index {k} is out of bounds for axis {axis} with size {n}")
+                ranges.append((i, i + 1))
+                squeeze.append(axis)
+            elif isinstance(k, slice):
+                start, stop, step = k.indices(n)
+                if step != 1:
+                    raise IndexError("CPSImage supports only contiguous regions (slice step 1); "
+                                     "decode the region, then subsample the numpy array")
+                ranges.append((start, max(start, stop)))
+            else:
+                raise IndexError(f"unsupported index {k!r}: use integers or slices")
+        out = self.region(*ranges[0], *ranges[1])[:, :, key[2]]
+        return out.squeeze(axis=tuple(squeeze)) if squeeze else out
+
+    # -- decoding -----------------------------------------------------------------------------
+    def region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Pixels of rows ``y0:y1`` and columns ``x0:x1`` (already clipped) as ``uint8 [h, w, C]``."""
+        h, w = max(0, y1 - y0), max(0, x1 - x0)
+        out = np.empty((h, w, self.meta.bands), np.uint8)
+        if h == 0 or w == 0:
+            return out
+        colour = out.transpose(2, 0, 1)[: min(self.meta.bands, 3)]  # a [C, h, w] view to fill chunk by chunk
+        _assemble(colour, y0, x0, self.meta.chunk, self._pixel_chunk)
+        if self.alpha is not None:
+            out[:, :, 3] = self.alpha[y0:y1, x0:x1]
+        return out
+
+    def chunk_key(self, i: int, j: int) -> str:
+        """Store key of latent chunk (i, j), e.g. ``latent/c/0/3/4``."""
+        return f"{LATENT}/{self.latent.metadata.encode_chunk_key((0, i, j))}"
+
+    def chunk_indices(self) -> list[tuple[int, int]]:
+        cc, (hl, wl) = self.plan.chunk_cells, self.plan.latent
+        return [(i, j) for i in range(-(-hl // cc)) for j in range(-(-wl // cc))]
+
+    def read_latent_chunk(self, i: int, j: int) -> np.ndarray:
+        """Decode latent chunk (i, j) straight from its file: ``int16 [M, ch, cw]`` (edge chunks cropped).
+
+        Reading the bytes ourselves (rather than through zarr, which silently returns the fill
+        value for a missing chunk) lets a missing or damaged chunk fail loudly, naming its key.
+        """
+        cc, m = self.plan.chunk_cells, self.latent.shape[0]
+        key = self.chunk_key(i, j)
+        try:
+            data = Path(self.path, key).read_bytes()
+        except FileNotFoundError:
+            raise DamagedChunkError(f"{self.path}: chunk {key} is missing") from None
+        except OSError as exc:
+            raise DamagedChunkError(f"{self.path}: chunk {key} cannot be read ({exc.strerror})") from None
+        try:
+            block, _ = self._coder.decode(data, shape=(m, cc, cc))
+        except CorruptChunkError as exc:
+            raise DamagedChunkError(f"{self.path}: chunk {key} is damaged ({exc})") from None
+        hl, wl = self.plan.latent
+        return block[:, : min(cc, hl - i * cc), : min(cc, wl - j * cc)]
+
+    def _latent_chunk(self, i: int, j: int) -> np.ndarray:
+        def make() -> np.ndarray:
+            try:
+                return self.read_latent_chunk(i, j)
+            except DamagedChunkError:
+                if self.on_error == "raise":
+                    raise
+                self.damaged.add(self.chunk_key(i, j))
+                cc, (hl, wl) = self.plan.chunk_cells, self.plan.latent
+                return np.zeros((self.latent.shape[0], min(cc, hl - i * cc), min(cc, wl - j * cc)), np.int16)
+
+        return self._latent_cache.get((i, j), make)
+
+    def _latent_window(self, ly0: int, ly1: int, lx0: int, lx1: int) -> np.ndarray:
+        return self._latent_window_from(ly0, ly1, lx0, lx1, self._latent_chunk)
+
+    def _latent_window_from(self, ly0: int, ly1: int, lx0: int, lx1: int,
+                            chunk: Callable[[int, int], np.ndarray]) -> np.ndarray:
+        """Assemble latent cells ``[ly0:ly1, lx0:lx1]`` from storage chunks given by ``chunk(i, j)``."""
+        out = np.empty((self.latent.shape[0], ly1 - ly0, lx1 - lx0), np.int16)
+        _assemble(out, ly0, lx0, self.plan.chunk_cells, chunk)
+        return out
+
+    def decode_window(self, latent_window: np.ndarray, window: SynthesisWindow) -> np.ndarray:
+        """One chunk's pixels ``uint8 [C, ch, cw]`` from its synthesis window (every decode path)."""
+        return decode_chunk_pixels(self.codec.model, latent_window, window, self.meta.quality, self.meta.bands,
+                                   self.precision)
+
+    def _pixel_chunk(self, i: int, j: int) -> np.ndarray:
+        def make() -> np.ndarray:
+            window = self.plan.chunk_window(i, j)
+            pixels = self.decode_window(self._latent_window(*window.latent), window)
+            if self.on_error == "fill" and self.chunk_key(i, j) in self.damaged:
+                pixels[:] = self.fill_value  # salvage: mark the lost chunk, keep its neighbours
+            return pixels
+
+        return self._pixel_cache.get((i, j), make)
+
+    def to_dask(self):
+        """The image as a dask array ``[H, W, C]`` of uint8, one task per storage chunk.
+
+        Built with ``map_overlap`` on the latent array (halo cells on both spatial axes); runs on
+        whatever scheduler is active, a distributed cluster included.
+        """
+        import dask.array as da
+
+        cc, rho, halo = self.plan.chunk_cells, self.plan.geometry.rho, self.plan.geometry.halo
+        (hl, wl), m = self.plan.latent, self.latent.shape[0]
+        ychunks, xchunks = _dask_chunks(hl, cc, halo), _dask_chunks(wl, cc, halo)
+        # Latent blocks come from read_latent_chunk (not da.from_zarr, which would read a missing
+        # chunk as zeros) so a damaged chunk fails with its key, as in region reads.
+        latent = da.map_blocks(_dask_latent_block, self.path, _mtime(self.path), cc, dtype=np.int16,
+                               chunks=((m,), ychunks, xchunks), meta=np.empty((0, 0, 0), np.int16))
+        colour = 1 if self.meta.bands == 1 else 3
+        pixels = da.map_overlap(
+            _dask_decode_block, latent, path=self.path, mtime=_mtime(self.path), precision=self.precision,
+            depth={0: 0, 1: min(halo, hl), 2: min(halo, wl)},
+            boundary="none", trim=False, allow_rechunk=False, dtype=np.uint8,
+            chunks=((colour,), tuple(k * rho for k in ychunks), tuple(k * rho for k in xchunks)),
+            meta=np.empty((0, 0, 0), np.uint8),
+        )
+        img = pixels.transpose(1, 2, 0)[: self.meta.height, : self.meta.width]
+        if self.alpha is not None:
+            img = da.concatenate([img, da.from_zarr(self.alpha)[:, :, None].rechunk(img.chunks[:2] + ((1,),))], axis=2)
+        return img

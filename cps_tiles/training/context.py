@@ -1,0 +1,142 @@
+"""Train a codec's entropy context on its frozen transforms: ``cps-tiles train-context DATA_DIR [...]
+--init CODEC --out RUN_DIR``.
+
+With ``g_a``, ``g_s`` and the hyperprior fixed, ``y_hat = round(y * gain)`` and so every decoded
+image stay exactly what the initial codec gives; only the rate changes. The loss is therefore the
+exact rate of the integer y_hat under the context's discrete Gaussians (the bits the coder spends),
+not the noisy proxy of joint training, and each training image goes through the analysis once
+(latents kept in memory, ``4 * M`` bytes per 16x16-pixel cell). A step takes one crop of
+``--cells`` x ``--cells`` latent cells per quality level. The run directory holds ``checkpoint.pt``
+(the whole model and the optimizer, the format of ``cps-tiles train``: ``--resume`` continues it,
+``cps_tiles.training.run.export_checkpoint`` exports it) and ``context_log.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ..transforms.density import gaussian_likelihood
+from ..transforms.geometry import Geometry
+from ..transforms.model import CPSModel, ModelConfig
+from .data import load_training_images
+from .run import load_checkpoint, save_checkpoint, start_run
+
+
+@torch.inference_mode()
+def image_latents(model: CPSModel, images: list[np.ndarray]) -> list[torch.Tensor]:
+    """uint8 images ``[h, w, 3]`` -> unit-gain latents ``float32 [M, h/rho, w/rho]`` (cropped to whole cells)."""
+    rho = Geometry.of(model).rho
+    out = []
+    for a in images:
+        h, w = a.shape[0] // rho * rho, a.shape[1] // rho * rho
+        x = torch.from_numpy(np.ascontiguousarray(a[:h, :w].transpose(2, 0, 1))).float().div_(255)[None]
+        out.append(model.analysis(x.contiguous(memory_format=torch.channels_last))[0].float().contiguous())
+    return out
+
+
+def context_bits(model: CPSModel, y: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """Exact bits of y_hat ``[B, M, h, w]`` for unit-gain latents ``y`` coded at integer ``levels`` ``[B]``
+    (0-based), with the hyperprior fixed and the context trainable (gradients reach only the context)."""
+    gain = torch.exp(model.log_gain[levels]).detach().view(*levels.shape, -1, 1, 1)
+    with torch.no_grad():
+        y_hat = torch.round(y * gain)
+        z_hat = torch.round(model.h_a(y_hat / gain)).clamp_(-model.z_density.support, model.z_density.support)
+        means, scales = model.hyper_params(z_hat)
+    means, scales = model.context(y_hat / gain, means, scales, F.one_hot(levels, model.config.levels).to(y.dtype))
+    return -torch.log2(gaussian_likelihood(y_hat, means * gain, scales * gain)).sum()
+
+
+def train_context(args: argparse.Namespace) -> None:
+    from ..transforms.weights import load_codec
+
+    ckpt_path, log_path = start_run(args, "context_log.csv")
+
+    base = load_codec(args.init)
+    config = ModelConfig(**{**base.model.config.to_dict(),
+                            "slices": args.slices, "context_hidden": args.hidden, "spatial": args.spatial})
+    model = CPSModel(config)
+    # the released codec's transforms and hyperprior (a v1 codec has no context to carry over)
+    missing = model.load_state_dict(base.model.state_dict(), strict=False).missing_keys
+    if any(not k.startswith("context.") for k in missing):
+        raise ValueError(f"codec {base.name} does not fit this model: missing {missing[:3]}")
+    model.requires_grad_(False).context.requires_grad_(True)
+    opt = torch.optim.Adam(model.context.parameters(), lr=args.lr)
+    step, elapsed = 0, 0.0
+    if args.resume and ckpt_path.exists():
+        step, elapsed = load_checkpoint(ckpt_path, model, opt)
+
+    model.eval()  # no noise anywhere: the rate is the coder's
+    c = args.cells
+    latents = [y for y in image_latents(model, load_training_images([Path(d) for d in args.data], c * 16))
+               if min(y.shape[1:]) >= c]
+    area = np.array([y.shape[1] * y.shape[2] for y in latents], dtype=np.float64)
+    area /= area.sum()  # images drawn in proportion to their area, as in cps-tiles train
+    rng = np.random.default_rng(args.seed + step)
+    print(f"{len(latents)} training images, {sum(p.numel() for p in model.context.parameters())} context parameters",
+          flush=True)
+
+    new_log = not log_path.exists()
+    log = open(log_path, "a", newline="")  # noqa: SIM115 - appended to for the whole run, closed at its end
+    writer = csv.writer(log)
+    if new_log:
+        writer.writerow(["step", "minutes", "lr", "bpp_y"])
+    levels = torch.arange(model.config.levels)
+    block = Geometry.of(model).hyper_block
+    budget = args.minutes * 60
+    start, last_save = time.time() - elapsed, time.time()
+    while elapsed < budget and (args.steps == 0 or step < args.steps):
+        lr = args.lr * (0.1 if elapsed / budget > args.decay_at else 1.0)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        crops = []
+        for k in rng.choice(len(latents), size=len(levels), p=area):
+            y = latents[k]
+            # crops start on the hyperprior's 4x4-cell blocks, as storage chunks do
+            i = rng.integers(0, (y.shape[1] - c) // block + 1) * block
+            j = rng.integers(0, (y.shape[2] - c) // block + 1) * block
+            crops.append(y[:, i : i + c, j : j + c])
+        bpp = context_bits(model, torch.stack(crops), levels) / (len(levels) * (16 * c) ** 2)
+        opt.zero_grad(set_to_none=True)
+        bpp.backward()
+        opt.step()
+        step += 1
+        elapsed = time.time() - start
+        writer.writerow([step, f"{elapsed / 60:.3f}", f"{lr:.2e}", f"{bpp.item():.5f}"])
+        if step % 500 == 0:
+            log.flush()
+            print(f"step {step} {elapsed / 60:.1f} min bpp(y, all levels) {bpp.item():.4f}", flush=True)
+        if time.time() - last_save > args.save_every * 60:
+            save_checkpoint(ckpt_path, model, opt, step, elapsed, args, init={"name": base.name, "sha256": base.sha256})
+            last_save = time.time()
+    save_checkpoint(ckpt_path, model, opt, step, elapsed, args, init={"name": base.name, "sha256": base.sha256})
+    log.close()
+    print(f"done: step {step}, {elapsed / 60:.1f} min")
+
+
+def main(argv: list[str] | None = None, parser: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> None:
+    p = parser(prog="cps-tiles train-context", description=__doc__.split("\n")[0])
+    p.add_argument("data", nargs="+", help="directories of training images")
+    p.add_argument("--init", required=True, help="codec whose transforms and hyperprior stay fixed (name or directory)")
+    p.add_argument("--out", required=True, help="run directory for checkpoint and log (outside the repo)")
+    p.add_argument("--slices", type=int, default=5, help="channel slices coded in turn (M must divide by it)")
+    p.add_argument("--hidden", type=int, default=128, help="width of the context networks")
+    p.add_argument("--spatial", type=int, default=0,
+                   help="kernel of a checkerboard spatial context (odd; 0: channel context only)")
+    p.add_argument("--cells", type=int, default=16, help="crop side in latent cells (16 pixels each)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--minutes", type=float, default=30.0, help="total training time budget (all sessions)")
+    p.add_argument("--steps", type=int, default=0, help="stop after this many steps (0: time budget only)")
+    p.add_argument("--decay-at", type=float, default=0.8, help="fraction of the budget where lr drops 10x")
+    p.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue RUN_DIR/checkpoint.pt (context and optimizer)")
+    train_context(p.parse_args(argv))
+
