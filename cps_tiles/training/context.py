@@ -26,7 +26,7 @@ from ..transforms.density import gaussian_likelihood
 from ..transforms.geometry import Geometry
 from ..transforms.model import CPSModel, ModelConfig
 from .data import load_training_images
-from .run import load_checkpoint, save_checkpoint, start_run
+from .run import add_run_arguments, load_checkpoint, save_checkpoint, start_run
 
 
 @torch.inference_mode()
@@ -122,21 +122,12 @@ def train_context(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None, parser: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> None:
     p = parser(prog="cps-tiles train-context", description=__doc__.split("\n")[0])
-    p.add_argument("data", nargs="+", help="directories of training images")
+    add_run_arguments(p, lr=1e-3, minutes=30.0, decay_at=0.8)
     p.add_argument("--init", required=True, help="codec whose transforms and hyperprior stay fixed (name or directory)")
-    p.add_argument("--out", required=True, help="run directory for checkpoint and log (outside the repo)")
     p.add_argument("--slices", type=int, default=5, help="channel slices coded in turn (M must divide by it)")
     p.add_argument("--hidden", type=int, default=128, help="width of the context networks")
     p.add_argument("--spatial", type=int, default=0,
                    help="kernel of a checkerboard spatial context (odd; 0: channel context only)")
     p.add_argument("--cells", type=int, default=16, help="crop side in latent cells (16 pixels each)")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--minutes", type=float, default=30.0, help="total training time budget (all sessions)")
-    p.add_argument("--steps", type=int, default=0, help="stop after this many steps (0: time budget only)")
-    p.add_argument("--decay-at", type=float, default=0.8, help="fraction of the budget where lr drops 10x")
-    p.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue RUN_DIR/checkpoint.pt (context and optimizer)")
     train_context(p.parse_args(argv))
 

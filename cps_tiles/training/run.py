@@ -91,6 +91,20 @@ def plot_log(csv_path: Path, png_path: Path, window: int = 200) -> None:
     plt.close(fig)
 
 
+def add_run_arguments(p: argparse.ArgumentParser, lr: float, minutes: float, decay_at: float) -> None:
+    """The options every training command takes: data, run directory, schedule, checkpoints, resume."""
+    p.add_argument("data", nargs="+", help="directories of training images")
+    p.add_argument("--out", required=True, help="run directory for checkpoint and logs (outside the repo)")
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--minutes", type=float, default=minutes, help="total training time budget (all sessions)")
+    p.add_argument("--steps", type=int, default=0, help="stop after this many steps (0: time budget only)")
+    p.add_argument("--decay-at", type=float, default=decay_at, help="fraction of the budget where lr drops 10x")
+    p.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue RUN_DIR/checkpoint.pt (weights and optimizer)")
+
+
 def start_run(args: argparse.Namespace, log_name: str) -> tuple[Path, Path]:
     """Seed, thread count and run directory of a training command -> (checkpoint path, log path)."""
     torch.manual_seed(args.seed)

@@ -24,7 +24,16 @@ import torch
 from ..transforms.model import CPSModel, ModelConfig, rd_loss
 from ..transforms.precision import native_bf16, precision_context
 from .data import CropSampler, load_training_images
-from .run import codec_training_log, continue_log, load_checkpoint, plot_log, save_checkpoint, start_run, trim_log
+from .run import (
+    add_run_arguments,
+    codec_training_log,
+    continue_log,
+    load_checkpoint,
+    plot_log,
+    save_checkpoint,
+    start_run,
+    trim_log,
+)
 
 
 def train(args: argparse.Namespace) -> None:
@@ -103,8 +112,7 @@ def train(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None, parser: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> None:
     p = parser(prog="cps-tiles train", description=__doc__.split("\n")[0])
-    p.add_argument("data", nargs="+", help="directories of training images")
-    p.add_argument("--out", required=True, help="run directory for checkpoint and logs (outside the repo)")
+    add_run_arguments(p, lr=1e-3, minutes=60.0, decay_at=0.85)
     p.add_argument("--N", type=int, default=96)
     p.add_argument("--M", type=int, default=160)
     p.add_argument("--Nz", type=int, default=0, help="hyper-latent channels (0: N)")
@@ -114,17 +122,9 @@ def main(argv: list[str] | None = None, parser: type[argparse.ArgumentParser] = 
     p.add_argument("--spatial", type=int, default=0, help="checkerboard spatial-context kernel (0: none; needs --slices)")
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--minutes", type=float, default=60.0, help="total training time budget (all sessions)")
-    p.add_argument("--steps", type=int, default=0, help="stop after this many steps (0: time budget only)")
-    p.add_argument("--decay-at", type=float, default=0.85, help="fraction of the budget where lr drops 10x")
-    p.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
-    p.add_argument("--threads", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda (a lent GPU: bigger --batch pays there)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: where the device computes bf16 natively)")
-    p.add_argument("--resume", action="store_true", help="continue RUN_DIR/checkpoint.pt (weights and optimizer)")
     p.add_argument("--init", default=None, help="start from the weights of a trained codec (name or directory); "
                    "a narrower one (smaller N, M or levels, no context) is widened function-preservingly")
     train(p.parse_args(argv))
