@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 __version__ = "0.1.0"
@@ -18,10 +17,12 @@ DEFAULT_CHUNK = 256
 DEFAULT_TILE = 1024
 
 
-def open(store: str | Path, cache_mb: float = 256, on_error: str = "raise", fill_value: int = 0,  # noqa: A001
+def open(store: Any, cache_mb: float = 256, on_error: str = "raise", fill_value: int = 0,  # noqa: A001
          precision: str = "float32"):
     """Open a finished CPS store as a :class:`~cps_tiles.store.reader.CPSImage`.
 
+    ``store`` is a local path, a URL (``file://``, ``http(s)://``, ``s3://``, ``gs://``, ...; a
+    ``.zip`` path or ``zip://`` for a single-file store) or any ``zarr.abc.store.Store``.
     ``cache_mb`` bounds the decoded-chunk cache. A missing or damaged chunk raises
     :class:`~cps_tiles.errors.DamagedChunkError` naming it; with ``on_error="fill"`` its pixels are set
     to ``fill_value`` instead (salvage) and its key is added to ``img.damaged``. ``precision`` is the
@@ -32,28 +33,39 @@ def open(store: str | Path, cache_mb: float = 256, on_error: str = "raise", fill
     return CPSImage(store, cache_mb=cache_mb, on_error=on_error, fill_value=fill_value, precision=precision)
 
 
-def convert(source: Any, store: str | Path, *, quality: float = DEFAULT_QUALITY, chunk: int = DEFAULT_CHUNK,
-            tile: int = DEFAULT_TILE, overwrite: bool = False, resume: bool = False, progress: bool = True,
-            codec: str | None = None, page: int = 0, scheduler: str | None = None, client: Any = None,
-            device: str = "cpu", resources: dict | None = None, precision: str = "float32"):
+def convert(source: Any, store: Any, *, quality: float = DEFAULT_QUALITY, chunk: int = DEFAULT_CHUNK,
+            tile: int = DEFAULT_TILE, shard: int | None = None, overwrite: bool = False, resume: bool = False,
+            progress: bool = True, codec: str | None = None, page: int = 0, scheduler: str | None = None,
+            client: Any = None, device: str = "cpu", resources: dict | None = None, precision: str = "float32"):
     """Compress ``source`` (a path pyvips opens, or a uint8 numpy/dask array) into a CPS store.
 
-    ``chunk`` (pixels, multiple of 64) is the storage/random-access unit; ``tile`` (a multiple of
-    ``chunk``) the compute unit, one Dask task each. ``scheduler`` is ``"threads"`` (default),
-    ``"processes"``, ``"sync"`` or a distributed scheduler address; or pass a ``distributed.Client``
-    as ``client``. ``device`` is ``"cpu"``, ``"cuda"`` or ``"auto"``; CUDA tasks ask for a ``GPU``
-    worker resource. ``precision="bfloat16"`` runs the transform in bf16 (faster on CPUs with
-    AMX/AVX512-BF16). ``resume=True`` finishes an interrupted conversion, skipping verified tiles.
+    ``store`` is a local path, a writable URL (``file://``, ``s3://``, ...), any
+    ``zarr.abc.store.Store``, or a path ending in ``.zip``: the store is then written into a
+    folder beside it and packed into that single file at the end. ``chunk`` (pixels, multiple of
+    64) is the storage/random-access unit; ``tile`` (a multiple of ``chunk``) the compute unit;
+    ``shard`` (a multiple of ``tile``, 0 for none) puts ``shard`` x ``shard`` pixels of chunks in one
+    object (zarr sharding); by default (None) images larger than 4096 px on a side are stored in
+    shards of 4096 px and smaller ones without (a shard's index costs 16 bytes per chunk slot, a
+    noticeable share of a small image's store). Each tile, or each shard, is one Dask task.
+    ``scheduler`` is ``"threads"`` (default), ``"processes"``, ``"sync"`` or a distributed scheduler
+    address; or pass a ``distributed.Client`` as ``client``. ``device`` is ``"cpu"``, ``"cuda"`` or
+    ``"auto"``; CUDA tasks ask for a ``GPU`` worker resource. ``precision="bfloat16"`` runs the
+    transform in bf16 (faster on CPUs with AMX/AVX512-BF16). ``resume=True`` finishes an
+    interrupted conversion, skipping verified units.
     Returns the opened image.
     """
     from .pipeline.convert import convert_store
     from .pipeline.progress import ProgressBar
     from .pipeline.source import open_source
+    from .store.location import pack_zip, zip_work_folder
     from .transforms.weights import DEFAULT_CODEC, load_codec
 
     src = open_source(source, page=page)
     bar = ProgressBar(src.height * src.width, enabled=progress)
-    convert_store(src, store, load_codec(codec or DEFAULT_CODEC), quality=quality, chunk=chunk, tile=tile,
-                  overwrite=overwrite, resume=resume, scheduler=scheduler, client=client, device=device,
-                  resources=resources, progress=bar, precision=precision)
+    target = zip_work_folder(store, overwrite) or store
+    convert_store(src, target, load_codec(codec or DEFAULT_CODEC), quality=quality, chunk=chunk, tile=tile,
+                  shard=shard, overwrite=overwrite, resume=resume, scheduler=scheduler, client=client,
+                  device=device, resources=resources, progress=bar, precision=precision)
+    if target is not store:
+        pack_zip(target, store, overwrite=overwrite, remove_source=True)
     return open(store)

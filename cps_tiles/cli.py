@@ -10,6 +10,8 @@ from pathlib import Path
 
 from . import DEFAULT_CHUNK, DEFAULT_QUALITY, DEFAULT_TILE, __version__
 
+STORE_HELP = "store: a path, a .zip file, or a URL (file://, http(s)://, s3://, gs://, ...)"
+
 #: Largest whole-image decode to a flat file (bytes of pixels); bigger images go through ``export``.
 DECODE_MAX_BYTES = 4 * 2**30
 
@@ -27,7 +29,8 @@ def _region(text: str) -> tuple[int, int, int, int]:
 def cmd_convert(a: argparse.Namespace) -> None:
     import cps_tiles
 
-    img = cps_tiles.convert(a.src, a.dst, quality=a.quality, chunk=a.chunk, tile=a.tile, overwrite=a.overwrite,
+    img = cps_tiles.convert(a.src, a.dst, quality=a.quality, chunk=a.chunk, tile=a.tile, shard=a.shard,
+                            overwrite=a.overwrite,
                             resume=a.resume, progress=not a.quiet, codec=a.codec, page=a.page,
                             scheduler=a.scheduler, device=a.device, precision=a.precision)
     s = store_summary(img)
@@ -63,23 +66,25 @@ def cmd_decode(a: argparse.Namespace) -> None:
 
 
 def store_summary(img) -> dict:
-    from .store.layout import LATENT
+    from .store.layout import LATENT, store_size
 
-    latent_bytes = sum(p.stat().st_size for p in Path(img.path, LATENT).rglob("*") if p.is_file())
-    total_bytes = sum(p.stat().st_size for p in Path(img.path).rglob("*") if p.is_file())
     m = img.meta
-    raw = m.height * m.width * m.bands
-    return {"store": img.path, "width": m.width, "height": m.height, "bands": m.bands, "quality": m.quality,
-            "codec": m.codec, "codec_sha256": m.sha256, "chunk": m.chunk, "bytes": total_bytes,
-            "latent_bytes": latent_bytes, "bpp": 8 * total_bytes / (m.height * m.width), "ratio": raw / total_bytes,
-            "complete": m.complete, "source": m.source}
+    out = {"store": img.path, "width": m.width, "height": m.height, "bands": m.bands, "quality": m.quality,
+           "levels": img.codec.model.config.levels, "codec": m.codec, "codec_sha256": m.sha256, "chunk": m.chunk,
+           "shard": m.shard, "complete": m.complete, "source": m.source}
+    total, latent = store_size(img.location.store), store_size(img.location.store, LATENT + "/")
+    if total is not None and latent is not None:
+        raw = m.height * m.width * m.bands
+        out.update(bytes=total[0], objects=total[1], latent_bytes=latent[0], bpp=8 * total[0] / (m.height * m.width),
+                   ratio=raw / total[0])
+    return out
 
 
 def cmd_info(a: argparse.Namespace) -> None:
-    import zarr
 
     from .errors import StoreError
-    from .store.layout import PROGRESS, StoreMeta
+    from .store.layout import PROGRESS, StoreMeta, open_group_checked
+    from .store.location import open_location
     from .store.reader import CPSImage
 
     try:
@@ -88,7 +93,7 @@ def cmd_info(a: argparse.Namespace) -> None:
     except StoreError as exc:
         if "unfinished" not in str(exc):
             raise
-        group = zarr.open_group(a.store, mode="r")
+        group, _ = open_group_checked(open_location(a.store))
         meta = StoreMeta.read(group, a.store)
         flags = group[PROGRESS][:]
         s = {"store": a.store, "width": meta.width, "height": meta.height, "bands": meta.bands,
@@ -98,13 +103,17 @@ def cmd_info(a: argparse.Namespace) -> None:
         print(json.dumps(s, indent=2))
         return
     print(f"{s['store']}: {s['width']} x {s['height']} pixels, {s['bands']} band(s), uint8")
-    print(f"  codec     {s['codec']}, quality {s['quality']}")
+    print(f"  codec     {s['codec']}, quality {s['quality']} (this codec's levels: 1 to {s.get('levels', 8)})")
     if not s["complete"]:
         print(f"  status    UNFINISHED: {s['tiles_done']}/{s['tiles_total']} tiles written; "
               "finish with convert --resume")
         return
-    print(f"  chunk     {s['chunk']} px")
-    print(f"  size      {s['bytes']:,} bytes, {s['bpp']:.4f} bits per pixel, ratio {s['ratio']:.1f}:1 vs raw")
+    print(f"  chunk     {s['chunk']} px" + (f", shards of {s['shard']} px" if s["shard"] else ""))
+    if "bytes" in s:
+        print(f"  size      {s['bytes']:,} bytes in {s['objects']:,} objects, {s['bpp']:.4f} bits per pixel, "
+              f"ratio {s['ratio']:.1f}:1 vs raw")
+    else:
+        print("  size      unknown (this store does not list its objects)")
 
 
 def cmd_export(a: argparse.Namespace) -> None:
@@ -130,6 +139,15 @@ def _compute(arr, scheduler: str):
         with Client(scheduler) as client:
             return client.compute(arr).result()
     return arr.compute(scheduler=scheduler)
+
+
+def cmd_zip(a: argparse.Namespace) -> None:
+    from .store.location import pack_zip
+    from .store.reader import CPSImage
+
+    CPSImage(a.store, cache_mb=0)  # a complete store with the matching codec, or a one-line error
+    count = pack_zip(a.store, a.out, overwrite=a.overwrite)
+    print(f"{a.out}: {count} objects of {a.store} in one zip file")
 
 
 def cmd_verify(a: argparse.Namespace) -> None:
@@ -182,10 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("convert", help="compress an image file into a CPS Zarr store")
     c.add_argument("src", help="input image (TIFF/BigTIFF/SVS/PNG/JPEG/WebP, 8-bit gray, RGB or RGBA)")
-    c.add_argument("dst", help="output store directory (e.g. out.zarr)")
+    c.add_argument("dst", help="output store: a directory (out.zarr), a single file (out.zarr.zip), or a URL")
     c.add_argument("--quality", type=float, default=DEFAULT_QUALITY, help="1 (smallest) .. 8 (best); fractions allowed")
     c.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="storage chunk in pixels, multiple of 64")
     c.add_argument("--tile", type=int, default=DEFAULT_TILE, help="compute tile in pixels, multiple of --chunk")
+    c.add_argument("--shard", type=int, default=None,
+                   help="pixels per shard object, a multiple of --tile; 0: one object per chunk "
+                        "(default: 4096 for images larger than that, else 0)")
     c.add_argument("--page", type=int, default=0, help="page of a multi-page TIFF")
     c.add_argument("--codec", default=None, help="trained codec name or directory (default: the bundled one)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing store")
@@ -197,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_convert)
 
     d = sub.add_parser("decode", help="decode a store (or a region of it) to PNG/TIFF/JPEG")
-    d.add_argument("store")
+    d.add_argument("store", help=STORE_HELP)
     d.add_argument("out", help="output image: .png, .tif, .jpg or .webp")
     d.add_argument("--region", type=_region, help="X,Y,W,H in pixels (clipped to the image)")
     _precision_arg(d, "decoder arithmetic")
@@ -206,12 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_decode)
 
     i = sub.add_parser("info", help="size, quality, bits per pixel and compression ratio of a store")
-    i.add_argument("store")
+    i.add_argument("store", help=STORE_HELP)
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)
 
     e = sub.add_parser("export", help="write a tiled pyramidal BigTIFF for existing viewers")
-    e.add_argument("store")
+    e.add_argument("store", help=STORE_HELP)
     e.add_argument("out", help="output .tif")
     e.add_argument("--compression", default="deflate", help="TIFF tile compression (deflate, jpeg, zstd, webp, none)")
     _precision_arg(e, "decoder arithmetic")
@@ -219,8 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local (in-process, default), threads, processes, or tcp://HOST:PORT to decode on a cluster")
     e.set_defaults(func=cmd_export)
 
+    z = sub.add_parser("zip", help="pack a finished store into one .zip file (opened, read and served as it is)")
+    z.add_argument("store", help=STORE_HELP)
+    z.add_argument("out", help="output file, e.g. slide.zarr.zip")
+    z.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    z.set_defaults(func=cmd_zip)
+
     v = sub.add_parser("verify", help="check metadata and every chunk of a store; exit 1 on damage")
-    v.add_argument("store")
+    v.add_argument("store", help=STORE_HELP)
     v.set_defaults(func=cmd_verify)
 
     # listed for --help only: main() hands "train ..." to the trainer's own parser before this one runs

@@ -76,7 +76,7 @@ def test_gpu_annotation_routes_tasks_to_gpu_workers(src):
         with get_task_stream(client) as ts:
             cps_tiles.convert(d / "in.tif", d / "gpu.zarr", codec=TINY, chunk=64, tile=128, progress=False,
                               client=client, resources={"GPU": 1})
-        ran_on = {r["worker"] for r in ts.data if "_tile_task" in str(r["key"])}
+        ran_on = {r["worker"] for r in ts.data if "_unit_task" in str(r["key"])}
     assert ran_on == {gpu_addr}
     assert store_bytes(d / "gpu.zarr") == ref
 
@@ -132,10 +132,12 @@ def test_command_line_cluster(src, tmp_path):
 
 
 @pytest.mark.slow
-def test_kill_9_then_resume_is_byte_identical(tmp_path):
+@pytest.mark.parametrize("shard,flags", [(0, 20), (256, 5)], ids=["chunks", "shards"])
+def test_kill_9_then_resume_is_byte_identical(tmp_path, shard, flags):
+    """Killed after some write units (tiles, or shards of 16 tiles) are in; resumed; byte-identical."""
     pyvips.Image.new_from_array(smooth_image(1024, 1024, seed=12)).copy(interpretation="srgb").tiffsave(
         str(tmp_path / "big.tif"), tile=True)
-    args = ["--codec", TINY, "--chunk", "64", "--tile", "64", "--scheduler", "sync"]
+    args = ["--codec", TINY, "--chunk", "64", "--tile", "64", "--shard", str(shard), "--scheduler", "sync"]
     cli = [sys.executable, "-m", "cps_tiles.cli", "convert", str(tmp_path / "big.tif")]
     clean = subprocess.run(cli + [str(tmp_path / "clean.zarr")] + args, capture_output=True, text=True, timeout=600)
     assert clean.returncode == 0, clean.stderr
@@ -143,7 +145,7 @@ def test_kill_9_then_resume_is_byte_identical(tmp_path):
     victim = tmp_path / "killed.zarr"
     proc = subprocess.Popen(cli + [str(victim)] + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while len(list((victim / "progress").rglob("c/*/*"))) < 20:  # wait until some tiles are in
+    while len(list((victim / "progress").rglob("c/*/*"))) < flags:  # wait until some units are in
         assert proc.poll() is None and time.time() < deadline, "conversion ended before it could be killed"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)

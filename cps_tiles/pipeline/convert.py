@@ -1,9 +1,10 @@
-"""Conversion as a Dask graph: one task per POPS compute tile, on any scheduler.
+"""Conversion as a Dask graph: one task per write unit (a compute tile, or a shard), on any scheduler.
 
 Each task opens the source on its worker (a file source pickles as its path, never as pixels),
-reads its window (tile + POPS margin), runs the analysis transform on the worker's device,
-quantizes, and writes its chunks into the store. Tiles are chunk-aligned, so tasks never write the
-same chunk and need no locks. The model is loaded once per worker process (``load_codec`` is
+reads the windows of its compute tiles (tile + POPS margin) one at a time, runs the analysis
+transform on the worker's device, quantizes, and writes the unit's chunks (or its shard object)
+into the store at once. Units are chunk- and shard-aligned, so tasks never write the same object
+and need no locks. The model is loaded once per worker process (``load_codec`` is
 cached). Scheduler choices: ``threads`` (default), ``processes``, ``sync``, the address of a
 distributed scheduler (``tcp://host:8786``), or a ``distributed.Client``.
 
@@ -21,10 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import dask
+import numpy as np
 import torch
+from zarr.abc.store import Store
 
 from ..store.layout import StoreMeta, create_store
-from ..store.writer import alpha_region, finish, tiles_done, write_tile
+from ..store.location import Location, open_location
+from ..store.writer import alpha_region, encode_tile, finish, units_done, write_unit
 from ..transforms.geometry import Plan, Window
 from ..transforms.weights import Codec, load_codec
 from .source import Source, read_window
@@ -52,16 +56,23 @@ def _worker_codec(name: str, path: str, sha256: str, device: str) -> Codec:
     return Codec(codec.name, codec.sha256, copy.deepcopy(codec.model).to(device), codec.path)
 
 
-def _tile_task(source: Source, store: str, meta: StoreMeta, plan: Plan, window: Window, codec_path: str,
-               device: str) -> tuple[int, int]:
-    """One Dask task: read the tile's window from the source, encode it, write its chunks."""
+def _unit_task(source: Source, store: Any, meta: StoreMeta, plan: Plan, index: tuple[int, int],
+               cells: tuple[int, int, int, int], tiles: list[Window], codec_path: str, device: str) -> tuple[int, int]:
+    """One Dask task: one write unit (a compute tile, or a shard of several): read each tile's
+    window from the source, encode it, and write the unit's chunks at once."""
     import zarr
 
     codec = _worker_codec(meta.codec, codec_path, meta.sha256, device)
-    alpha = source.read(*alpha_region(window, plan, meta))[:, :, 3] if meta.alpha else None
-    write_tile(zarr.open_group(store, mode="r+"), codec, window, plan, meta, read_window(source, window),
-               alpha)
-    return window.cells[0], window.cells[2]
+    cy0, cy1, cx0, cx1 = cells
+    y_hat = np.empty((codec.model.config.M, cy1 - cy0, cx1 - cx0), np.int16)
+    for w in tiles:
+        ty0, ty1, tx0, tx1 = w.cells
+        y_hat[:, ty0 - cy0 : ty1 - cy0, tx0 - cx0 : tx1 - cx0] = encode_tile(codec, read_window(source, w), w, plan,
+                                                                          meta.quality, meta.precision)
+    alpha = source.read(*alpha_region(cells, plan, meta))[:, :, 3] if meta.alpha else None
+    group = zarr.open_group(store=open_location(store, "w").store, mode="r+")
+    write_unit(group, index, cells, plan, meta, y_hat, alpha)
+    return index
 
 
 def _run(tasks: list, scheduler: str | None, client: Any, progress: Progress | None) -> None:
@@ -89,7 +100,7 @@ def _run(tasks: list, scheduler: str | None, client: Any, progress: Progress | N
             self.done = 0
 
         def _posttask(self, key, result, dsk, state, worker_id) -> None:
-            if isinstance(key, tuple) or not str(key).startswith("_tile_task"):
+            if isinstance(key, tuple) or not str(key).startswith("_unit_task"):
                 return
             self.done += 1
             if progress:
@@ -101,30 +112,45 @@ def _run(tasks: list, scheduler: str | None, client: Any, progress: Progress | N
         dask.compute(*tasks, scheduler=scheduler or "threads", optimize_graph=False)
 
 
-def convert_store(source: Source, store: str | Path, codec: Codec, *, quality: float, chunk: int, tile: int,
-                  overwrite: bool = False, resume: bool = False, scheduler: str | None = None, client: Any = None,
-                  device: str = "cpu", resources: dict | None = None, progress: Progress | None = None,
-                  precision: str = "float32") -> None:
-    """Write ``source`` into ``store`` with one Dask task per compute tile; see the module docs."""
+#: Shard side (pixels) of images larger than it, when the caller does not choose: a 1-gigapixel
+#: image becomes about 60 shard objects instead of about 15,000 chunk files of 256 px.
+DEFAULT_SHARD = 4096
+
+
+def resolve_shard(shard: int | None, height: int, width: int, tile: int) -> int:
+    """The shard size to use: ``shard`` when given, else ``DEFAULT_SHARD`` for an image larger than
+    one shard whose tile divides it, else 0 (no sharding)."""
+    if shard is not None:
+        return shard
+    return DEFAULT_SHARD if max(height, width) > DEFAULT_SHARD and DEFAULT_SHARD % tile == 0 else 0
+
+
+def convert_store(source: Source, store: str | Path | Store | Location, codec: Codec, *, quality: float, chunk: int,
+                  tile: int, shard: int | None = None, overwrite: bool = False, resume: bool = False,
+                  scheduler: str | None = None, client: Any = None, device: str = "cpu", resources: dict | None = None,
+                  progress: Progress | None = None, precision: str = "float32") -> None:
+    """Write ``source`` into ``store`` with one Dask task per write unit; see the module docs."""
     device = resolve_device(device)
-    group, meta, plan = create_store(store, source, codec, quality, chunk, tile, overwrite=overwrite, resume=resume,
-                                     precision=precision)
-    total = sum(1 for _ in plan.tiles())
+    location = open_location(store, "w")
+    shard = resolve_shard(shard, source.height, source.width, tile)
+    group, meta, plan = create_store(location, source, codec, quality, chunk, tile, shard=shard, overwrite=overwrite,
+                                     resume=resume, precision=precision)
+    units = list(plan.units())
+    total = len(units)
     if meta.complete:  # resuming a finished store: nothing to do (its progress flags are gone)
         if progress:
             progress(total, total)
         return
-    done = tiles_done(group, plan) if resume else set()
+    done = units_done(group, plan, location.name) if resume else set()
     if resources is None and device == "cuda":
         resources = {"GPU": 1}
     src = dask.delayed(source, pure=True)  # one graph node, shipped once per worker
     tasks = []
     with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
-        for w in plan.tiles():
-            if plan.tile_index(w) not in done:
-                name = f"_tile_task-{w.cells[0]}-{w.cells[2]}"
-                task = dask.delayed(_tile_task, pure=False, name=name)
-                tasks.append(task(src, str(store), meta, plan, w, str(codec.path), device))
+        for index, cells, tiles in units:
+            if index not in done:
+                task = dask.delayed(_unit_task, pure=False, name=f"_unit_task-{index[0]}-{index[1]}")
+                tasks.append(task(src, location.spec, meta, plan, index, cells, tiles, str(codec.path), device))
     if progress:
         progress(len(done), total)
     if tasks:

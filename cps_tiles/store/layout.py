@@ -1,14 +1,15 @@
-"""The CPS Zarr store: layout, metadata, and the tile-by-tile writer.
+"""The CPS Zarr store: layout, metadata, creation (the writer is :mod:`.writer`).
 
-Layout (a Zarr v3 group)::
+Layout (a Zarr v3 group, in any zarr Store: see :mod:`.location`)::
 
     STORE.zarr/
       zarr.json          group; attributes["cps"] = store metadata (see ``StoreMeta``)
-      latent/            int16 [M, Hp/16, Wp/16], chunks [M, c/16, c/16], codec "cps_latent"
+      latent/            int16 [M, Hp/16, Wp/16], chunks [M, c/16, c/16], codec "cps_latent";
+                         with ``shard``: shards [M, s/16, s/16] (``sharding_indexed``, CRC32C index)
       alpha/             uint8 [H, W], chunks [c, c], zstd (only when the source has alpha)
-      progress/          uint8 [tiles_y, tiles_x], one chunk per compute tile: 1 once all of the
-                         tile's chunks are written (what ``--resume`` trusts); deleted once the
-                         store is complete (one small file per tile, needed by nothing after)
+      progress/          uint8 [units_y, units_x], one chunk per write unit (a compute tile, or a
+                         shard): 1 once all of the unit's chunks are written (what ``--resume``
+                         trusts); deleted once the store is complete
 
 ``Hp, Wp`` are the image size rounded up to a multiple of 16 (edge-replicated padding at
 bottom/right, cropped away on decode); ``c`` is the chunk size in pixels. Every latent chunk is a
@@ -22,21 +23,26 @@ store is ~920 bytes smaller than with zarr's indented documents (about 8% of its
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hashlib
 import json
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import zarr
+from zarr.abc.store import Store
 from zarr.codecs import ZstdCodec
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
 
 from ..errors import StoreError
 from ..transforms.geometry import Geometry, Plan
 from ..transforms.model import check_quality
 from ..transforms.weights import Codec
 from ..zarr_codecs.zarr_codec import CPSLatentZarrCodec
+from .location import Location, open_location
 
 FORMAT_VERSION = 1
 LATENT, ALPHA, PROGRESS = "latent", "alpha", "progress"
@@ -72,6 +78,7 @@ class StoreMeta:
     complete: bool = False
     precision: str = "float32"  # arithmetic of the encoder that wrote the latents (informative)
     source: dict[str, Any] = field(default_factory=dict)
+    shard: int = 0  # pixels per side of a latent shard object; 0: one object per chunk
 
     @classmethod
     def read(cls, group: zarr.Group, where: str) -> StoreMeta:
@@ -92,8 +99,11 @@ class StoreMeta:
         return meta
 
     def write(self, group: zarr.Group) -> None:
+        attrs = asdict(self)
+        if not self.shard:  # an unsharded store stays readable by releases that predate sharding
+            del attrs["shard"]
         with compact_json():
-            group.attrs["cps"] = json.loads(json.dumps(asdict(self)))
+            group.attrs["cps"] = json.loads(json.dumps(attrs))
 
 
 def compact_json() -> contextlib.AbstractContextManager:
@@ -106,64 +116,107 @@ def _meta_for(source: ImageInfo, codec: Codec, quality: float, plan: Plan, preci
     return StoreMeta(precision=precision, codec=codec.name, sha256=codec.sha256, quality=q, height=source.height,
                      width=source.width, bands=source.bands, chunk=plan.chunk, tile=plan.tile,
                      rho=plan.geometry.rho, padded=list(plan.padded), alpha=source.bands == 4,
-                     source=dict(source.metadata))
+                     source=dict(source.metadata), shard=plan.shard)
 
 
-def create_store(path: str | Path, source: ImageInfo, codec: Codec, quality: float, chunk: int, tile: int,
-                 overwrite: bool = False, resume: bool = False,
+def create_store(location: str | Path | Store | Location, source: ImageInfo, codec: Codec, quality: float,
+                 chunk: int, tile: int, shard: int = 0, overwrite: bool = False, resume: bool = False,
                  precision: str = "float32") -> tuple[zarr.Group, StoreMeta, Plan]:
     """Create the group and empty arrays for ``source``, or reopen an unfinished one to resume.
 
-    Refuses to replace an existing store unless ``overwrite``; with ``resume`` an existing store
-    must have been started with the same source size, codec, quality, chunk and tile.
+    ``shard`` (pixels, a multiple of ``tile``; 0 for none) stores the latent with zarr's
+    ``sharding_indexed`` codec, one object per ``shard`` x ``shard`` pixels. Refuses to replace an
+    existing store unless ``overwrite``; with ``resume`` an existing store must have been started
+    with the same source size, codec, quality, chunk, tile and shard.
     """
-    path = Path(path)
-    plan = Plan(source.height, source.width, Geometry.of(codec.model), chunk=chunk, tile=tile)
+    loc = open_location(location, "w")
+    store, name = loc.store, loc.name
+    plan = Plan(source.height, source.width, Geometry.of(codec.model), chunk=chunk, tile=tile, shard=shard)
     meta = _meta_for(source, codec, quality, plan, precision)
-    if path.exists() and resume and (path / "zarr.json").exists():
-        group = zarr.open_group(str(path), mode="r+")
-        old = StoreMeta.read(group, str(path))
-        mismatch = [k for k in ("codec", "sha256", "quality", "height", "width", "bands", "chunk", "tile", "precision", "source")
-                    if getattr(old, k) != getattr(meta, k)]
+    if loc.is_local and Path(name).exists() and not Path(name).is_dir():
+        raise StoreError(f"{name} exists and is not a cps-tiles store; refusing to replace it")
+    attrs = root_attributes(store)
+    if attrs is not None and resume:
+        group = zarr.open_group(store=store, mode="r+")
+        old = StoreMeta.read(group, name)
+        mismatch = [k for k in ("codec", "sha256", "quality", "height", "width", "bands", "chunk", "tile", "shard",
+                                "precision", "source") if getattr(old, k) != getattr(meta, k)]
         if mismatch:
-            raise StoreError(f"{path}: cannot resume, the store was started with other {', '.join(mismatch)}")
-        for partial in path.rglob("*.partial"):  # temp files of writes cut short by a kill
-            partial.unlink()
+            raise StoreError(f"{name}: cannot resume, the store was started with other {', '.join(mismatch)}")
+        _delete_partial_writes(store)
         return group, old, plan
-    if path.exists():
+    if not sync(store.is_empty("")):
         if not overwrite:
-            hint = "--resume to finish it, " if not _is_complete(path) else ""
-            raise StoreError(f"{path} already exists (pass {hint}--overwrite / overwrite=True to replace it)")
-        if not _is_cps_store(path):  # --overwrite replaces stores, never other files or folders
-            raise StoreError(f"{path} exists and is not a cps-tiles store; refusing to delete it")
-        shutil.rmtree(path)
+            hint = "--resume to finish it, " if attrs is not None and not attrs.get("complete") else ""
+            raise StoreError(f"{name} already exists (pass {hint}--overwrite / overwrite=True to replace it)")
+        if attrs is None:  # --overwrite replaces stores, never other files or folders
+            raise StoreError(f"{name} exists and is not a cps-tiles store; refusing to delete it")
+        sync(store.delete_dir(""))
     cc, m = plan.chunk_cells, codec.model.config.M
+    sc = plan.shard // plan.geometry.rho
     with compact_json():
-        group = zarr.open_group(str(path), mode="w-")
+        group = zarr.open_group(store=store, mode="w-")
         group.create_array(
-            LATENT, shape=(m, *plan.latent), chunks=(m, cc, cc), dtype="int16", fill_value=0, compressors=None,
-            filters=None, dimension_names=("channel", "y", "x"),
+            LATENT, shape=(m, *plan.latent), chunks=(m, cc, cc), shards=(m, sc, sc) if sc else None, dtype="int16",
+            fill_value=0, compressors=None, filters=None, dimension_names=("channel", "y", "x"),
             serializer=CPSLatentZarrCodec(codec=codec.name, sha256=codec.sha256, quality=meta.quality),
         )
         if meta.alpha:
             group.create_array(ALPHA, shape=(source.height, source.width), chunks=(chunk, chunk), dtype="uint8",
                                fill_value=255, compressors=ZstdCodec(level=9), dimension_names=("y", "x"))
-        group.create_array(PROGRESS, shape=plan.tile_grid, chunks=(1, 1), dtype="uint8", fill_value=0)
+        group.create_array(PROGRESS, shape=plan.unit_grid, chunks=(1, 1), dtype="uint8", fill_value=0)
     meta.write(group)
     return group, meta, plan
 
 
-def _cps_attrs(path: Path) -> dict | None:
+def root_attributes(store: Store) -> dict | None:
+    """``attributes["cps"]`` of the group at the store's root, read through the store, or None
+    where there is no such group (or it is not a cps-tiles store)."""
     try:
-        attrs = json.loads((path / "zarr.json").read_text())["attributes"]["cps"]
-        return attrs if isinstance(attrs, dict) else None
+        raw = sync(store.get("zarr.json", default_buffer_prototype()))
+        attrs = None if raw is None else json.loads(raw.to_bytes())["attributes"]["cps"]
     except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return attrs if isinstance(attrs, dict) else None
+
+
+def open_group_checked(location: Location) -> tuple[zarr.Group, str]:
+    """The store's root group, read-only, and a token of its metadata document (it changes when
+    the store is rewritten, so caches keyed by it never serve an older store)."""
+    try:
+        raw = sync(location.store.get("zarr.json", default_buffer_prototype()))
+    except (OSError, ValueError):
+        raw = None
+    except Exception as exc:  # a remote store's client errors (unreachable server, denied access)
+        raise StoreError(f"{location.name}: cannot read the store ({type(exc).__name__}: {exc})") from None
+    if raw is None:
+        raise StoreError(f"{location.name}: no such cps-tiles store")
+    try:
+        group = zarr.open_group(store=location.store, mode="r")
+    except Exception as exc:
+        raise StoreError(f"{location.name}: cannot open Zarr group ({exc})") from None
+    return group, hashlib.sha256(raw.to_bytes()).hexdigest()[:16]
+
+
+def store_size(store: Store, prefix: str = "") -> tuple[int, int] | None:
+    """(bytes, objects) under ``prefix``, listed through the store, or None where the store cannot
+    list its objects (an HTTP server without directory listings)."""
+    async def run() -> tuple[int, int]:
+        keys = [k async for k in store.list_prefix(prefix)]
+        sizes = await asyncio.gather(*(store.getsize(k) for k in keys))
+        return sum(sizes), len(keys)
+
+    try:
+        return sync(run())
+    except (NotImplementedError, OSError, ValueError):
         return None
 
 
-def _is_cps_store(path: Path) -> bool:
-    return path.is_dir() and _cps_attrs(path) is not None
+def _delete_partial_writes(store: Store) -> None:
+    """Temporary files of writes cut short by a kill (a local store writes ``*.partial`` first)."""
+    async def run() -> None:
+        keys = [k async for k in store.list_prefix("") if k.endswith(".partial")]
+        for k in keys:
+            await store.delete(k)
 
-
-def _is_complete(path: Path) -> bool:
-    return bool((_cps_attrs(path) or {}).get("complete"))
+    sync(run())

@@ -9,7 +9,6 @@ whole-latent synthesis up to float rounding (the CPS property, tested in ``test_
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import zarr
+from zarr.abc.store import Store
 
 from ..coding.bitstream import ChunkCoder
 from ..errors import CorruptChunkError, DamagedChunkError, StoreError
@@ -27,7 +26,9 @@ from ..transforms.model import CPSModel
 from ..transforms.precision import precision_context
 from ..transforms.tiling import synthesize_cells
 from ..transforms.weights import load_codec
-from .layout import ALPHA, LATENT, StoreMeta
+from .chunks import LatentChunks
+from .layout import ALPHA, LATENT, StoreMeta, open_group_checked
+from .location import Location, open_location
 
 
 class LRUCache:
@@ -38,6 +39,10 @@ class LRUCache:
         self._items: OrderedDict[Any, np.ndarray] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+
+    def __contains__(self, key: Any) -> bool:
+        with self._lock:
+            return key in self._items
 
     def get(self, key: Any, make: Callable[[], np.ndarray]) -> np.ndarray:
         with self._lock:
@@ -77,14 +82,14 @@ def _dask_chunks(n: int, chunk: int, halo: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def _dask_decode_block(block: np.ndarray, path: str, mtime: int, precision: str,
+def _dask_decode_block(block: np.ndarray, spec: Any, version: str, precision: str,
                        block_info: dict | None = None) -> np.ndarray:
     """map_overlap kernel: an overlapped latent block -> pixels ``[C, h, w]`` of its storage chunks.
 
     Each storage chunk inside the block is decoded from exactly the latent window the region
     reader uses (``Plan.chunk_window``), so both paths give the same bytes.
     """
-    img = _worker_image(path, mtime, precision)
+    img = _worker_image(spec, version, precision)
     plan, c = img.plan, img.meta.chunk
     # The *output* location (pixels) names this block's chunks; the input block is the core plus
     # up to `halo` cells per side (trim=False, boundary="none").
@@ -102,21 +107,28 @@ def _dask_decode_block(block: np.ndarray, path: str, mtime: int, precision: str,
     return np.concatenate(rows, axis=1)
 
 
-def _mtime(path: str) -> int:
-    return Path(path, "zarr.json").stat().st_mtime_ns
+_WORKER_IMAGES: OrderedDict[tuple, CPSImage] = OrderedDict()
+_WORKER_LOCK = threading.Lock()
 
 
-@functools.lru_cache(maxsize=8)
-def _worker_image(path: str, mtime: int, precision: str = "float32") -> CPSImage:
-    """One opened store per worker process (re-opened if the store was rewritten)."""
-    return CPSImage(path, cache_mb=0, precision=precision)
+def _worker_image(spec: Any, version: str, precision: str = "float32") -> CPSImage:
+    """One opened store per worker process and location (reopened when the store's metadata,
+    hence ``version``, changed). ``spec`` may be a Store object, so this is keyed by its repr."""
+    key = (repr(spec), version, precision)
+    with _WORKER_LOCK:
+        if key not in _WORKER_IMAGES:
+            _WORKER_IMAGES[key] = CPSImage(spec, cache_mb=0, precision=precision)
+            while len(_WORKER_IMAGES) > 8:
+                _WORKER_IMAGES.popitem(last=False)
+        return _WORKER_IMAGES[key]
 
 
-def _dask_latent_block(path: str, mtime: int, chunk_cells: int, block_info: dict | None = None) -> np.ndarray:
-    """The latent cells of one dask block (one or two storage chunks per axis), read chunk by chunk."""
-    img = _worker_image(path, mtime)
+def _dask_latent_block(spec: Any, version: str, chunk_cells: int, block_info: dict | None = None) -> np.ndarray:
+    """The latent cells of one dask block (one or two storage chunks per axis), fetched together."""
+    img = _worker_image(spec, version)
     (_, _), (y0, y1), (x0, x1) = block_info[None]["array-location"]
-    return img._latent_window_from(y0, y1, x0, x1, img.read_latent_chunk)
+    blocks = img.read_latent_chunks(img.chunks_under(y0, y1, x0, x1))
+    return img._latent_window_from(y0, y1, x0, x1, lambda i, j: blocks[i, j])
 
 
 def _assemble(out: np.ndarray, y0: int, x0: int, size: int, block: Callable[[int, int], np.ndarray]) -> None:
@@ -140,8 +152,8 @@ class CPSImage:
     >>> tile = img[1000:1512, 2000:2512]        # uint8 [512, 512, C]
     """
 
-    def __init__(self, path: str | Path, cache_mb: float = 256, on_error: str = "raise", fill_value: int = 0,
-                 precision: str = "float32") -> None:
+    def __init__(self, location: str | Path | Store | Location, cache_mb: float = 256, on_error: str = "raise",
+                 fill_value: int = 0, precision: str = "float32") -> None:
         if on_error not in ("raise", "fill"):
             raise ValueError(f"on_error must be 'raise' or 'fill', got {on_error!r}")
         precision_context(precision)  # validates
@@ -149,13 +161,10 @@ class CPSImage:
         self.on_error, self.fill_value = on_error, fill_value
         #: chunk keys found missing or damaged so far (with ``on_error="fill"``)
         self.damaged: set[str] = set()
-        self.path = str(path)
-        if not Path(self.path, "zarr.json").is_file():
-            raise StoreError(f"{self.path}: no such cps-tiles store")
-        try:
-            self.group = zarr.open_group(self.path, mode="r")
-        except Exception as exc:
-            raise StoreError(f"{self.path}: cannot open Zarr group ({exc})") from None
+        self.location = open_location(location, "r")
+        #: how messages name the store: its path or URL
+        self.path = self.location.name
+        self.group, self._version = open_group_checked(self.location)
         self.meta = StoreMeta.read(self.group, self.path)
         if not self.meta.complete:
             raise StoreError(f"{self.path}: store is unfinished (its conversion did not complete); "
@@ -164,8 +173,12 @@ class CPSImage:
         self._coder = ChunkCoder(self.codec.model)
         self.latent = self.group[LATENT]
         self.alpha = self.group[ALPHA] if self.meta.alpha else None
+        self._chunks = LatentChunks(self.latent, self.path)
         geometry = Geometry.of(self.codec.model)
-        self.plan = Plan(self.meta.height, self.meta.width, geometry, chunk=self.meta.chunk, tile=self.meta.chunk)
+        try:
+            self.plan = Plan(self.meta.height, self.meta.width, geometry, chunk=self.meta.chunk, tile=self.meta.chunk)
+        except ValueError as exc:
+            raise StoreError(f"{self.path}: inconsistent store metadata ({exc})") from None
         if tuple(self.latent.shape[1:]) != self.plan.latent or self.latent.shape[0] != self.codec.model.config.M:
             raise StoreError(f"{self.path}: latent array shape {self.latent.shape} does not match the metadata")
         budget = int(cache_mb * 2**20)
@@ -223,33 +236,41 @@ class CPSImage:
         if h == 0 or w == 0:
             return out
         colour = out.transpose(2, 0, 1)[: min(self.meta.bands, 3)]  # a [C, h, w] view to fill chunk by chunk
+        self._prefetch(y0, y1, x0, x1)
         _assemble(colour, y0, x0, self.meta.chunk, self._pixel_chunk)
         if self.alpha is not None:
             out[:, :, 3] = self.alpha[y0:y1, x0:x1]
         return out
 
     def chunk_key(self, i: int, j: int) -> str:
-        """Store key of latent chunk (i, j), e.g. ``latent/c/0/3/4``."""
-        return f"{LATENT}/{self.latent.metadata.encode_chunk_key((0, i, j))}"
+        """Store key of latent chunk (i, j), e.g. ``latent/c/0/3/4`` (in a sharded store, the shard's
+        key and the chunk's place in it, e.g. ``latent/c/0/0/1[3,4]``)."""
+        return self._chunks.key(i, j)
 
     def chunk_indices(self) -> list[tuple[int, int]]:
         cc, (hl, wl) = self.plan.chunk_cells, self.plan.latent
         return [(i, j) for i in range(-(-hl // cc)) for j in range(-(-wl // cc))]
 
-    def read_latent_chunk(self, i: int, j: int) -> np.ndarray:
-        """Decode latent chunk (i, j) straight from its file: ``int16 [M, ch, cw]`` (edge chunks cropped).
+    def chunks_under(self, ly0: int, ly1: int, lx0: int, lx1: int) -> list[tuple[int, int]]:
+        """Latent chunks that latent cells ``[ly0:ly1, lx0:lx1]`` touch."""
+        cc = self.plan.chunk_cells
+        return [(i, j) for i in range(ly0 // cc, -(-ly1 // cc)) for j in range(lx0 // cc, -(-lx1 // cc))]
 
-        Reading the bytes ourselves (rather than through zarr, which silently returns the fill
-        value for a missing chunk) lets a missing or damaged chunk fail loudly, naming its key.
-        """
+    def read_latent_chunks(self, indices: list[tuple[int, int]]) -> dict[tuple[int, int], np.ndarray]:
+        """Fetch chunks (all at once, through the store) and decode them: ``int16 [M, ch, cw]`` each
+        (edge chunks cropped). A missing or damaged chunk raises :class:`DamagedChunkError` naming it:
+        zarr itself would read a missing chunk as the fill value."""
+        raw = self._chunks.fetch(indices)
+        return {ij: self._decode_chunk(ij, raw[ij]) for ij in indices}
+
+    def read_latent_chunk(self, i: int, j: int) -> np.ndarray:
+        return self.read_latent_chunks([(i, j)])[i, j]
+
+    def _decode_chunk(self, ij: tuple[int, int], data: bytes | None) -> np.ndarray:
+        key, (i, j) = self.chunk_key(*ij), ij
+        if data is None:
+            raise DamagedChunkError(f"{self.path}: chunk {key} is missing")
         cc, m = self.plan.chunk_cells, self.latent.shape[0]
-        key = self.chunk_key(i, j)
-        try:
-            data = Path(self.path, key).read_bytes()
-        except FileNotFoundError:
-            raise DamagedChunkError(f"{self.path}: chunk {key} is missing") from None
-        except OSError as exc:
-            raise DamagedChunkError(f"{self.path}: chunk {key} cannot be read ({exc.strerror})") from None
         try:
             block, _ = self._coder.decode(data, shape=(m, cc, cc))
         except CorruptChunkError as exc:
@@ -257,10 +278,10 @@ class CPSImage:
         hl, wl = self.plan.latent
         return block[:, : min(cc, hl - i * cc), : min(cc, wl - j * cc)]
 
-    def _latent_chunk(self, i: int, j: int) -> np.ndarray:
+    def _latent_chunk(self, i: int, j: int, data: bytes | None = None, fetched: bool = False) -> np.ndarray:
         def make() -> np.ndarray:
             try:
-                return self.read_latent_chunk(i, j)
+                return self._decode_chunk((i, j), data) if fetched else self.read_latent_chunk(i, j)
             except DamagedChunkError:
                 if self.on_error == "raise":
                     raise
@@ -269,6 +290,19 @@ class CPSImage:
                 return np.zeros((self.latent.shape[0], min(cc, hl - i * cc), min(cc, wl - j * cc)), np.int16)
 
         return self._latent_cache.get((i, j), make)
+
+    def _prefetch(self, y0: int, y1: int, x0: int, x1: int) -> None:
+        """Fetch, in one concurrent round, every latent chunk that the pixel chunks under rows
+        ``y0:y1`` and columns ``x0:x1`` need (halos included) and that no cache holds yet."""
+        c, need = self.meta.chunk, set()
+        for i in range(y0 // c, -(-y1 // c)):
+            for j in range(x0 // c, -(-x1 // c)):
+                if (i, j) not in self._pixel_cache:
+                    need.update(self.chunks_under(*self.plan.chunk_window(i, j).latent))
+        need = sorted(ij for ij in need if ij not in self._latent_cache)
+        if len(need) > 1:
+            for ij, data in self._chunks.fetch(need).items():
+                self._latent_chunk(*ij, data=data, fetched=True)
 
     def _latent_window(self, ly0: int, ly1: int, lx0: int, lx1: int) -> np.ndarray:
         return self._latent_window_from(ly0, ly1, lx0, lx1, self._latent_chunk)
@@ -308,11 +342,11 @@ class CPSImage:
         ychunks, xchunks = _dask_chunks(hl, cc, halo), _dask_chunks(wl, cc, halo)
         # Latent blocks come from read_latent_chunk (not da.from_zarr, which would read a missing
         # chunk as zeros) so a damaged chunk fails with its key, as in region reads.
-        latent = da.map_blocks(_dask_latent_block, self.path, _mtime(self.path), cc, dtype=np.int16,
+        latent = da.map_blocks(_dask_latent_block, self.location.spec, self._version, cc, dtype=np.int16,
                                chunks=((m,), ychunks, xchunks), meta=np.empty((0, 0, 0), np.int16))
         colour = 1 if self.meta.bands == 1 else 3
         pixels = da.map_overlap(
-            _dask_decode_block, latent, path=self.path, mtime=_mtime(self.path), precision=self.precision,
+            _dask_decode_block, latent, spec=self.location.spec, version=self._version, precision=self.precision,
             depth={0: 0, 1: min(halo, hl), 2: min(halo, wl)},
             boundary="none", trim=False, allow_rechunk=False, dtype=np.uint8,
             chunks=((colour,), tuple(k * rho for k in ychunks), tuple(k * rho for k in xchunks)),

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
+
+from zarr.core.sync import sync
 
 from ..errors import DamagedChunkError
 from .layout import ALPHA
 from .reader import CPSImage
+
+#: Chunks fetched per round trip.
+BATCH = 64
 
 
 @dataclass
@@ -25,23 +30,27 @@ class Report:
         return f"{self.store}: {self.chunks} latent chunks checked: {state}"
 
 
-def verify_store(path: str | Path) -> Report:
+def verify_store(location: Any) -> Report:
     """Open the store (metadata, format, codec checksum), then decode every latent chunk and read
-    every alpha chunk. Raises :class:`~cps_tiles.errors.StoreError` if the store cannot even be opened."""
-    img = CPSImage(path, cache_mb=0)
-    report = Report(str(path))
-    for i, j in img.chunk_indices():
-        report.chunks += 1
-        try:
-            img.read_latent_chunk(i, j)
-        except DamagedChunkError as exc:
-            report.problems.append(str(exc).removeprefix(f"{img.path}: "))
+    every alpha chunk, fetching them through the store in batches. Raises
+    :class:`~cps_tiles.errors.StoreError` if the store cannot even be opened."""
+    img = CPSImage(location, cache_mb=0)
+    report = Report(img.path)
+    indices = img.chunk_indices()
+    for start in range(0, len(indices), BATCH):
+        batch = indices[start : start + BATCH]
+        for ij, data in img._chunks.fetch(batch).items():
+            report.chunks += 1
+            try:
+                img._decode_chunk(ij, data)
+            except DamagedChunkError as exc:
+                report.problems.append(str(exc).removeprefix(f"{img.path}: "))
     if img.alpha is not None:
-        c = img.meta.chunk
+        store, c = img.location.store, img.meta.chunk
         for y in range(0, img.meta.height, c):
             for x in range(0, img.meta.width, c):
                 key = f"{ALPHA}/{img.alpha.metadata.encode_chunk_key((y // c, x // c))}"
-                if not Path(img.path, key).is_file():
+                if not sync(store.exists(key)):
                     report.problems.append(f"chunk {key} is missing")
                     continue
                 try:

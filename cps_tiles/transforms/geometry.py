@@ -207,10 +207,12 @@ class SynthesisWindow:
 
 @dataclass(frozen=True)
 class Plan:
-    """Tiling of an ``height x width`` image into storage chunks and compute tiles.
+    """Tiling of an ``height x width`` image into storage chunks, compute tiles and write units.
 
-    ``chunk`` and ``tile`` are in pixels; ``chunk`` is a multiple of ``geometry.chunk_multiple``
-    (whole hyperprior blocks) and ``tile`` a multiple of ``chunk``. The image is padded at right/bottom to a
+    ``chunk``, ``tile`` and ``shard`` are in pixels; ``chunk`` is a multiple of
+    ``geometry.chunk_multiple`` (whole hyperprior blocks), ``tile`` a multiple of ``chunk``, and
+    ``shard`` (0: none) a multiple of ``tile``. A *write unit* is what one task writes whole: a
+    shard when there are shards, else a compute tile. The image is padded at right/bottom to a
     multiple of rho by edge replication.
     """
 
@@ -219,6 +221,7 @@ class Plan:
     geometry: Geometry
     chunk: int = 256
     tile: int = 512
+    shard: int = 0
 
     def __post_init__(self) -> None:
         multiple = self.geometry.chunk_multiple
@@ -228,6 +231,8 @@ class Plan:
             raise ValueError(f"chunk must be a positive multiple of {multiple} pixels, got {self.chunk}")
         if self.tile < self.chunk or self.tile % self.chunk:
             raise ValueError(f"tile must be a multiple of the chunk size {self.chunk}, got {self.tile}")
+        if self.shard < 0 or self.shard % self.tile:
+            raise ValueError(f"shard must be a multiple of the tile size {self.tile} (or 0 for none), got {self.shard}")
 
     @property
     def padded(self) -> tuple[int, int]:
@@ -245,15 +250,25 @@ class Plan:
         return self.chunk // self.geometry.rho
 
     @property
-    def tile_grid(self) -> tuple[int, int]:
-        """Number of compute tiles along y and x."""
-        step = self.tile // self.geometry.rho
+    def unit(self) -> int:
+        """Pixels per side of a write unit: a shard, or a compute tile when there are no shards."""
+        return self.shard or self.tile
+
+    @property
+    def unit_grid(self) -> tuple[int, int]:
+        """Number of write units along y and x."""
+        step = self.unit // self.geometry.rho
         hl, wl = self.latent
         return -(-hl // step), -(-wl // step)
 
-    def tile_index(self, window: Window) -> tuple[int, int]:
-        step = self.tile // self.geometry.rho
-        return window.cells[0] // step, window.cells[2] // step
+    def units(self) -> Iterator[tuple[tuple[int, int], tuple[int, int, int, int], list[Window]]]:
+        """Write units in row-major order: (index in ``unit_grid``, latent cells, its compute tiles)."""
+        step, (hl, wl) = self.unit // self.geometry.rho, self.latent
+        tiles: dict[tuple[int, int], list[Window]] = {}
+        for w in self.tiles():
+            tiles.setdefault((w.cells[0] // step, w.cells[2] // step), []).append(w)
+        for (ui, uj), windows in tiles.items():
+            yield (ui, uj), (ui * step, min((ui + 1) * step, hl), uj * step, min((uj + 1) * step, wl)), windows
 
     def tiles(self) -> Iterator[Window]:
         """Compute tiles in row-major order."""
