@@ -34,11 +34,14 @@ MAX_CONCURRENT = 32
 class LatentChunks:
     """Raw bytes of latent chunk ``(i, j)`` (latent-cell block ``i``, ``j`` of ``array.chunks``).
 
-    ``where`` names the store in errors. Shard indexes are cached (a few hundred bytes each).
+    ``where`` names the store in errors; ``concurrency`` bounds the requests in flight. Shard
+    indexes are cached (16 bytes per chunk slot each).
     """
 
-    def __init__(self, array: zarr.Array, where: str) -> None:
+    def __init__(self, array: zarr.Array, where: str, concurrency: int = MAX_CONCURRENT) -> None:
         self.array, self.where = array, where
+        #: requests in flight at once (1: one after the other)
+        self.concurrency = concurrency
         self.store = array.store_path.store
         self.prefix = f"{array.path}/" if array.path else ""
         self.sharding = _sharding_codec(array, where)
@@ -70,7 +73,7 @@ class LatentChunks:
             raise
 
     async def _fetch(self, indices: list[tuple[int, int]]) -> dict[tuple[int, int], bytes | None]:
-        limit = asyncio.Semaphore(MAX_CONCURRENT)
+        limit = asyncio.Semaphore(self.concurrency)
         if self.sharding is None:
             keys = [self.prefix + self.array.metadata.encode_chunk_key((0, i, j)) for i, j in indices]
             values = await asyncio.gather(*(self._get(k, None, limit) for k in keys))
