@@ -150,6 +150,14 @@ def cmd_zip(a: argparse.Namespace) -> None:
     print(f"{a.out}: {count} objects of {a.store} in one zip file")
 
 
+def cmd_reshard(a: argparse.Namespace) -> None:
+    from .store.reshard import reshard
+
+    count = reshard(a.store, a.out, a.shard, overwrite=a.overwrite)
+    kind = f"shards of {a.shard} px" if a.shard else "one object per chunk"
+    print(f"{a.out}: latent of {a.store} repacked into {count} objects ({kind}), no chunk re-encoded")
+
+
 def cmd_verify(a: argparse.Namespace) -> None:
     from .store.verify import verify_store
 
@@ -245,6 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("out", help="output file, e.g. slide.zarr.zip")
     z.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     z.set_defaults(func=cmd_zip)
+
+    r = sub.add_parser("reshard", help="copy a store with its latent repacked into shards (no re-encoding)")
+    r.add_argument("store", help=STORE_HELP)
+    r.add_argument("out", help="output store (path or URL)")
+    r.add_argument("--shard", type=int, default=4096, help="pixels per shard, a multiple of the chunk; 0: unsharded")
+    r.add_argument("--overwrite", action="store_true", help="replace a store at the output")
+    r.set_defaults(func=cmd_reshard)
 
     v = sub.add_parser("verify", help="check metadata and every chunk of a store; exit 1 on damage")
     v.add_argument("store", help=STORE_HELP)

@@ -49,6 +49,21 @@ def test_sharded_store_is_fewer_objects_same_pixels(stores):
     assert all(a._chunks.fetch([ij])[ij] == b._chunks.fetch([ij])[ij] for ij in a.chunk_indices())
 
 
+def test_reshard_equals_converting_with_shards(stores, tmp_path):
+    """Repacking a plain store's chunks into shards writes the very bytes convert --shard writes."""
+    d, whole = stores
+    r = cli("reshard", d / "plain.zarr", tmp_path / "re.zarr", "--shard", "256")
+    assert r.returncode == 0 and "into 4 objects" in r.stdout, r.stderr
+    assert files(tmp_path / "re.zarr") == files(d / "sharded.zarr")
+    assert cli("reshard", d / "sharded.zarr", tmp_path / "back.zarr", "--shard", "0").returncode == 0
+    assert files(tmp_path / "back.zarr") == files(d / "plain.zarr")
+    damaged = tmp_path / "damaged.zarr"
+    shutil.copytree(d / "plain.zarr", damaged)
+    (damaged / "latent" / "c" / "0" / "1" / "1").unlink()
+    r = cli("reshard", damaged, tmp_path / "no.zarr")
+    assert r.returncode == 1 and "latent/c/0/1/1 is missing" in r.stderr
+
+
 def test_sharded_latent_reads_with_plain_zarr_in_a_fresh_process(stores):
     d, _ = stores
     code = ("import zarr, numpy as np, sys\n"
