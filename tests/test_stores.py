@@ -144,6 +144,8 @@ def test_http_missing_chunk_is_named(stores, tmp_path):
             cps_tiles.open(f"{url}/sharded.zarr")[0:10, 256:270]
         r = cli("verify", f"{url}/plain.zarr")
         assert r.returncode == 1 and "latent/c/0/2/3 is missing" in r.stdout
+        r = cli("decode", f"{url}/sharded.zarr", tmp_path / "salvaged.png", "--salvage")
+        assert r.returncode == 0 and "latent/c/0/0/1[0,0] unreadable, filled with 0" in r.stderr, r.stderr
 
 
 def test_http_server_that_stops_answering_gives_an_error_not_a_hang(stores):
