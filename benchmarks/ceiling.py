@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import KODAK, ROOT, git_rev, load_rgb, machine, md_table, psnr  # noqa: E402
+from common import ROOT, git_rev, kodak_images, load_rgb, machine, md_table, psnr  # noqa: E402
 
 
 def decoded_psnrs(codec_name: str, images: list[Path], qualities: list[float]) -> dict[float, tuple[float, float]]:
@@ -53,9 +53,7 @@ def main() -> None:
     p.add_argument("--images", type=int, default=24, help="first N Kodak images")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "ceiling.md")
     a = p.parse_args()
-    images = sorted(KODAK.glob("kodim*.png"))[: a.images]
-    if not images:
-        raise SystemExit(f"no Kodak images under {KODAK}")
+    images = kodak_images(a.images)
     qualities = [float(q) for q in range(1, 9)]
     res = decoded_psnrs(a.codec, images, qualities)
     rows = [[f"{q:g}", f"{r:.3f}", f"{c:.3f}", f"{c - r:+.3f}"] for q, (r, c) in res.items()]

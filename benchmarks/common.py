@@ -14,6 +14,14 @@ ROOT = Path(__file__).resolve().parents[1]
 KODAK = ROOT.parent / "shared" / "data" / "kodak"
 
 
+def kodak_images(count: int = 24) -> list[Path]:
+    """The first ``count`` Kodak images of the shared data; exits with a message where it is absent."""
+    images = sorted(KODAK.glob("kodim*.png"))[:count]
+    if not images:
+        raise SystemExit(f"no Kodak images under {KODAK}")
+    return images
+
+
 def load_rgb(path: Path) -> np.ndarray:
     import pyvips
 

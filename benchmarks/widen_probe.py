@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ceiling import decoded_psnrs  # noqa: E402
-from common import KODAK, ROOT, dir_bytes, git_rev, load_rgb, machine, md_table, psnr  # noqa: E402
+from common import ROOT, dir_bytes, git_rev, kodak_images, load_rgb, machine, md_table, psnr  # noqa: E402
 from rd_kodak import bd_rate  # noqa: E402
 
 BASE = "cps-n96m160-r6"
@@ -57,9 +57,7 @@ def main() -> None:
     p.add_argument("--images", type=int, default=6, help="first N Kodak images")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "widen_probe.md")
     a = p.parse_args()
-    images = sorted(KODAK.glob("kodim*.png"))[: a.images]
-    if not images:
-        raise SystemExit(f"no Kodak images under {KODAK}")
+    images = kodak_images(a.images)
     state = torch.load(a.checkpoint, map_location="cpu", weights_only=False)
     with tempfile.TemporaryDirectory() as tmp:
         wide = export_checkpoint(a.checkpoint, Path(tmp) / "wide", "wide-probe")

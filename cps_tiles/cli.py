@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local (in-process, default), threads, processes, or tcp://HOST:PORT to decode on a cluster")
     e.set_defaults(func=cmd_export)
 
-    z = sub.add_parser("zip", help="pack a finished store into one .zip file (opened, read and served as it is)")
+    z = sub.add_parser("zip", help="pack a finished store into one .zip file (opened, read and verified as it is)")
     z.add_argument("store", help=STORE_HELP)
     z.add_argument("out", help="output file, e.g. slide.zarr.zip")
     z.add_argument("--overwrite", action="store_true", help="replace an existing output file")
