@@ -96,7 +96,7 @@ def run_cps(images, qualities, chunk, codec, tmp: Path, precision: str = "float3
         for path, a in images:
             store = tmp / f"{path.stem}-{q}.zarr"
             t0 = time.perf_counter()
-            cps_tiles.convert(a, store, quality=q, chunk=chunk, tile=1024, progress=False, codec=codec,
+            cps_tiles.convert(a, store, quality=q, chunk=chunk, tile=1024, levels=1, progress=False, codec=codec,
                               scheduler="sync", precision=precision, overwrite=True)
             t1 = time.perf_counter()
             dec = np.asarray(cps_tiles.open(store, precision=precision))

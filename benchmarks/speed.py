@@ -96,7 +96,7 @@ def sec_codecs(tmp: Path, precs: tuple[str, ...]) -> str:
 
     for precision in precs:
         stores = [str(tmp / f"c{k}.zarr") for k in range(len(images))]
-        enc = sum(timed(lambda: cps_tiles.convert(a, s, progress=False, overwrite=True, precision=precision))
+        enc = sum(timed(lambda: cps_tiles.convert(a, s, levels=1, progress=False, overwrite=True, precision=precision))
                   for a, s in zip(images, stores))
         dec = fresh_process("whole_decode_seconds", stores, precision)
         rows.append([f"CPS {precision} (store on disk, threads)", f"{mp / enc:.2f}", f"{mp / dec:.2f}"])
@@ -128,11 +128,11 @@ def sec_schedulers(tmp: Path) -> str:
         if name.startswith("2-worker"):
             with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cl, \
                     Client(cl) as client:
-                cps_tiles.convert(src, tmp / "warm.zarr", progress=False, client=client, overwrite=True)  # load models
-                te = timed(lambda: cps_tiles.convert(src, store, progress=False, client=client, overwrite=True))
+                cps_tiles.convert(src, tmp / "warm.zarr", levels=1, progress=False, client=client, overwrite=True)  # load models
+                te = timed(lambda: cps_tiles.convert(src, store, levels=1, progress=False, client=client, overwrite=True))
                 td = timed(lambda: client.compute(cps_tiles.open(store).to_dask()).result())
         else:
-            te = timed(lambda: cps_tiles.convert(src, store, progress=False, scheduler=name, overwrite=True))
+            te = timed(lambda: cps_tiles.convert(src, store, levels=1, progress=False, scheduler=name, overwrite=True))
             td = timed(lambda: cps_tiles.open(store).to_dask().compute(scheduler=name))
         rows.append([name, f"{mp / te:.2f}", f"{mp / td:.2f}"])
     return (f"## Schedulers ({a.shape[1]}x{a.shape[0]} = {mp:.1f} MP tiled TIFF, tile 1024, chunk 256, quality 5)\n\n"
@@ -143,7 +143,7 @@ def sec_schedulers(tmp: Path) -> str:
 def sec_region(tmp: Path, precs: tuple[str, ...]) -> str:
     a = mosaic(4096, 4608)
     store = tmp / "region.zarr"
-    cps_tiles.convert(a, store, progress=False)
+    cps_tiles.convert(a, store, levels=1, progress=False)
     rows = []
     for precision in precs:
         rng = np.random.default_rng(0)
@@ -173,7 +173,7 @@ def sec_memory(tmp: Path, sizes_mp: list[int]) -> str:
         big = base.replicate(-(-side // tile.shape[1]), -(-side // tile.shape[0])).crop(0, 0, side, side)
         big.tiffsave(str(src), tile=True, bigtiff=True, compression="deflate")
         cmd = [sys.executable, "-c", "import resource, sys, time, cps_tiles; t=time.perf_counter(); "
-               "cps_tiles.convert(sys.argv[1], sys.argv[2], progress=False); "
+               "cps_tiles.convert(sys.argv[1], sys.argv[2], levels=1, progress=False); "
                "print(time.perf_counter()-t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)", str(src), str(tmp / "m.zarr")]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()
         secs, kb = float(out[0]), int(out[1])
@@ -261,7 +261,7 @@ def sec_decode(tmp: Path, precs: tuple[str, ...]) -> str:
 
     a = mosaic(2048, 2048)
     store = tmp / "decode.zarr"
-    cps_tiles.convert(a, store, quality=5, progress=False, overwrite=True)
+    cps_tiles.convert(a, store, quality=5, levels=1, progress=False, overwrite=True)
     rows = []
     for precision in precs:
         t = fresh_process("decode_split_seconds", str(store), precision)
@@ -355,7 +355,7 @@ def sec_seams(tmp: Path) -> str:
     crops = {}
     for k, a in enumerate(images):
         store = tmp / f"seam{k}.zarr"
-        cps = np.asarray(cps_tiles.convert(a, store, quality=q, chunk=chunk, progress=False))
+        cps = np.asarray(cps_tiles.convert(a, store, quality=q, chunk=chunk, levels=1, progress=False))
         naive = np.empty_like(a)
         jxl = np.empty_like(a)
         for y in range(0, a.shape[0], chunk):

@@ -39,7 +39,8 @@ def rd_points(codec: str, images: list[Path], qualities: list[float], tmp: Path)
         for k, path in enumerate(images):
             a = load_rgb(path)
             store = tmp / f"{Path(codec).name}-{q}-{k}.zarr"
-            img = cps_tiles.convert(a, store, quality=q, codec=codec, progress=False, scheduler="sync", overwrite=True)
+            img = cps_tiles.convert(a, store, quality=q, codec=codec, levels=1, progress=False, scheduler="sync",
+                                    overwrite=True)
             bits += 8 * dir_bytes(store) / (a.shape[0] * a.shape[1])
             dists += psnr(np.asarray(img), a)
         bpp.append(bits / len(images))

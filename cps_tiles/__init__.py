@@ -34,8 +34,8 @@ def open(store: Any, cache_mb: float = 256, on_error: str = "raise", fill_value:
 
 
 def convert(source: Any, store: Any, *, quality: float = DEFAULT_QUALITY, chunk: int = DEFAULT_CHUNK,
-            tile: int = DEFAULT_TILE, shard: int | None = None, overwrite: bool = False, resume: bool = False,
-            progress: bool = True, codec: str | None = None, page: int = 0, scheduler: str | None = None,
+            tile: int = DEFAULT_TILE, shard: int | None = None, levels: int | None = None, overwrite: bool = False,
+            resume: bool = False, progress: bool = True, codec: str | None = None, page: int = 0, scheduler: str | None = None,
             client: Any = None, device: str = "cpu", resources: dict | None = None, precision: str = "float32"):
     """Compress ``source`` (a path pyvips opens, or a uint8 numpy/dask array) into a CPS store.
 
@@ -47,6 +47,8 @@ def convert(source: Any, store: Any, *, quality: float = DEFAULT_QUALITY, chunk:
     object (zarr sharding); by default (None) images larger than 4096 px on a side are stored in
     shards of 4096 px and smaller ones without (a shard's index costs 16 bytes per chunk slot, a
     noticeable share of a small image's store). Each tile, or each shard, is one Dask task.
+    Pyramid levels (2x, 4x, ... reductions by area averaging of the source) are written until the
+    longest side fits in one chunk; ``levels`` caps their number (1: level 0 only).
     ``scheduler`` is ``"threads"`` (default), ``"processes"``, ``"sync"`` or a distributed scheduler
     address; or pass a ``distributed.Client`` as ``client``. ``device`` is ``"cpu"``, ``"cuda"`` or
     ``"auto"``; CUDA tasks ask for a ``GPU`` worker resource. ``precision="bfloat16"`` runs the
@@ -64,7 +66,7 @@ def convert(source: Any, store: Any, *, quality: float = DEFAULT_QUALITY, chunk:
     bar = ProgressBar(src.height * src.width, enabled=progress)
     target = zip_work_folder(store, overwrite) or store
     convert_store(src, target, load_codec(codec or DEFAULT_CODEC), quality=quality, chunk=chunk, tile=tile,
-                  shard=shard, overwrite=overwrite, resume=resume, scheduler=scheduler, client=client,
+                  shard=shard, levels=levels, overwrite=overwrite, resume=resume, scheduler=scheduler, client=client,
                   device=device, resources=resources, progress=bar, precision=precision)
     if target is not store:
         pack_zip(target, store, overwrite=overwrite, remove_source=True)

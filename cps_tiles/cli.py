@@ -30,6 +30,7 @@ def cmd_convert(a: argparse.Namespace) -> None:
     import cps_tiles
 
     img = cps_tiles.convert(a.src, a.dst, quality=a.quality, chunk=a.chunk, tile=a.tile, shard=a.shard,
+                            levels=a.levels,
                             overwrite=a.overwrite,
                             resume=a.resume, progress=not a.quiet, codec=a.codec, page=a.page,
                             scheduler=a.scheduler, device=a.device, precision=a.precision)
@@ -215,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--shard", type=int, default=None,
                    help="pixels per shard object, a multiple of --tile; 0: one object per chunk "
                         "(default: 4096 for images larger than that, else 0)")
+    c.add_argument("--levels", type=int, default=None,
+                   help="pyramid levels to write, level 0 included (default: until the image fits one chunk; 1: none)")
     c.add_argument("--page", type=int, default=0, help="page of a multi-page TIFF")
     c.add_argument("--codec", default=None, help="trained codec name or directory (default: the bundled one)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing store")

@@ -88,7 +88,7 @@ def test_verify_clean_store(store):
 
 
 @pytest.mark.parametrize("edit,needle", [
-    (lambda c: {**c, "format": 2}, "format"),
+    (lambda c: {**c, "format": 3}, "format"),
     (lambda c: {**c, "sha256": "1" * 64}, "sha256"),
     (lambda c: {**c, "codec": "no-such-codec"}, "not found"),
     (lambda c: {**c, "height": -5}, "inconsistent"),

@@ -99,7 +99,7 @@ def test_metadata_layout(big):
     _, img, _ = big
     g = zarr.open_group(img.path, mode="r")
     cps = g.attrs["cps"]
-    assert cps["format"] == 1 and cps["complete"] and cps["height"] == 1100 and cps["width"] == 1500
+    assert cps["format"] == 2 and cps["complete"] and cps["height"] == 1100 and cps["width"] == 1500
     assert cps["padded"] == [1104, 1504] and cps["chunk"] == 128 and cps["sha256"] == load_codec(TINY).sha256
     assert g["latent"].shape == (12, 69, 94) and g["latent"].chunks == (12, 8, 8)
     text = open(img.path + "/latent/zarr.json").read()

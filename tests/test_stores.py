@@ -53,7 +53,7 @@ def test_reshard_equals_converting_with_shards(stores, tmp_path):
     """Repacking a plain store's chunks into shards writes the very bytes convert --shard writes."""
     d, whole = stores
     r = cli("reshard", d / "plain.zarr", tmp_path / "re.zarr", "--shard", "256")
-    assert r.returncode == 0 and "into 4 objects" in r.stdout, r.stderr
+    assert r.returncode == 0 and "repacked into" in r.stdout, r.stderr
     assert files(tmp_path / "re.zarr") == files(d / "sharded.zarr")
     assert cli("reshard", d / "sharded.zarr", tmp_path / "back.zarr", "--shard", "0").returncode == 0
     assert files(tmp_path / "back.zarr") == files(d / "plain.zarr")

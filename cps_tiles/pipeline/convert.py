@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from zarr.abc.store import Store
 
-from ..store.layout import StoreMeta, create_store
+from ..store.layout import StoreMeta, create_store, level_path, open_level
 from ..store.location import Location, open_location
 from ..store.writer import alpha_region, encode_tile, finish, units_done, write_unit
 from ..transforms.geometry import Plan, Window
 from ..transforms.weights import Codec, load_codec
-from .source import Source, read_window
+from .source import DownsampledSource, Source, read_window
 
 Progress = Callable[[int, int], None]
 
@@ -56,7 +56,7 @@ def _worker_codec(name: str, path: str, sha256: str, device: str) -> Codec:
     return Codec(codec.name, codec.sha256, copy.deepcopy(codec.model).to(device), codec.path)
 
 
-def _unit_task(source: Source, store: Any, meta: StoreMeta, plan: Plan, index: tuple[int, int],
+def _unit_task(source: Source, store: Any, path: str, meta: StoreMeta, plan: Plan, index: tuple[int, int],
                cells: tuple[int, int, int, int], tiles: list[Window], codec_path: str, device: str) -> tuple[int, int]:
     """One Dask task: one write unit (a compute tile, or a shard of several): read each tile's
     window from the source, encode it, and write the unit's chunks at once."""
@@ -70,7 +70,7 @@ def _unit_task(source: Source, store: Any, meta: StoreMeta, plan: Plan, index: t
         y_hat[:, ty0 - cy0 : ty1 - cy0, tx0 - cx0 : tx1 - cx0] = encode_tile(codec, read_window(source, w), w, plan,
                                                                           meta.quality, meta.precision)
     alpha = source.read(*alpha_region(cells, plan, meta))[:, :, 3] if meta.alpha else None
-    group = zarr.open_group(store=open_location(store, "w").store, mode="r+")
+    group = zarr.open_group(store=open_location(store, "w").store, path=path, mode="r+")
     write_unit(group, index, cells, plan, meta, y_hat, alpha)
     return index
 
@@ -126,34 +126,45 @@ def resolve_shard(shard: int | None, height: int, width: int, tile: int) -> int:
 
 
 def convert_store(source: Source, store: str | Path | Store | Location, codec: Codec, *, quality: float, chunk: int,
-                  tile: int, shard: int | None = None, overwrite: bool = False, resume: bool = False,
-                  scheduler: str | None = None, client: Any = None, device: str = "cpu", resources: dict | None = None,
-                  progress: Progress | None = None, precision: str = "float32") -> None:
-    """Write ``source`` into ``store`` with one Dask task per write unit; see the module docs."""
+                  tile: int, shard: int | None = None, levels: int | None = None, overwrite: bool = False,
+                  resume: bool = False, scheduler: str | None = None, client: Any = None, device: str = "cpu",
+                  resources: dict | None = None, progress: Progress | None = None, precision: str = "float32") -> None:
+    """Write ``source`` into ``store``, every pyramid level (``levels`` caps their number; 1 writes
+    level 0 only), with one Dask task per write unit; see the module docs. Level k is coded from
+    the source reduced 2**k times by area averaging (``DownsampledSource``), never from decoded
+    pixels; the levels run one after the other, each on the whole scheduler."""
     device = resolve_device(device)
     location = open_location(store, "w")
     shard = resolve_shard(shard, source.height, source.width, tile)
-    group, meta, plan = create_store(location, source, codec, quality, chunk, tile, shard=shard, overwrite=overwrite,
-                                     resume=resume, precision=precision)
-    units = list(plan.units())
-    total = len(units)
+    root, meta, plan = create_store(location, source, codec, quality, chunk, tile, shard=shard, levels=levels,
+                                    overwrite=overwrite, resume=resume, precision=precision)
     if meta.complete:  # resuming a finished store: nothing to do (its progress flags are gone)
         if progress:
-            progress(total, total)
+            progress(1, 1)
         return
-    done = units_done(group, plan, location.name) if resume else set()
+    groups = [(root, meta, plan)] + [open_level(location.store, meta, k, codec) for k in range(1, len(meta.levels))]
+    work = [(k, g, m, p, list(p.units())) for k, (g, m, p) in enumerate(groups)]
+    total = sum(len(units) for *_, units in work)
+    finished = 0
     if resources is None and device == "cuda":
         resources = {"GPU": 1}
-    src = dask.delayed(source, pure=True)  # one graph node, shipped once per worker
-    tasks = []
-    with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
-        for index, cells, tiles in units:
-            if index not in done:
-                task = dask.delayed(_unit_task, pure=False, name=f"_unit_task-{index[0]}-{index[1]}")
-                tasks.append(task(src, location.spec, meta, plan, index, cells, tiles, str(codec.path), device))
-    if progress:
-        progress(len(done), total)
-    if tasks:
-        offset = len(done)
-        _run(tasks, scheduler, client, (lambda k, _n: progress(offset + k, total)) if progress else None)
-    finish(group, meta)
+    for k, group, level_meta, level_plan, units in work:
+        done = units_done(group, level_plan, location.name) if resume else set()
+        level_source = source if k == 0 else DownsampledSource(source, 2**k)
+        src = dask.delayed(level_source, pure=True)  # one graph node, shipped once per worker
+        tasks = []
+        with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
+            for index, cells, tiles in units:
+                if index not in done:
+                    task = dask.delayed(_unit_task, pure=False, name=f"_unit_task-{k}-{index[0]}-{index[1]}")
+                    tasks.append(task(src, location.spec, level_path(k), level_meta, level_plan, index, cells, tiles,
+                                      str(codec.path), device))
+        finished += len(done)
+        if progress:
+            progress(finished, total)
+        if tasks:
+            offset = finished
+            _run(tasks, scheduler, client, (lambda n, _t, o=offset: progress(o + n, total)) if progress else None)
+            finished += len(tasks)
+    for group, level_meta, _ in groups[::-1]:  # the root last: its flag says the whole store is complete
+        finish(group, level_meta)

@@ -119,6 +119,49 @@ class VipsSource:
             raise SourceError(f"{self.path}: cannot read pixels {x0},{y0}+{x1 - x0}x{y1 - y0} ({exc})") from None
 
 
+#: Source pixels per side read at once when downsampling: bounds a level's memory, whatever its factor.
+_BLOCK = 2048
+
+
+class DownsampledSource:
+    """``source`` reduced ``factor`` times on each side by area averaging: pyramid level k with
+    ``factor`` = 2**k, of ``ceil(height / factor) x ceil(width / factor)`` pixels.
+
+    Each pixel is the mean of the ``factor x factor`` source pixels it covers (at the right and
+    bottom edges, of those that exist), rounded to the nearest integer (halves to even). Regions are
+    read from the source in blocks of at most 2048 x 2048 source pixels, so memory stays bounded for
+    any factor; pickles as its source does (a file source by path).
+    """
+
+    def __init__(self, source: Source, factor: int) -> None:
+        if factor < 1:
+            raise ValueError(f"downsampling factor must be >= 1, got {factor}")
+        self.source, self.factor = source, factor
+        self.height, self.width = -(-source.height // factor), -(-source.width // factor)
+        self.bands, self.metadata = source.bands, source.metadata
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        f, src = self.factor, self.source
+        out = np.empty((y1 - y0, x1 - x0, self.bands), np.uint8)
+        step = max(1, _BLOCK // f)
+        for oy in range(y0, y1, step):
+            for ox in range(x0, x1, step):
+                oy1, ox1 = min(oy + step, y1), min(ox + step, x1)
+                block = src.read(oy * f, min(oy1 * f, src.height), ox * f, min(ox1 * f, src.width))
+                out[oy - y0 : oy1 - y0, ox - x0 : ox1 - x0] = box_mean(block, f)
+        return out
+
+
+def box_mean(block: np.ndarray, factor: int) -> np.ndarray:
+    """``uint8 [h, w, C]`` -> ``uint8 [ceil(h/f), ceil(w/f), C]``: the mean of each ``f x f`` box
+    (partial boxes at the bottom and right average the pixels they have), rounded half to even."""
+    h, w = block.shape[:2]
+    rows, cols = np.arange(0, h, factor), np.arange(0, w, factor)
+    sums = np.add.reduceat(np.add.reduceat(block.astype(np.float64), rows, axis=0), cols, axis=1)
+    counts = np.diff(np.append(rows, h))[:, None] * np.diff(np.append(cols, w))[None, :]
+    return np.rint(sums / counts[:, :, None]).astype(np.uint8)
+
+
 def _file_metadata(path: str, im) -> dict[str, Any]:
     """Source file name, pixel size (TIFF resolution or Aperio MPP), GeoTIFF tags when present."""
     meta: dict[str, Any] = {"file": Path(path).name, "loader": im.get("vips-loader") if im.get_typeof("vips-loader") else None}

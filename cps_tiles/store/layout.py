@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,8 +44,25 @@ from ..transforms.weights import Codec
 from ..zarr_codecs.zarr_codec import CPSLatentZarrCodec
 from .location import Location, open_location
 
-FORMAT_VERSION = 1
+#: Store format written: 2 adds pyramid levels (``levels/<k>`` groups). Format 1 (one level) still reads.
+FORMAT_VERSION = 2
+FORMATS_READ = (1, 2)
 LATENT, ALPHA, PROGRESS = "latent", "alpha", "progress"
+
+
+def level_path(level: int) -> str:
+    """The group of pyramid level ``level``: the root for level 0, ``levels/<k>`` above it."""
+    return "" if level == 0 else f"levels/{level}"
+
+
+def level_shapes(height: int, width: int, chunk: int, levels: int | None = None) -> list[tuple[int, int]]:
+    """(height, width) of each pyramid level: level k is ``ceil(H / 2**k) x ceil(W / 2**k)``, and
+    levels go on until the longest side fits in one chunk (that level included), or to ``levels``."""
+    shapes = [(height, width)]
+    while max(shapes[-1]) > chunk and (levels is None or len(shapes) < levels):
+        k = len(shapes)
+        shapes.append((-(-height // 2**k), -(-width // 2**k)))
+    return shapes
 
 
 class ImageInfo(Protocol):
@@ -79,14 +96,18 @@ class StoreMeta:
     precision: str = "float32"  # arithmetic of the encoder that wrote the latents (informative)
     source: dict[str, Any] = field(default_factory=dict)
     shard: int = 0  # pixels per side of a latent shard object; 0: one object per chunk
+    level: int = 0  # pyramid level of this group: 2**level downsample of level 0
+    #: in the root group: [height, width] of every level, level 0 first (format 2)
+    levels: list[list[int]] = field(default_factory=list)
 
     @classmethod
     def read(cls, group: zarr.Group, where: str) -> StoreMeta:
         raw = group.attrs.get("cps")
         if not isinstance(raw, dict):
             raise StoreError(f"{where}: not a cps-tiles store (no 'cps' attributes)")
-        if raw.get("format") != FORMAT_VERSION:
-            raise StoreError(f"{where}: store format {raw.get('format')!r}, this cps-tiles reads {FORMAT_VERSION}")
+        if raw.get("format") not in FORMATS_READ:
+            raise StoreError(f"{where}: store format {raw.get('format')!r}, this cps-tiles reads formats "
+                             f"{' and '.join(map(str, FORMATS_READ))}")
         try:
             meta = cls(**raw)
             ok = (meta.height >= 1 and meta.width >= 1 and meta.bands in (1, 3, 4) and meta.rho > 0
@@ -100,8 +121,9 @@ class StoreMeta:
 
     def write(self, group: zarr.Group) -> None:
         attrs = asdict(self)
-        if not self.shard:  # an unsharded store stays readable by releases that predate sharding
-            del attrs["shard"]
+        for key in ("shard", "level", "levels"):  # left out at their defaults, as in format 1
+            if not attrs[key]:
+                del attrs[key]
         with compact_json():
             group.attrs["cps"] = json.loads(json.dumps(attrs))
 
@@ -120,19 +142,22 @@ def _meta_for(source: ImageInfo, codec: Codec, quality: float, plan: Plan, preci
 
 
 def create_store(location: str | Path | Store | Location, source: ImageInfo, codec: Codec, quality: float,
-                 chunk: int, tile: int, shard: int = 0, overwrite: bool = False, resume: bool = False,
-                 precision: str = "float32") -> tuple[zarr.Group, StoreMeta, Plan]:
-    """Create the group and empty arrays for ``source``, or reopen an unfinished one to resume.
+                 chunk: int, tile: int, shard: int = 0, levels: int | None = None, overwrite: bool = False,
+                 resume: bool = False, precision: str = "float32") -> tuple[zarr.Group, StoreMeta, Plan]:
+    """Create the root group (level 0) and its empty arrays for ``source``, or reopen an unfinished
+    store to resume. The root's metadata lists every pyramid level (``level_shapes``: all of them,
+    or the first ``levels``); :func:`open_level` makes the groups of the others.
 
     ``shard`` (pixels, a multiple of ``tile``; 0 for none) stores the latent with zarr's
     ``sharding_indexed`` codec, one object per ``shard`` x ``shard`` pixels. Refuses to replace an
     existing store unless ``overwrite``; with ``resume`` an existing store must have been started
-    with the same source size, codec, quality, chunk, tile and shard.
+    with the same source size, codec, quality, chunk, tile, shard and levels.
     """
     loc = open_location(location, "w")
     store, name = loc.store, loc.name
     plan = Plan(source.height, source.width, Geometry.of(codec.model), chunk=chunk, tile=tile, shard=shard)
     meta = _meta_for(source, codec, quality, plan, precision)
+    meta.levels = [list(s) for s in level_shapes(source.height, source.width, chunk, levels)]
     if loc.is_local and Path(name).exists() and not Path(name).is_dir():
         raise StoreError(f"{name} exists and is not a cps-tiles store; refusing to replace it")
     attrs = root_attributes(store)
@@ -140,7 +165,7 @@ def create_store(location: str | Path | Store | Location, source: ImageInfo, cod
         group = zarr.open_group(store=store, mode="r+")
         old = StoreMeta.read(group, name)
         mismatch = [k for k in ("codec", "sha256", "quality", "height", "width", "bands", "chunk", "tile", "shard",
-                                "precision", "source") if getattr(old, k) != getattr(meta, k)]
+                                "levels", "precision", "source") if getattr(old, k) != getattr(meta, k)]
         if mismatch:
             raise StoreError(f"{name}: cannot resume, the store was started with other {', '.join(mismatch)}")
         _delete_partial_writes(store)
@@ -152,21 +177,47 @@ def create_store(location: str | Path | Store | Location, source: ImageInfo, cod
         if attrs is None:  # --overwrite replaces stores, never other files or folders
             raise StoreError(f"{name} exists and is not a cps-tiles store; refusing to delete it")
         sync(store.delete_dir(""))
+    group = zarr.open_group(store=store, mode="w-")
+    _create_arrays(group, meta, plan, codec)
+    return group, meta, plan
+
+
+def open_level(store: Store, root: StoreMeta, level: int, codec: Codec) -> tuple[zarr.Group, StoreMeta, Plan]:
+    """The group of pyramid level ``level`` (>= 1) of the store whose root metadata is ``root``:
+    reopened when it exists (a resumed conversion), else created with its empty arrays. A level
+    larger than the root's shard keeps the shards; a smaller one is stored unsharded."""
+    height, width = root.levels[level]
+    shard = root.shard if max(height, width) > root.shard else 0
+    plan = Plan(height, width, Geometry.of(codec.model), chunk=root.chunk, tile=root.tile, shard=shard)
+    path = level_path(level)
+    if sync(store.exists(f"{path}/zarr.json")):
+        group = zarr.open_group(store=store, path=path, mode="r+")
+        if isinstance(group.attrs.get("cps"), dict):
+            return group, StoreMeta.read(group, f"level {level}"), plan
+        sync(store.delete_dir(path))  # a kill between creating the group and writing its metadata
+    meta = replace(root, height=height, width=width, padded=list(plan.padded), shard=shard, level=level, levels=[],
+                   complete=False)
+    with compact_json():  # zarr writes the implicit parent group ``levels/`` here too
+        group = zarr.open_group(store=store, path=path, mode="w-")
+    _create_arrays(group, meta, plan, codec)
+    return group, meta, plan
+
+
+def _create_arrays(group: zarr.Group, meta: StoreMeta, plan: Plan, codec: Codec) -> None:
+    """A level's latent (and alpha) arrays, its progress flags, then its metadata."""
     cc, m = plan.chunk_cells, codec.model.config.M
     sc = plan.shard // plan.geometry.rho
     with compact_json():
-        group = zarr.open_group(store=store, mode="w-")
         group.create_array(
             LATENT, shape=(m, *plan.latent), chunks=(m, cc, cc), shards=(m, sc, sc) if sc else None, dtype="int16",
             fill_value=0, compressors=None, filters=None, dimension_names=("channel", "y", "x"),
             serializer=CPSLatentZarrCodec(codec=codec.name, sha256=codec.sha256, quality=meta.quality),
         )
         if meta.alpha:
-            group.create_array(ALPHA, shape=(source.height, source.width), chunks=(chunk, chunk), dtype="uint8",
+            group.create_array(ALPHA, shape=(meta.height, meta.width), chunks=(meta.chunk, meta.chunk), dtype="uint8",
                                fill_value=255, compressors=ZstdCodec(level=9), dimension_names=("y", "x"))
         group.create_array(PROGRESS, shape=plan.unit_grid, chunks=(1, 1), dtype="uint8", fill_value=0)
     meta.write(group)
-    return group, meta, plan
 
 
 def root_attributes(store: Store) -> dict | None:

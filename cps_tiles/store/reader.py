@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import zarr
 from zarr.abc.store import Store
 
 from ..coding.bitstream import ChunkCoder
@@ -27,7 +28,7 @@ from ..transforms.precision import precision_context
 from ..transforms.tiling import synthesize_cells
 from ..transforms.weights import load_codec
 from .chunks import LatentChunks
-from .layout import ALPHA, LATENT, StoreMeta, open_group_checked
+from .layout import ALPHA, LATENT, StoreMeta, level_path, open_group_checked
 from .location import Location, open_location
 
 
@@ -82,14 +83,14 @@ def _dask_chunks(n: int, chunk: int, halo: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def _dask_decode_block(block: np.ndarray, spec: Any, version: str, precision: str,
+def _dask_decode_block(block: np.ndarray, spec: Any, version: str, precision: str, level: int,
                        block_info: dict | None = None) -> np.ndarray:
     """map_overlap kernel: an overlapped latent block -> pixels ``[C, h, w]`` of its storage chunks.
 
     Each storage chunk inside the block is decoded from exactly the latent window the region
     reader uses (``Plan.chunk_window``), so both paths give the same bytes.
     """
-    img = _worker_image(spec, version, precision)
+    img = _worker_image(spec, version, precision, level)
     plan, c = img.plan, img.meta.chunk
     # The *output* location (pixels) names this block's chunks; the input block is the core plus
     # up to `halo` cells per side (trim=False, boundary="none").
@@ -111,21 +112,21 @@ _WORKER_IMAGES: OrderedDict[tuple, CPSImage] = OrderedDict()
 _WORKER_LOCK = threading.Lock()
 
 
-def _worker_image(spec: Any, version: str, precision: str = "float32") -> CPSImage:
-    """One opened store per worker process and location (reopened when the store's metadata,
-    hence ``version``, changed). ``spec`` may be a Store object, so this is keyed by its repr."""
-    key = (repr(spec), version, precision)
+def _worker_image(spec: Any, version: str, precision: str = "float32", level: int = 0) -> CPSImage:
+    """One opened store per worker process, location and level (reopened when the store's
+    metadata, hence ``version``, changed). ``spec`` may be a Store object, so this is keyed by its repr."""
+    key = (repr(spec), version, precision, level)
     with _WORKER_LOCK:
         if key not in _WORKER_IMAGES:
-            _WORKER_IMAGES[key] = CPSImage(spec, cache_mb=0, precision=precision)
+            _WORKER_IMAGES[key] = CPSImage(spec, cache_mb=0, precision=precision, level=level)
             while len(_WORKER_IMAGES) > 8:
                 _WORKER_IMAGES.popitem(last=False)
         return _WORKER_IMAGES[key]
 
 
-def _dask_latent_block(spec: Any, version: str, chunk_cells: int, block_info: dict | None = None) -> np.ndarray:
+def _dask_latent_block(spec: Any, version: str, level: int, block_info: dict | None = None) -> np.ndarray:
     """The latent cells of one dask block (one or two storage chunks per axis), fetched together."""
-    img = _worker_image(spec, version)
+    img = _worker_image(spec, version, level=level)
     (_, _), (y0, y1), (x0, x1) = block_info[None]["array-location"]
     blocks = img.read_latent_chunks(img.chunks_under(y0, y1, x0, x1))
     return img._latent_window_from(y0, y1, x0, x1, lambda i, j: blocks[i, j])
@@ -153,7 +154,7 @@ class CPSImage:
     """
 
     def __init__(self, location: str | Path | Store | Location, cache_mb: float = 256, on_error: str = "raise",
-                 fill_value: int = 0, precision: str = "float32") -> None:
+                 fill_value: int = 0, precision: str = "float32", level: int = 0) -> None:
         if on_error not in ("raise", "fill"):
             raise ValueError(f"on_error must be 'raise' or 'fill', got {on_error!r}")
         precision_context(precision)  # validates
@@ -164,11 +165,22 @@ class CPSImage:
         self.location = open_location(location, "r")
         #: how messages name the store: its path or URL
         self.path = self.location.name
-        self.group, self._version = open_group_checked(self.location)
-        self.meta = StoreMeta.read(self.group, self.path)
-        if not self.meta.complete:
+        root, self._version = open_group_checked(self.location)
+        self.root_meta = StoreMeta.read(root, self.path)
+        if not self.root_meta.complete:
             raise StoreError(f"{self.path}: store is unfinished (its conversion did not complete); "
                              "rerun the conversion with --resume, or convert again with --overwrite")
+        #: pyramid level of this image: a 2**level reduction of level 0
+        self.level = level
+        self._cache_mb = cache_mb
+        self._levels: dict[int, CPSImage] = {0: self} if level == 0 else {}
+        if level == 0:
+            self.group, self.meta = root, self.root_meta
+        else:
+            if not 0 < level < self.level_count:
+                raise IndexError(f"{self.path} has {self.level_count} pyramid level(s); no level {level}")
+            self.group = zarr.open_group(store=self.location.store, path=level_path(level), mode="r")
+            self.meta = StoreMeta.read(self.group, f"{self.path} level {level}")
         self.codec = load_codec(self.meta.codec, self.meta.sha256, where=self.path)
         self._coder = ChunkCoder(self.codec.model)
         self.latent = self.group[LATENT]
@@ -185,6 +197,30 @@ class CPSImage:
         self._latent_cache = LRUCache(budget // 2)
         self._pixel_cache = LRUCache(budget // 2)
 
+    # -- pyramid ----------------------------------------------------------------------------
+    @property
+    def level_count(self) -> int:
+        """Pyramid levels in the store (1 for a store without levels, such as store format 1)."""
+        return max(1, len(self.root_meta.levels))
+
+    @property
+    def levels(self) -> tuple[CPSImage, ...]:
+        """Every pyramid level as an image of its own, level 0 first (``levels[0]`` is level 0 of
+        this store). Level k is the source reduced 2**k times, coded by the same codec; each has
+        the guarantees level 0 has: a region equals the same crop of that level's whole decode."""
+        root = self if self.level == 0 else self.levels_root
+        for k in range(root.level_count):
+            if k not in root._levels:
+                root._levels[k] = CPSImage(self.location, cache_mb=self._cache_mb, on_error=self.on_error,
+                                           fill_value=self.fill_value, precision=self.precision, level=k)
+        return tuple(root._levels[k] for k in range(root.level_count))
+
+    @property
+    def levels_root(self) -> CPSImage:
+        """Level 0 of the store this level belongs to."""
+        return self if self.level == 0 else CPSImage(self.location, cache_mb=self._cache_mb, on_error=self.on_error,
+                                                     fill_value=self.fill_value, precision=self.precision)
+
     # -- numpy-like surface -------------------------------------------------------------------
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -194,7 +230,8 @@ class CPSImage:
     ndim = 3
 
     def __repr__(self) -> str:
-        return (f"CPSImage({self.path!r}, shape={self.shape}, quality={self.meta.quality}, "
+        level = f", level={self.level}" if self.level else ""
+        return (f"CPSImage({self.path!r}{level}, shape={self.shape}, quality={self.meta.quality}, "
                 f"codec={self.meta.codec!r}, chunk={self.meta.chunk})")
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
@@ -342,11 +379,12 @@ class CPSImage:
         ychunks, xchunks = _dask_chunks(hl, cc, halo), _dask_chunks(wl, cc, halo)
         # Latent blocks come from read_latent_chunk (not da.from_zarr, which would read a missing
         # chunk as zeros) so a damaged chunk fails with its key, as in region reads.
-        latent = da.map_blocks(_dask_latent_block, self.location.spec, self._version, cc, dtype=np.int16,
+        latent = da.map_blocks(_dask_latent_block, self.location.spec, self._version, self.level, dtype=np.int16,
                                chunks=((m,), ychunks, xchunks), meta=np.empty((0, 0, 0), np.int16))
         colour = 1 if self.meta.bands == 1 else 3
         pixels = da.map_overlap(
             _dask_decode_block, latent, spec=self.location.spec, version=self._version, precision=self.precision,
+            level=self.level,
             depth={0: 0, 1: min(halo, hl), 2: min(halo, wl)},
             boundary="none", trim=False, allow_rechunk=False, dtype=np.uint8,
             chunks=((colour,), tuple(k * rho for k in ychunks), tuple(k * rho for k in xchunks)),

@@ -10,6 +10,7 @@ byte-identical to what ``convert --shard`` would have written (tested).
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 from typing import Any
 
 import google_crc32c
@@ -23,7 +24,7 @@ from ..coding.bitstream import check_framing
 from ..errors import DamagedChunkError, StoreError
 from ..transforms.geometry import Plan
 from .chunks import LatentChunks
-from .layout import ALPHA, LATENT, compact_json, root_attributes
+from .layout import ALPHA, LATENT, compact_json, level_path, root_attributes
 from .location import open_location
 from .reader import CPSImage
 
@@ -32,26 +33,33 @@ _EMPTY = 2**64 - 1
 
 def reshard(source: Any, dest: Any, shard: int, overwrite: bool = False) -> int:
     """Copy the store at ``source`` to ``dest`` with its latent in shards of ``shard`` pixels
-    (0: one object per chunk). Returns the number of latent objects written."""
-    img = CPSImage(source, cache_mb=0)
-    meta = img.meta
-    plan = Plan(meta.height, meta.width, img.plan.geometry, chunk=meta.chunk, tile=meta.chunk, shard=shard)
+    (0: one object per chunk), every pyramid level included (a level no larger than one shard is
+    stored unsharded, as a conversion stores it). Returns the number of latent objects written."""
+    root = CPSImage(source, cache_mb=0)
     out = open_location(dest, "w")
     if root_attributes(out.store) is not None or not sync(out.store.is_empty("")):
         if not overwrite or root_attributes(out.store) is None:
             raise StoreError(f"{out.name} already exists (pass --overwrite to replace a store there)")
         sync(out.store.delete_dir(""))
-    m, cc, sc = img.latent.shape[0], plan.chunk_cells, shard // plan.geometry.rho
-    with compact_json():
-        group = zarr.open_group(store=out.store, mode="w-")
-        latent = group.create_array(
-            LATENT, shape=img.latent.shape, chunks=(m, cc, cc), shards=(m, sc, sc) if sc else None, dtype="int16",
-            fill_value=0, compressors=None, filters=None, dimension_names=("channel", "y", "x"),
-            serializer=img.latent.metadata.codecs[0] if not img._chunks.sharding else img._chunks.sharding.codecs[0])
-    written = _copy_latent(img, LatentChunks(latent, out.name), plan)
-    _copy_prefix(img, out.store, f"{ALPHA}/")
-    meta.shard = shard
-    meta.write(group)
+    written, metas = 0, []
+    for img in root.levels:
+        meta = img.meta
+        level_shard = shard if img.level == 0 or max(meta.height, meta.width) > shard else 0
+        plan = Plan(meta.height, meta.width, img.plan.geometry, chunk=meta.chunk, tile=meta.chunk, shard=level_shard)
+        m, cc, sc = img.latent.shape[0], plan.chunk_cells, level_shard // plan.geometry.rho
+        serializer = img._chunks.sharding.codecs[0] if img._chunks.sharding else img.latent.metadata.codecs[0]
+        with compact_json():
+            group = zarr.open_group(store=out.store, path=level_path(img.level), mode="w-")
+            latent = group.create_array(
+                LATENT, shape=img.latent.shape, chunks=(m, cc, cc), shards=(m, sc, sc) if sc else None, dtype="int16",
+                fill_value=0, compressors=None, filters=None, dimension_names=("channel", "y", "x"),
+                serializer=serializer)
+        written += _copy_latent(img, LatentChunks(latent, out.name), plan)
+        prefix = level_path(img.level)
+        _copy_prefix(img, out.store, f"{prefix}/{ALPHA}/" if prefix else f"{ALPHA}/")
+        metas.append((group, replace(meta, shard=level_shard)))
+    for group, meta in metas[::-1]:  # the root's metadata last: it says the store is complete
+        meta.write(group)
     return written
 
 
