@@ -71,3 +71,12 @@ def convert(source: Any, store: Any, *, quality: float = DEFAULT_QUALITY, chunk:
     if target is not store:
         pack_zip(target, store, overwrite=overwrite, remove_source=True)
     return open(store)
+
+
+def __getattr__(name: str) -> Any:
+    # CPSSlide loads the decoder (torch) on first use, not at ``import cps_tiles``
+    if name == "CPSSlide":
+        from .slide import CPSSlide
+
+        return CPSSlide
+    raise AttributeError(f"module 'cps_tiles' has no attribute {name!r}")

@@ -67,7 +67,7 @@ def cmd_decode(a: argparse.Namespace) -> None:
 
 
 def store_summary(img) -> dict:
-    from .store.layout import LATENT, store_size
+    from .store.layout import LATENT, level_path, store_size
 
     m = img.meta
     out = {"store": img.path, "width": m.width, "height": m.height, "bands": m.bands, "quality": m.quality,
@@ -78,6 +78,17 @@ def store_summary(img) -> dict:
         raw = m.height * m.width * m.bands
         out.update(bytes=total[0], objects=total[1], latent_bytes=latent[0], bpp=8 * total[0] / (m.height * m.width),
                    ratio=raw / total[0])
+    out["levels_detail"] = []
+    for level in img.levels:
+        lm = level.meta
+        size = store_size(img.location.store, level_path(level.level) + "/") if level.level else None
+        out["levels_detail"].append({"level": level.level, "width": lm.width, "height": lm.height,
+                                     "downsample": 2**level.level, "chunks": len(level.chunk_indices()),
+                                     "shard": lm.shard, "bytes": None if size is None else size[0]})
+    if total is not None:
+        above = sum(d["bytes"] or 0 for d in out["levels_detail"][1:])
+        out["levels_detail"][0]["bytes"] = total[0] - above
+        out["pyramid_share"] = above / total[0]
     return out
 
 
@@ -115,6 +126,12 @@ def cmd_info(a: argparse.Namespace) -> None:
               f"ratio {s['ratio']:.1f}:1 vs raw")
     else:
         print("  size      unknown (this store does not list its objects)")
+    if len(s["levels_detail"]) > 1:
+        share = f", {100 * s['pyramid_share']:.1f}% of the store above level 0" if "pyramid_share" in s else ""
+        print(f"  levels    {len(s['levels_detail'])}{share}")
+        for d in s["levels_detail"]:
+            size = "" if d["bytes"] is None else f", {d['bytes']:,} bytes"
+            print(f"    {d['level']:>2}  {d['width']} x {d['height']} (1/{d['downsample']}), {d['chunks']} chunks{size}")
 
 
 def cmd_export(a: argparse.Namespace) -> None:
@@ -157,6 +174,17 @@ def cmd_reshard(a: argparse.Namespace) -> None:
     count = reshard(a.store, a.out, a.shard, overwrite=a.overwrite)
     kind = f"shards of {a.shard} px" if a.shard else "one object per chunk"
     print(f"{a.out}: latent of {a.store} repacked into {count} objects ({kind}), no chunk re-encoded")
+
+
+def cmd_pyramid(a: argparse.Namespace) -> None:
+    from .pipeline.convert import add_levels
+
+    added = add_levels(a.store, levels=a.levels, scheduler=a.scheduler)
+    if added:
+        print(f"{a.store}: {added} pyramid level(s) added, coded from the decoded level 0 (a conversion codes "
+              "its levels from the source instead)")
+    else:
+        print(f"{a.store}: already has its pyramid levels; nothing to do")
 
 
 def cmd_verify(a: argparse.Namespace) -> None:
@@ -263,6 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--shard", type=int, default=4096, help="pixels per shard, a multiple of the chunk; 0: unsharded")
     r.add_argument("--overwrite", action="store_true", help="replace a store at the output")
     r.set_defaults(func=cmd_reshard)
+
+    y = sub.add_parser("pyramid", help="add the pyramid levels a store lacks (from its decoded level 0)")
+    y.add_argument("store", help=STORE_HELP)
+    y.add_argument("--levels", type=int, default=None, help="levels in all, level 0 included (default: all)")
+    y.add_argument("--scheduler", default="threads", help="threads (default), processes, sync, or tcp://HOST:PORT")
+    y.set_defaults(func=cmd_pyramid)
 
     v = sub.add_parser("verify", help="check metadata and every chunk of a store; exit 1 on damage")
     v.add_argument("store", help=STORE_HELP)

@@ -23,7 +23,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cps_tiles"
 LAYERS = {"errors": 0, "transforms": 1, "coding": 2, "zarr_codecs": 3, "store": 4, "pipeline": 5, "training": 5,
-          "cli": 6, "demo": 6, "": 6}
+          "cli": 6, "demo": 6, "slide": 6, "": 6}
 
 
 def _module_name(path: Path, root: Path = PACKAGE) -> str:

@@ -169,7 +169,7 @@ def test_command_line_over_http(stores, tmp_path):
         r = cli("decode", f"{url}/sharded.zarr", tmp_path / "r.png", "--region", "10,20,100,50")
         assert r.returncode == 0, r.stderr
         r = cli("verify", f"{url}/sharded.zarr")
-        assert r.returncode == 0 and "35 latent chunks checked: OK" in r.stdout, r.stdout
+        assert r.returncode == 0 and "latent chunks checked: OK" in r.stdout, r.stdout
         r = cli("convert", tmp_path / "r.png", f"{url}/new.zarr")
         assert r.returncode == 1 and "read-only" in r.stderr
 

@@ -18,12 +18,14 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import dask
 import numpy as np
 import torch
+import zarr
 from zarr.abc.store import Store
 
 from ..store.layout import StoreMeta, create_store, level_path, open_level
@@ -168,3 +170,70 @@ def convert_store(source: Source, store: str | Path | Store | Location, codec: C
             finished += len(tasks)
     for group, level_meta, _ in groups[::-1]:  # the root last: its flag says the whole store is complete
         finish(group, level_meta)
+
+
+class DecodedSource:
+    """The decoded pixels of a finished store (level 0) as a source: what ``add_levels`` reduces
+    for a store written without levels. Pickles as the store's location (workers reopen it)."""
+
+    def __init__(self, location: Any) -> None:
+        from ..store.reader import CPSImage
+
+        self.location = location
+        self._image = CPSImage(location)
+        self.height, self.width, self.bands = self._image.shape
+        self.metadata = self._image.meta.source
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_image"}
+
+    def __setstate__(self, state: dict) -> None:
+        from ..store.reader import CPSImage
+
+        self.__dict__.update(state)
+        self._image = CPSImage(self.location)
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        return self._image[y0:y1, x0:x1]
+
+
+def add_levels(store: Any, levels: int | None = None, scheduler: str | None = None, client: Any = None,
+               progress: Progress | None = None) -> int:
+    """Add the pyramid levels a finished store lacks (a store of format 1, or written with
+    ``--levels``), coding level k from its *decoded* level 0 reduced 2**k times, since the source
+    may be gone. The store stays readable throughout; its metadata lists the new levels only once
+    they are all written. Returns the number of levels added."""
+    from ..store.layout import FORMAT_VERSION, level_shapes
+
+    location = open_location(store, "w")
+    source = DecodedSource(location.spec)
+    image = source._image
+    meta = image.root_meta
+    shapes = [list(s) for s in level_shapes(meta.height, meta.width, meta.chunk, levels)]
+    have = max(1, len(meta.levels))
+    if len(shapes) <= have:
+        return 0
+    codec = image.codec
+    target = replace(meta, levels=shapes, format=FORMAT_VERSION)
+    total, finished = 0, 0
+    work = []
+    for k in range(have, len(shapes)):
+        group, level_meta, level_plan = open_level(location.store, target, k, codec)
+        units = list(level_plan.units())
+        done = units_done(group, level_plan, location.name)
+        work.append((k, group, level_meta, level_plan, units, done))
+        total += len(units)
+    root = zarr.open_group(store=location.store, mode="r+")
+    for k, group, level_meta, level_plan, units, done in work:
+        src = dask.delayed(DownsampledSource(source, 2**k), pure=True)
+        tasks = [dask.delayed(_unit_task, pure=False, name=f"_unit_task-{k}-{i}-{j}")(
+            src, location.spec, level_path(k), level_meta, level_plan, (i, j), cells, tiles, str(codec.path), "cpu")
+            for (i, j), cells, tiles in units if (i, j) not in done]
+        finished += len(done)
+        if tasks:
+            offset = finished
+            _run(tasks, scheduler, client, (lambda n, _t, o=offset: progress(o + n, total)) if progress else None)
+            finished += len(tasks)
+        finish(group, level_meta)
+    target.write(root)
+    return len(shapes) - have

@@ -169,6 +169,10 @@ def _file_metadata(path: str, im) -> dict[str, Any]:
     if "aperio.MPP" in fields:
         mpp = float(im.get("aperio.MPP"))
         meta["pixel_size_um"] = [mpp, mpp]
+    if "aperio.AppMag" in fields:
+        meta["objective_power"] = float(im.get("aperio.AppMag"))
+    if "image-description" in fields:
+        meta["description"] = str(im.get("image-description"))[:65536]
     elif "resolution-unit" in fields and im.xres > 0 and str(im.get("resolution-unit")) in ("in", "cm"):
         # libvips stores xres/yres in pixels per millimetre
         meta["pixel_size_um"] = [1000.0 / im.yres, 1000.0 / im.xres]

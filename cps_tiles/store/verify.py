@@ -8,7 +8,6 @@ from typing import Any
 from zarr.core.sync import sync
 
 from ..errors import DamagedChunkError
-from .layout import ALPHA
 from .reader import CPSImage
 
 #: Chunks fetched per round trip.
@@ -34,8 +33,15 @@ def verify_store(location: Any) -> Report:
     """Open the store (metadata, format, codec checksum), then decode every latent chunk and read
     every alpha chunk, fetching them through the store in batches. Raises
     :class:`~cps_tiles.errors.StoreError` if the store cannot even be opened."""
-    img = CPSImage(location, cache_mb=0)
-    report = Report(img.path)
+    root = CPSImage(location, cache_mb=0)
+    report = Report(root.path)
+    for img in root.levels:
+        _verify_level(img, report)
+    return report
+
+
+def _verify_level(img: CPSImage, report: Report) -> None:
+    """Every latent and alpha chunk of one pyramid level, problems added to ``report``."""
     indices = img.chunk_indices()
     for start in range(0, len(indices), BATCH):
         batch = indices[start : start + BATCH]
@@ -49,7 +55,7 @@ def verify_store(location: Any) -> Report:
         store, c = img.location.store, img.meta.chunk
         for y in range(0, img.meta.height, c):
             for x in range(0, img.meta.width, c):
-                key = f"{ALPHA}/{img.alpha.metadata.encode_chunk_key((y // c, x // c))}"
+                key = f"{img.alpha.path}/{img.alpha.metadata.encode_chunk_key((y // c, x // c))}"
                 if not sync(store.exists(key)):
                     report.problems.append(f"chunk {key} is missing")
                     continue
@@ -57,4 +63,3 @@ def verify_store(location: Any) -> Report:
                     img.alpha[y : y + c, x : x + c]
                 except Exception as exc:
                     report.problems.append(f"chunk {key} is damaged ({type(exc).__name__})")
-    return report

@@ -1,0 +1,116 @@
+"""Pyramid levels: sizes, the area-averaged source of each level, region exactness on every level,
+the OpenSlide-compatible slide object, and adding levels to a store that has none."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY, cli, smooth_image
+
+import cps_tiles
+from cps_tiles.pipeline.source import ArraySource, DownsampledSource
+from cps_tiles.store.layout import level_shapes
+
+FIXTURE = Path(__file__).resolve().parent / "fixture" / "stores"
+
+
+@pytest.mark.parametrize("size,chunk,expected", [
+    ((1, 1), 256, [(1, 1)]),
+    ((17, 300), 256, [(17, 300), (9, 150)]),
+    ((2268, 1512), 256, [(2268, 1512), (1134, 756), (567, 378), (284, 189), (142, 95)]),
+    ((256, 256), 256, [(256, 256)]),
+    ((257, 3), 64, [(257, 3), (129, 2), (65, 1), (33, 1)]),
+])
+def test_level_sizes(size, chunk, expected):
+    assert level_shapes(*size, chunk) == expected
+    assert level_shapes(*size, chunk, levels=1) == expected[:1]
+
+
+def test_levels_are_area_averages_of_the_source():
+    a = np.random.default_rng(3).integers(0, 256, (37, 53, 4)).astype(np.uint8)
+    level = DownsampledSource(ArraySource(a), 4)
+    out = level.read(0, level.height, 0, level.width)
+    assert (level.height, level.width) == (10, 14)
+    assert np.array_equal(out[2, 3], np.rint(a[8:12, 12:16].reshape(-1, 4).mean(0)).astype(np.uint8))
+    assert np.array_equal(out[9, 13], np.rint(a[36:, 52:].reshape(-1, 4).mean(0)).astype(np.uint8))  # partial box
+
+
+@pytest.fixture(scope="module")
+def pyramid(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pyramid")
+    pixels = smooth_image(333, 130, bands=4, seed=41)
+    img = cps_tiles.convert(pixels, d / "p.zarr", codec=TINY, chunk=64, tile=64, progress=False)
+    return d / "p.zarr", img, pixels
+
+
+def test_every_level_decodes_regions_exactly(pyramid):
+    _, img, pixels = pyramid
+    assert [lv.shape for lv in img.levels] == [(333, 130, 4), (167, 65, 4), (84, 33, 4), (42, 17, 4)]
+    for lv in img.levels:
+        whole = np.asarray(lv)
+        h, w = lv.shape[:2]
+        for y0, y1, x0, x1 in ((0, h, 0, w), (h // 3, h - 1, 1, w // 2), (h - 1, h, w - 1, w)):
+            assert np.array_equal(lv[y0:y1, x0:x1], whole[y0:y1, x0:x1])
+        assert np.array_equal(lv.to_dask().compute(), whole)
+        # alpha is kept losslessly at every level, as the area average of the source's
+        source = DownsampledSource(ArraySource(pixels), 2**lv.level)
+        assert np.array_equal(whole[..., 3], source.read(0, h, 0, w)[..., 3])
+
+
+def test_info_and_verify_cover_every_level(pyramid):
+    path, _, _ = pyramid
+    r = cli("info", path, "--json")
+    info = json.loads(r.stdout)
+    assert [d["level"] for d in info["levels_detail"]] == [0, 1, 2, 3] and 0 < info["pyramid_share"] < 0.5
+    r = cli("verify", path)
+    assert r.returncode == 0 and "OK" in r.stdout
+    chunk = path / "levels" / "2" / "latent" / "c" / "0" / "1" / "0"
+    data = chunk.read_bytes()
+    chunk.unlink()
+    try:
+        damaged = cli("verify", path)
+        assert damaged.returncode == 1 and "levels/2/latent/c/0/1/0 is missing" in damaged.stdout
+    finally:
+        chunk.write_bytes(data)
+
+
+def test_openslide_semantics(pyramid):
+    path, img, _ = pyramid
+    with cps_tiles.CPSSlide(path) as slide:
+        assert slide.level_count == 4 and slide.dimensions == (130, 333)
+        assert slide.level_dimensions == ((130, 333), (65, 167), (33, 84), (17, 42))
+        assert slide.level_downsamples[0] == 1.0 and abs(slide.level_downsamples[1] - 2) < 0.02
+        assert slide.get_best_level_for_downsample(1.5) == 0 and slide.get_best_level_for_downsample(4.1) == 2
+        assert slide.get_best_level_for_downsample(100) == 3
+        region = np.asarray(slide.read_region((20, 40), 0, (30, 10)))
+        assert region.shape == (10, 30, 4) and np.array_equal(region, img[40:50, 20:50])
+        # level-0 coordinates, level-1 pixels; partly outside the slide: transparent there
+        region = np.asarray(slide.read_region((120, 320), 1, (8, 8)))
+        inside = img.levels[1][160:167, 60:65]
+        assert np.array_equal(region[:7, :5][inside[..., 3] > 0], inside[inside[..., 3] > 0])
+        assert not region[7:].any() and not region[:, 5:].any()
+        assert slide.get_thumbnail((40, 40)).size[1] == 40
+        assert slide.properties["openslide.vendor"] == "cps-tiles" and slide.associated_images == {}
+        with pytest.raises(ValueError, match="level 4 does not exist"):
+            slide.read_region((0, 0), 4, (1, 1))
+
+
+def test_pyramid_command_upgrades_a_format_1_store(tmp_path):
+    """A store written before levels existed (committed fixture) gains them; level 0 is untouched."""
+    store = tmp_path / "old.zarr"
+    shutil.copytree(FIXTURE / "r6-q2.5.zarr", store)
+    before = {p.relative_to(store): p.read_bytes() for p in store.rglob("*") if p.is_file()}
+    old = cps_tiles.open(store)
+    assert old.level_count == 1
+    pixels = np.asarray(old)
+    r = cli("pyramid", store)
+    assert r.returncode == 0 and "2 pyramid level(s) added" in r.stdout, r.stderr
+    img = cps_tiles.open(store)
+    assert [lv.shape for lv in img.levels] == [(150, 230, 3), (75, 115, 3), (38, 58, 3)]
+    assert img.meta.format == 2
+    assert np.array_equal(np.asarray(img), pixels)
+    assert all((store / k).read_bytes() == v for k, v in before.items() if k.name != "zarr.json" or k.parent != Path("."))
+    assert cli("pyramid", store).stdout.endswith("nothing to do\n")
+    assert cli("verify", store).returncode == 0
