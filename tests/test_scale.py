@@ -132,9 +132,11 @@ def test_command_line_cluster(src, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("shard,flags", [(0, 20), (256, 5)], ids=["chunks", "shards"])
-def test_kill_9_then_resume_is_byte_identical(tmp_path, shard, flags):
-    """Killed after some write units (tiles, or shards of 16 tiles) are in; resumed; byte-identical."""
+@pytest.mark.parametrize("shard,flags,progress", [(0, 20, "progress"), (256, 5, "progress"), (0, 8, "levels/1/progress")],
+                         ids=["chunks", "shards", "during-levels"])
+def test_kill_9_then_resume_is_byte_identical(tmp_path, shard, flags, progress):
+    """Killed after some write units (tiles, or shards of 16 tiles; or, in the last case, after level 0
+    and some units of level 1) are in; resumed; byte-identical to an uninterrupted run."""
     pyvips.Image.new_from_array(smooth_image(1024, 1024, seed=12)).copy(interpretation="srgb").tiffsave(
         str(tmp_path / "big.tif"), tile=True)
     args = ["--codec", TINY, "--chunk", "64", "--tile", "64", "--shard", str(shard), "--scheduler", "sync"]
@@ -145,7 +147,7 @@ def test_kill_9_then_resume_is_byte_identical(tmp_path, shard, flags):
     victim = tmp_path / "killed.zarr"
     proc = subprocess.Popen(cli + [str(victim)] + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while len(list((victim / "progress").rglob("c/*/*"))) < flags:  # wait until some units are in
+    while len(list((victim / progress).rglob("c/*/*"))) < flags:  # wait until some units are in
         assert proc.poll() is None and time.time() < deadline, "conversion ended before it could be killed"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
