@@ -140,14 +140,17 @@ def cmd_export(a: argparse.Namespace) -> None:
     from .pipeline.export import export_tiff
 
     img = cps_tiles.open(a.store, precision=a.precision)
-    h, w, c = img.shape
-    if a.scheduler == "local":
-        read = lambda y0, y1: img[y0:y1, :]  # noqa: E731 - in-process reader with the chunk cache
-    else:
-        pixels = img.to_dask()
-        read = lambda y0, y1: _compute(pixels[y0:y1], a.scheduler)  # noqa: E731
-    levels = export_tiff(read, h, w, c, a.out, compression=a.compression)
-    print(f"{a.out}: {w}x{h}, {levels} pyramid levels")
+    levels = [(_level_reader(level, a.scheduler), *level.shape[:2]) for level in img.levels]
+    count = export_tiff(levels, img.shape[2], a.out, compression=a.compression)
+    print(f"{a.out}: {img.shape[1]}x{img.shape[0]}, {count} pyramid levels (the store's own)")
+
+
+def _level_reader(level, scheduler: str):
+    """Rows ``y0:y1`` of a level: in process with its chunk cache, or as dask tasks on ``scheduler``."""
+    if scheduler == "local":
+        return lambda y0, y1: level[y0:y1, :]
+    pixels = level.to_dask()
+    return lambda y0, y1: _compute(pixels[y0:y1], scheduler)
 
 
 def _compute(arr, scheduler: str):
@@ -273,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="write a tiled pyramidal BigTIFF for existing viewers")
     e.add_argument("store", help=STORE_HELP)
     e.add_argument("out", help="output .tif")
-    e.add_argument("--compression", default="deflate", help="TIFF tile compression (deflate, jpeg, zstd, webp, none)")
+    e.add_argument("--compression", default="deflate", help="TIFF tile compression (deflate, zstd, lzw, jpeg, webp, none)")
     _precision_arg(e, "decoder arithmetic")
     e.add_argument("--scheduler", default="local",
                    help="local (in-process, default), threads, processes, or tcp://HOST:PORT to decode on a cluster")

@@ -36,7 +36,17 @@ def test_convert_info_decode_export(src):
     assert r.returncode == 0, r.stderr
     tif = pyvips.Image.new_from_file(str(src / "p.tif"))
     assert (tif.width, tif.height) == (300, 200) and np.array_equal(tif.numpy(), whole)
-    assert tif.get("n-subifds") == 1  # level 1 (150x100) fits one tile
+    # the store's own pyramid levels, decoded, are the TIFF's reduced-resolution sub-IFDs
+    import tifffile
+
+    import cps_tiles
+
+    levels = cps_tiles.open(store).levels
+    with tifffile.TiffFile(src / "p.tif") as t:
+        subs = t.pages[0].pages
+        assert len(subs) == len(levels) - 1 == 3
+        for page, level in zip(subs, levels[1:]):
+            assert page.subfiletype == 1 and np.array_equal(page.asarray(), np.asarray(level))
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -1,39 +1,57 @@
-"""Write a store out as a tiled, pyramidal BigTIFF through libvips, with bounded memory.
+"""Write a store out as a tiled, pyramidal BigTIFF (tifffile), its levels as the TIFF's sub-IFDs.
 
-Decoded rows are streamed into a raw temporary file next to the output (one band of chunks in
-memory at a time); libvips then reads that file sequentially and writes the tiled pyramid itself,
-so viewers that read pyramidal TIFF (QuPath, OpenSeadragon through vips, GDAL) open the result.
-Temporary disk space: the raw image size (H * W * bands bytes), removed afterwards.
+Level 0 is the main image; every stored pyramid level follows as a reduced-resolution sub-IFD
+(``SubFileType`` 1), decoded from the store, not re-downsampled. Tiles are produced one band of
+rows at a time (``band_rows`` pixels of one level in memory), so memory stays bounded for any
+image size. Viewers and libraries that read pyramidal TIFF (QuPath, GDAL, tifffile, libvips,
+OpenSeadragon through a tile server) open the result.
 """
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 TILE = 256
+#: ``--compression`` names -> tifffile's
+COMPRESSIONS = {"deflate": "zlib", "zlib": "zlib", "zstd": "zstd", "jpeg": "jpeg", "webp": "webp", "lzw": "lzw",
+                "none": None}
+
+Reader = Callable[[int, int], np.ndarray]
 
 
-def export_tiff(read: Callable[[int, int], np.ndarray], height: int, width: int, bands: int, out: str | Path,
-                compression: str = "deflate", band_rows: int = 256) -> int:
-    """Write rows ``read(y0, y1) -> uint8 [y1-y0, width, bands]`` as a pyramidal BigTIFF.
+def _tiles(read: Reader, height: int, width: int, bands: int, band_rows: int) -> Iterator[np.ndarray]:
+    """``TILE x TILE`` tiles of an image, row-major, edge tiles zero-padded (as TIFF stores them)."""
+    rows = max(TILE, band_rows // TILE * TILE)
+    for y in range(0, height, rows):
+        band = np.ascontiguousarray(read(y, min(height, y + rows)), dtype=np.uint8)
+        for ty in range(0, band.shape[0], TILE):
+            for tx in range(0, width, TILE):
+                tile = np.zeros((TILE, TILE, bands), np.uint8)
+                part = band[ty : ty + TILE, tx : tx + TILE]
+                tile[: part.shape[0], : part.shape[1]] = part
+                yield tile
 
-    Returns the number of pyramid levels written.
-    """
-    import pyvips
 
+def export_tiff(levels: Sequence[tuple[Reader, int, int]], bands: int, out: str | Path,
+                compression: str = "deflate", band_rows: int = 1024) -> int:
+    """Write ``levels`` (for each, ``read(y0, y1) -> uint8 [y1-y0, width, bands]``, its height and
+    width; level 0 first) as one pyramidal BigTIFF. Returns the number of levels written."""
+    import tifffile
+
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
+    photometric = "minisblack" if bands < 3 else "rgb"
+    extra = {"extrasamples": ["unassalpha"]} if bands in (2, 4) else {}
     out = Path(out)
-    with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", suffix=".raw") as raw:
-        for y in range(0, height, band_rows):
-            rows = np.ascontiguousarray(read(y, min(height, y + band_rows)), dtype=np.uint8)
-            raw.write(rows.tobytes())
-        raw.flush()
-        im = pyvips.Image.rawload(raw.name, width, height, bands)
-        im = im.copy(interpretation="b-w" if bands < 3 else "srgb")
-        im.tiffsave(str(out), tile=True, tile_width=TILE, tile_height=TILE, pyramid=True, bigtiff=True,
-                    compression=compression, subifd=True)
-    written = pyvips.Image.new_from_file(str(out))
-    return 1 + (written.get("n-subifds") if written.get_typeof("n-subifds") else 0)
+    tmp = out.with_name(out.name + ".partial")
+    with tifffile.TiffWriter(tmp, bigtiff=True) as tif:
+        for k, (read, height, width) in enumerate(levels):
+            tif.write(_tiles(read, height, width, bands, band_rows), shape=(height, width, bands), dtype=np.uint8,
+                      tile=(TILE, TILE), compression=COMPRESSIONS[compression], photometric=photometric,
+                      planarconfig="contig", subifds=len(levels) - 1 if k == 0 else None,
+                      subfiletype=1 if k else 0, metadata=None, **extra)
+    tmp.replace(out)
+    return len(levels)
