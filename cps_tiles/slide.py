@@ -78,8 +78,15 @@ class CPSSlide:
 
     @property
     def associated_images(self) -> Mapping[str, Any]:
-        """Label, macro and thumbnail images of the source: not kept yet, so always empty."""
-        return {}
+        """The source's label, macro and thumbnail images (PIL), kept losslessly at convert time."""
+        from PIL import Image
+
+        out = {}
+        for name, pixels in self._image.associated_images.items():
+            mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(pixels.shape[2])
+            if mode:
+                out[name] = Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode)
+        return out
 
     # -- OpenSlide methods ------------------------------------------------------------------
     def get_best_level_for_downsample(self, downsample: float) -> int:

@@ -114,3 +114,35 @@ def test_pyramid_command_upgrades_a_format_1_store(tmp_path):
     assert all((store / k).read_bytes() == v for k, v in before.items() if k.name != "zarr.json" or k.parent != Path("."))
     assert cli("pyramid", store).stdout.endswith("nothing to do\n")
     assert cli("verify", store).returncode == 0
+
+
+def test_svs_associated_images_round_trip_bit_exactly(tmp_path):
+    """An SVS-like multi-page TIFF (built here: no real slide ships in a package we install): its
+    label, macro and thumbnail come back bit-exactly, its MPP and objective power as properties."""
+    import tifffile
+
+    rng = np.random.default_rng(5)
+    main = smooth_image(300, 400, seed=51)
+    thumb = main[::4, ::4].copy()
+    label = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    macro = rng.integers(0, 256, (50, 120, 3), dtype=np.uint8)
+    path = tmp_path / "slide.svs"
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(main, tile=(128, 128), photometric="rgb",
+                  description="Aperio Image Library v12.0.15 \n400x300 [0,0 400x300] (128x128) JPEG/RGB Q=70|"
+                              "AppMag = 20|MPP = 0.4990|Filename = test")
+        tif.write(thumb, photometric="rgb", description="Aperio Image Library v12.0.15 \n400x300 -> 100x75")
+        tif.write(label, photometric="rgb", description="Aperio Image Library v12.0.15\nlabel 80x60")
+        tif.write(macro, photometric="rgb", description="Aperio Image Library v12.0.15\nmacro 120x50")
+    cps_tiles.convert(path, tmp_path / "s.zarr", codec=TINY, chunk=64, tile=128, progress=False)
+    with cps_tiles.CPSSlide(tmp_path / "s.zarr") as slide:
+        images = slide.associated_images
+        assert sorted(images) == ["label", "macro", "thumbnail"]
+        assert np.array_equal(np.asarray(images["label"]), label) and np.array_equal(np.asarray(images["macro"]), macro)
+        assert np.array_equal(np.asarray(images["thumbnail"]), thumb)
+        props = slide.properties
+        assert props["openslide.mpp-x"] == "0.499" and props["openslide.objective-power"] == "20.0"
+        assert props["tiff.ImageDescription"].startswith("Aperio Image Library")
+    r = cli("reshard", tmp_path / "s.zarr", tmp_path / "r.zarr", "--shard", "128")
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(cps_tiles.open(tmp_path / "r.zarr").associated_images["label"], label)

@@ -28,7 +28,7 @@ import torch
 import zarr
 from zarr.abc.store import Store
 
-from ..store.layout import StoreMeta, create_store, level_path, open_level
+from ..store.layout import StoreMeta, create_store, level_path, open_level, write_associated
 from ..store.location import Location, open_location
 from ..store.writer import alpha_region, encode_tile, finish, units_done, write_unit
 from ..transforms.geometry import Plan, Window
@@ -144,6 +144,8 @@ def convert_store(source: Source, store: str | Path | Store | Location, codec: C
         if progress:
             progress(1, 1)
         return
+    if hasattr(source, "associated"):
+        write_associated(root, source.associated())
     groups = [(root, meta, plan)] + [open_level(location.store, meta, k, codec) for k in range(1, len(meta.levels))]
     work = [(k, g, m, p, list(p.units())) for k, (g, m, p) in enumerate(groups)]
     total = sum(len(units) for *_, units in work)

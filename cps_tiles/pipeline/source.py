@@ -110,6 +110,10 @@ class VipsSource:
         self.__dict__.update(state)
         self._image = None
 
+    def associated(self) -> dict[str, np.ndarray]:
+        """The file's label, macro and thumbnail images (see :func:`associated_images`)."""
+        return associated_images(self.path)
+
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         if self._image is None:
             self._image = self._open()
@@ -173,12 +177,57 @@ def _file_metadata(path: str, im) -> dict[str, Any]:
         meta["objective_power"] = float(im.get("aperio.AppMag"))
     if "image-description" in fields:
         meta["description"] = str(im.get("image-description"))[:65536]
+        meta.update({k: v for k, v in _aperio_fields(meta["description"]).items() if k not in meta})
     elif "resolution-unit" in fields and im.xres > 0 and str(im.get("resolution-unit")) in ("in", "cm"):
         # libvips stores xres/yres in pixels per millimetre
         meta["pixel_size_um"] = [1000.0 / im.yres, 1000.0 / im.xres]
     if str(meta.get("loader", "")).startswith("tiff"):
         meta.update(_geotiff_tags(path))
     return meta
+
+
+def _aperio_fields(description: str) -> dict[str, Any]:
+    """Pixel size and objective power from an Aperio (SVS) ImageDescription: ``...|MPP = 0.2520|AppMag = 20|...``."""
+    out: dict[str, Any] = {}
+    if not description.startswith("Aperio"):
+        return out
+    fields = dict(part.split("=", 1) for part in description.split("|")[1:] if "=" in part)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    try:
+        if "MPP" in fields:
+            out["pixel_size_um"] = [float(fields["MPP"])] * 2
+        if "AppMag" in fields:
+            out["objective_power"] = float(fields["AppMag"])
+    except ValueError:
+        pass  # a malformed description keeps its text, nothing parsed from it
+    return out
+
+
+#: Associated images of a slide kept at convert time: name -> words that mark its TIFF page.
+ASSOCIATED = {"label": ("label",), "macro": ("macro",), "thumbnail": ("thumbnail",)}
+
+
+def associated_images(path: str) -> dict[str, np.ndarray]:
+    """The label, macro and thumbnail images of a slide file (SVS or another multi-page TIFF), as
+    ``uint8 [h, w, C]``: pages whose ImageDescription names them (an Aperio SVS describes its label
+    and macro pages so, and its second page is the thumbnail). Empty for anything else."""
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tf:
+            pages = list(tf.pages)
+            found: dict[str, np.ndarray] = {}
+            for k, page in enumerate(pages[1:], 1):
+                text = (page.description or "").lower()
+                for name, words in ASSOCIATED.items():
+                    is_aperio_thumb = name == "thumbnail" and k == 1 and (pages[0].description or "").startswith("Aperio")
+                    if name not in found and (any(w in text.split() or text.startswith(w) for w in words)
+                                              or is_aperio_thumb):
+                        a = page.asarray()
+                        found[name] = a[..., None] if a.ndim == 2 else a
+            return {k: np.ascontiguousarray(v, dtype=np.uint8) for k, v in found.items() if v.dtype == np.uint8}
+    except Exception:  # associated images are best effort: the slide itself still converts
+        return {}
 
 
 def _geotiff_tags(path: str) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import zarr
 from zarr.abc.store import Store
 from zarr.codecs import ZstdCodec
@@ -47,7 +48,7 @@ from .location import Location, open_location
 #: Store format written: 2 adds pyramid levels (``levels/<k>`` groups). Format 1 (one level) still reads.
 FORMAT_VERSION = 2
 FORMATS_READ = (1, 2)
-LATENT, ALPHA, PROGRESS = "latent", "alpha", "progress"
+LATENT, ALPHA, PROGRESS, ASSOCIATED = "latent", "alpha", "progress", "associated"
 
 
 def level_path(level: int) -> str:
@@ -218,6 +219,17 @@ def _create_arrays(group: zarr.Group, meta: StoreMeta, plan: Plan, codec: Codec)
                                fill_value=255, compressors=ZstdCodec(level=9), dimension_names=("y", "x"))
         group.create_array(PROGRESS, shape=plan.unit_grid, chunks=(1, 1), dtype="uint8", fill_value=0)
     meta.write(group)
+
+
+def write_associated(group: zarr.Group, images: dict[str, np.ndarray]) -> None:
+    """Keep a slide's associated images (label, macro, thumbnail: ``uint8 [h, w, C]``) losslessly,
+    as ``associated/<name>`` arrays (zstd), one chunk each."""
+    with compact_json():
+        for name, pixels in images.items():
+            array = group.create_array(f"{ASSOCIATED}/{name}", shape=pixels.shape, chunks=pixels.shape, dtype="uint8",
+                                       compressors=ZstdCodec(level=9), dimension_names=("y", "x", "band"),
+                                       overwrite=True)
+            array[...] = pixels
 
 
 def root_attributes(store: Store) -> dict | None:

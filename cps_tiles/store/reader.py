@@ -28,7 +28,7 @@ from ..transforms.precision import precision_context
 from ..transforms.tiling import synthesize_cells
 from ..transforms.weights import load_codec
 from .chunks import LatentChunks
-from .layout import ALPHA, LATENT, StoreMeta, level_path, open_group_checked
+from .layout import ALPHA, ASSOCIATED, LATENT, StoreMeta, level_path, open_group_checked
 from .location import Location, open_location
 
 
@@ -196,6 +196,16 @@ class CPSImage:
         budget = int(cache_mb * 2**20)
         self._latent_cache = LRUCache(budget // 2)
         self._pixel_cache = LRUCache(budget // 2)
+
+    # -- associated images ------------------------------------------------------------------
+    @property
+    def associated_images(self) -> dict[str, np.ndarray]:
+        """The source slide's label, macro and thumbnail images kept at convert time, losslessly:
+        name -> ``uint8 [h, w, C]`` (empty when the source had none)."""
+        root = zarr.open_group(store=self.location.store, mode="r")
+        if ASSOCIATED not in root:
+            return {}
+        return {name: np.asarray(array[...]) for name, array in root[ASSOCIATED].arrays()}
 
     # -- pyramid ----------------------------------------------------------------------------
     @property
