@@ -146,3 +146,16 @@ def test_svs_associated_images_round_trip_bit_exactly(tmp_path):
     r = cli("reshard", tmp_path / "s.zarr", tmp_path / "r.zarr", "--shard", "128")
     assert r.returncode == 0, r.stderr
     assert np.array_equal(cps_tiles.open(tmp_path / "r.zarr").associated_images["label"], label)
+
+
+def test_plain_zarr_reads_every_levels_latent_in_a_fresh_process(pyramid):
+    import subprocess
+    import sys
+
+    path, img, _ = pyramid
+    code = ("import zarr, sys\n"
+            f"g = zarr.open({str(path)!r}, mode='r')\n"
+            "print([tuple(g[p].shape) for p in ('latent', 'levels/1/latent', 'levels/2/latent', 'levels/3/latent')])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str([tuple(lv.latent.shape) for lv in img.levels])
