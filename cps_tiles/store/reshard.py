@@ -24,7 +24,7 @@ from ..coding.bitstream import check_framing
 from ..errors import DamagedChunkError, StoreError
 from ..transforms.geometry import Plan
 from .chunks import LatentChunks
-from .layout import ALPHA, ASSOCIATED, LATENT, compact_json, level_path, root_attributes
+from .layout import ALPHA, ASSOCIATED, FORMAT_VERSION, LATENT, compact_json, level_path, root_attributes
 from .location import open_location
 from .reader import CPSImage
 
@@ -57,7 +57,7 @@ def reshard(source: Any, dest: Any, shard: int, overwrite: bool = False) -> int:
         written += _copy_latent(img, LatentChunks(latent, out.name), plan)
         prefix = level_path(img.level)
         _copy_prefix(img, out.store, f"{prefix}/{ALPHA}/" if prefix else f"{ALPHA}/")
-        metas.append((group, replace(meta, shard=level_shard)))
+        metas.append((group, replace(meta, shard=level_shard, format=FORMAT_VERSION)))
     _copy_prefix(root, out.store, f"{ASSOCIATED}/")
     for group, meta in metas[::-1]:  # the root's metadata last: it says the store is complete
         meta.write(group)
