@@ -3,7 +3,9 @@
 ``http_server(root)`` serves a directory with the standard library's HTTP server, extended by what
 object stores and zarr readers rely on: single byte ranges (``Range: bytes=a-b`` and ``bytes=-n``)
 and HEAD. It can add a delay to every request (latency), and ``hang`` makes it accept requests and
-never answer (a server that dies mid-read).
+never answer (a server that dies mid-read). Its listen backlog is 128 connections, as production
+servers have (the standard library's default of 5 makes a burst of concurrent requests wait for TCP
+retransmission, about a second).
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ def http_server(root: Path, delay: float = 0.0) -> Iterator[tuple[str, ServerSta
     """``(base URL, state)`` of a threaded HTTP server on 127.0.0.1 serving ``root``."""
     state = ServerState(delay=delay)
     handler = type("Handler", (_Handler,), {"state": state})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: handler(*a, directory=str(root)))
+    server_class = type("Server", (http.server.ThreadingHTTPServer,), {"request_queue_size": 128})
+    server = server_class(("127.0.0.1", 0), lambda *a: handler(*a, directory=str(root)))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
