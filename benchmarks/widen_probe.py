@@ -8,7 +8,7 @@ context, so the comparison isolates the transforms. It also decodes the *unquant
 the top levels (``ceiling.py``'s measure): the transforms' ceiling. Each run appends one row to
 the progress table (``widen_probe.json``), so the file shows quality against training time.
 
-    python benchmarks/widen_probe.py /work/runs/wide1/checkpoint.pt --images 6
+    python benchmarks/widen_probe.py RUN/checkpoint.pt --images 6
 """
 
 from __future__ import annotations
@@ -102,11 +102,16 @@ def main() -> None:
 
 
 def _command(args: dict) -> list[str]:
-    """The training command line, from a checkpoint's recorded arguments."""
-    out = ["cps-tiles train", *args["data"]]
+    """The training command line, from a checkpoint's recorded arguments; absolute paths (this
+    machine's data and run directories) shortened to their last two parts."""
+    def short(path: str) -> str:
+        parts = Path(path).parts
+        return f".../{'/'.join(parts[-2:])}" if Path(path).is_absolute() else path
+
+    out = ["cps-tiles train", *map(short, args["data"])]
     for key in ("out", "init", "N", "M", "Nz", "levels", "lr", "minutes", "decay_at", "crop", "batch"):
         if args.get(key) not in (None, 0):
-            out += [f"--{key.replace('_', '-')}", str(args[key])]
+            out += [f"--{key.replace('_', '-')}", short(str(args[key])) if key == "out" else str(args[key])]
     return out
 
 

@@ -147,15 +147,25 @@ def convert_store(source: Source, store: str | Path | Store | Location, codec: C
     if hasattr(source, "associated"):
         write_associated(root, source.associated())
     groups = [(root, meta, plan)] + [open_level(location.store, meta, k, codec) for k in range(1, len(meta.levels))]
-    work = [(k, g, m, p, list(p.units())) for k, (g, m, p) in enumerate(groups)]
-    total = sum(len(units) for *_, units in work)
-    finished = 0
     if resources is None and device == "cuda":
         resources = {"GPU": 1}
+    _write_levels(location, source, codec, list(enumerate(groups)), resume, scheduler, client, device, resources,
+                  progress)
+    for group, level_meta, _ in groups[::-1]:  # the root last: its flag says the whole store is complete
+        finish(group, level_meta)
+
+
+def _write_levels(location: Location, source: Source, codec: Codec, levels: list, resume: bool,
+                  scheduler: str | None, client: Any, device: str, resources: dict | None,
+                  progress: Progress | None) -> None:
+    """Encode and write pyramid levels ``[(k, (group, meta, plan)), ...]``, level k from ``source``
+    reduced 2**k times, one Dask task per write unit not yet done (with ``resume``), level after
+    level; reports finished units over all levels to ``progress``."""
+    work = [(k, g, m, p, list(p.units())) for k, (g, m, p) in levels]
+    total, finished = sum(len(units) for *_, units in work), 0
     for k, group, level_meta, level_plan, units in work:
         done = units_done(group, level_plan, location.name) if resume else set()
-        level_source = source if k == 0 else DownsampledSource(source, 2**k)
-        src = dask.delayed(level_source, pure=True)  # one graph node, shipped once per worker
+        src = dask.delayed(source if k == 0 else DownsampledSource(source, 2**k), pure=True)  # shipped once per worker
         tasks = []
         with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
             for index, cells, tiles in units:
@@ -170,8 +180,6 @@ def convert_store(source: Source, store: str | Path | Store | Location, codec: C
             offset = finished
             _run(tasks, scheduler, client, (lambda n, _t, o=offset: progress(o + n, total)) if progress else None)
             finished += len(tasks)
-    for group, level_meta, _ in groups[::-1]:  # the root last: its flag says the whole store is complete
-        finish(group, level_meta)
 
 
 class DecodedSource:
@@ -217,25 +225,10 @@ def add_levels(store: Any, levels: int | None = None, scheduler: str | None = No
         return 0
     codec = image.codec
     target = replace(meta, levels=shapes, format=FORMAT_VERSION)
-    total, finished = 0, 0
-    work = []
-    for k in range(have, len(shapes)):
-        group, level_meta, level_plan = open_level(location.store, target, k, codec)
-        units = list(level_plan.units())
-        done = units_done(group, level_plan, location.name)
-        work.append((k, group, level_meta, level_plan, units, done))
-        total += len(units)
-    root = zarr.open_group(store=location.store, mode="r+")
-    for k, group, level_meta, level_plan, units, done in work:
-        src = dask.delayed(DownsampledSource(source, 2**k), pure=True)
-        tasks = [dask.delayed(_unit_task, pure=False, name=f"_unit_task-{k}-{i}-{j}")(
-            src, location.spec, level_path(k), level_meta, level_plan, (i, j), cells, tiles, str(codec.path), "cpu")
-            for (i, j), cells, tiles in units if (i, j) not in done]
-        finished += len(done)
-        if tasks:
-            offset = finished
-            _run(tasks, scheduler, client, (lambda n, _t, o=offset: progress(o + n, total)) if progress else None)
-            finished += len(tasks)
+    todo = [(k, open_level(location.store, target, k, codec)) for k in range(have, len(shapes))]
+    _write_levels(location, source, codec, todo, True, scheduler, client, "cpu", None, progress)
+    for _, (group, level_meta, _) in todo:
         finish(group, level_meta)
+    root = zarr.open_group(store=location.store, mode="r+")
     target.write(root)
     return len(shapes) - have

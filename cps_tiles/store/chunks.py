@@ -26,7 +26,14 @@ from zarr.core.sync import sync
 
 from ..errors import DamagedChunkError, StoreError
 
-_EMPTY = 2**64 - 1  # offset and length of an inner chunk that was never written
+EMPTY_SLOT = 2**64 - 1  # offset and length of an inner chunk that was never written
+
+
+def shard_index_bytes(index: np.ndarray) -> bytes:
+    """A shard's index as zarr's ``sharding_indexed`` writes it at the shard's end: offsets and
+    lengths ``uint64 [ci, cj, 2]`` little endian, then their CRC32C (4 bytes, little endian)."""
+    raw = np.ascontiguousarray(index, dtype="<u8").tobytes()
+    return raw + struct.pack("<I", google_crc32c.value(raw))
 #: Concurrent requests per call: enough to hide latency, few enough not to flood a server.
 MAX_CONCURRENT = 32
 
@@ -88,7 +95,7 @@ class LatentChunks:
             ranges.append((si, sj, offset, length))
         values = await asyncio.gather(*(
             self._get(self._shard_key(si, sj), RangeByteRequest(offset, offset + length), limit)
-            if offset is not None and offset != _EMPTY else _none() for si, sj, offset, length in ranges))
+            if offset is not None and offset != EMPTY_SLOT else _none() for si, sj, offset, length in ranges))
         return dict(zip(indices, values))
 
     def _shard_key(self, si: int, sj: int) -> str:

@@ -9,11 +9,9 @@ byte-identical to what ``convert --shard`` would have written (tested).
 
 from __future__ import annotations
 
-import struct
 from dataclasses import replace
 from typing import Any
 
-import google_crc32c
 import numpy as np
 import zarr
 from zarr.core.buffer import default_buffer_prototype
@@ -23,12 +21,10 @@ from zarr.core.sync import sync
 from ..coding.bitstream import check_framing
 from ..errors import DamagedChunkError, StoreError
 from ..transforms.geometry import Plan
-from .chunks import LatentChunks
+from .chunks import EMPTY_SLOT, LatentChunks, shard_index_bytes
 from .layout import ALPHA, ASSOCIATED, FORMAT_VERSION, LATENT, compact_json, level_path, root_attributes
 from .location import open_location
 from .reader import CPSImage
-
-_EMPTY = 2**64 - 1
 
 
 def reshard(source: Any, dest: Any, shard: int, overwrite: bool = False) -> int:
@@ -80,7 +76,7 @@ def _copy_latent(img: CPSImage, dst: LatentChunks, plan: Plan) -> int:
             inside = [(si * per[0] + a, sj * per[1] + b) for _, a, b in slots
                       if (si * per[0] + a) * cc < hl and (sj * per[1] + b) * cc < wl]
             chunks = img._chunks.fetch(inside)
-            index = np.full((*per, 2), _EMPTY, dtype="<u8")
+            index = np.full((*per, 2), EMPTY_SLOT, dtype="<u8")
             parts, offset = [], 0
             for _, a, b in slots:
                 ij = (si * per[0] + a, sj * per[1] + b)
@@ -90,8 +86,7 @@ def _copy_latent(img: CPSImage, dst: LatentChunks, plan: Plan) -> int:
                 index[a, b] = offset, len(data)
                 parts.append(data)
                 offset += len(data)
-            raw = index.tobytes()
-            body = b"".join(parts) + raw + struct.pack("<I", google_crc32c.value(raw))
+            body = b"".join(parts) + shard_index_bytes(index)
             sync(store.set(dst._shard_key(si, sj), default_buffer_prototype().buffer.from_bytes(body)))
             count += 1
     return count
