@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -24,6 +25,16 @@ def _region(text: str) -> tuple[int, int, int, int]:
     if min(x, y) < 0 or min(w, h) < 1:
         raise argparse.ArgumentTypeError(f"region needs X,Y >= 0 and W,H >= 1, got {text!r}")
     return x, y, w, h
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
 
 
 def cmd_convert(a: argparse.Namespace) -> None:
@@ -205,6 +216,15 @@ def cmd_verify(a: argparse.Namespace) -> None:
 TRAINERS = {"train": "training.train", "train-context": "training.context"}
 
 
+def cmd_serve(a: argparse.Namespace) -> None:
+    from .server.app import ServerConfig, find_stores, serve
+
+    if a.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"cps-tiles: warning: serving on {a.host}: reachable from other machines", file=sys.stderr)
+    config = ServerConfig(workers=a.workers, cache_mb=a.cache_mb, max_area=a.max_pixels, precision=a.precision)
+    serve(find_stores(a.stores), a.host, a.port, config, verbose=a.verbose)  # until Ctrl-C (uvicorn stops cleanly)
+
+
 def cmd_train(a: argparse.Namespace) -> None:
     import importlib
 
@@ -304,6 +324,19 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="check metadata and every chunk of a store; exit 1 on damage")
     v.add_argument("store", help=STORE_HELP)
     v.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser("serve", help="serve stores as Deep Zoom and IIIF tiles, with a pan/zoom viewer")
+    s.add_argument("stores", nargs="+", help="stores (paths or URLs), or directories of stores")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    s.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
+    s.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1,
+                   help="decoding threads (default: one per core)")
+    s.add_argument("--cache-mb", type=float, default=512, help="decoded-chunk cache for all stores together")
+    s.add_argument("--max-pixels", type=_positive_int, default=4096 * 4096,
+                   help="largest output one request may ask for, in pixels (IIIF maxArea)")
+    _precision_arg(s, "decoder arithmetic; bfloat16 is about 2x faster on CPUs with AMX/AVX512-BF16")
+    s.add_argument("--verbose", action="store_true", help="log one line per request")
+    s.set_defaults(func=cmd_serve)
 
     # listed for --help only: main() hands "train ..." to the trainer's own parser before this one runs
     sub.add_parser("train", help="train a codec (see cps-tiles train --help)", add_help=False)

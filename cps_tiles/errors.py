@@ -30,3 +30,7 @@ class StoreError(CPSError, ValueError):
 
 class DamagedChunkError(StoreError):
     """A latent chunk of a store is missing, unreadable or does not decode (names store and key)."""
+
+
+class RequestError(CPSError, ValueError):
+    """A tile or image request is malformed, out of range, or larger than the server allows (HTTP 400)."""

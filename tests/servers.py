@@ -123,3 +123,35 @@ def s3_server() -> Iterator[str]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextlib.contextmanager
+def tile_server(*args: str, timeout: float = 120) -> Iterator[tuple[str, list[str]]]:
+    """``cps-tiles serve ARGS --port 0`` in a fresh process: yields its base URL (ending in /) and
+    the lines it has logged so far (a list that fills as it logs); stopped at exit."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "cps_tiles.cli", "serve", *args, "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def pump() -> None:
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if "serving" in line or "error" in line:
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        if not ready.wait(timeout) or proc.poll() is not None or not lines or "serving" not in lines[-1]:
+            raise RuntimeError(f"cps-tiles serve did not start: {lines}")
+        yield lines[-1].rsplit(" at ", 1)[1], lines
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

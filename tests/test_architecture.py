@@ -1,6 +1,6 @@
 """The package's layers: imports go one way, from the interfaces down to geometry, without cycles.
 
-    interfaces (cli, demo, the public API in __init__)          6
+    interfaces (cli, demo, slide, server, the public API)       6
     pipeline: sources, Dask conversion, export                  5     training (only the CLI's
     store: layout, writer, reader, verify                       4     train commands load it)
     zarr_codecs: cps_latent for numcodecs and zarr 3            3
@@ -23,7 +23,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cps_tiles"
 LAYERS = {"errors": 0, "transforms": 1, "coding": 2, "zarr_codecs": 3, "store": 4, "pipeline": 5, "training": 5,
-          "cli": 6, "demo": 6, "slide": 6, "": 6}
+          "cli": 6, "demo": 6, "slide": 6, "server": 6, "": 6}
 
 
 def _module_name(path: Path, root: Path = PACKAGE) -> str:

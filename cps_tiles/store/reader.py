@@ -33,11 +33,16 @@ from .location import Location, open_location
 
 
 class LRUCache:
-    """A small thread-safe LRU map with a byte budget (values are numpy arrays)."""
+    """A thread-safe LRU map with a byte budget (values are numpy arrays).
+
+    A value being made by one thread is waited for by the others that ask for the same key, so
+    concurrent readers (a tile server's workers) decode each chunk once.
+    """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._items: OrderedDict[Any, np.ndarray] = OrderedDict()
+        self._making: dict[Any, threading.Event] = {}
         self._bytes = 0
         self._lock = threading.Lock()
 
@@ -45,20 +50,45 @@ class LRUCache:
         with self._lock:
             return key in self._items
 
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
     def get(self, key: Any, make: Callable[[], np.ndarray]) -> np.ndarray:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        value = make()  # outside the lock: two threads may decode the same chunk, both correctly
-        with self._lock:
-            if key not in self._items and value.nbytes <= self.max_bytes:
-                self._items[key] = value
-                self._bytes += value.nbytes
-                while self._bytes > self.max_bytes:
-                    _, old = self._items.popitem(last=False)
-                    self._bytes -= old.nbytes
+        while True:
+            with self._lock:
+                if key in self._items:
+                    self._items.move_to_end(key)
+                    return self._items[key]
+                busy = self._making.get(key)
+                if busy is None:
+                    self._making[key] = threading.Event()
+                    break
+            busy.wait()  # then look again: the maker stored it, or failed and this thread makes it
+        try:
+            value = make()
+            with self._lock:
+                if value.nbytes <= self.max_bytes:
+                    self._items[key] = value
+                    self._bytes += value.nbytes
+                    while self._bytes > self.max_bytes:
+                        _, old = self._items.popitem(last=False)
+                        self._bytes -= old.nbytes
+        finally:
+            with self._lock:
+                self._making.pop(key).set()
         return value
+
+
+class ChunkCaches:
+    """The decoded-chunk caches of an opened store, shared by all its levels (and by several
+    stores where a server passes one instance to each): one byte budget, split evenly between
+    decoded latent chunks and decoded pixel chunks. Keys name the store, level and chunk."""
+
+    def __init__(self, cache_mb: float) -> None:
+        budget = int(cache_mb * 2**20)
+        self.latent = LRUCache(budget // 2)
+        self.pixels = LRUCache(budget // 2)
 
 
 def decode_chunk_pixels(model: CPSModel, latent_window: np.ndarray, window: SynthesisWindow, quality: float,
@@ -154,7 +184,8 @@ class CPSImage:
     """
 
     def __init__(self, location: str | Path | Store | Location, cache_mb: float = 256, on_error: str = "raise",
-                 fill_value: int = 0, precision: str = "float32", level: int = 0) -> None:
+                 fill_value: int = 0, precision: str = "float32", level: int = 0,
+                 caches: ChunkCaches | None = None) -> None:
         if on_error not in ("raise", "fill"):
             raise ValueError(f"on_error must be 'raise' or 'fill', got {on_error!r}")
         precision_context(precision)  # validates
@@ -193,9 +224,9 @@ class CPSImage:
             raise StoreError(f"{self.path}: inconsistent store metadata ({exc})") from None
         if tuple(self.latent.shape[1:]) != self.plan.latent or self.latent.shape[0] != self.codec.model.config.M:
             raise StoreError(f"{self.path}: latent array shape {self.latent.shape} does not match the metadata")
-        budget = int(cache_mb * 2**20)
-        self._latent_cache = LRUCache(budget // 2)
-        self._pixel_cache = LRUCache(budget // 2)
+        #: decoded-chunk caches (``cache_mb`` in all, shared with the other levels of this store)
+        self.caches = caches or ChunkCaches(cache_mb)
+        self._cache_key = (self.path, self._version, self.level)
 
     # -- associated images ------------------------------------------------------------------
     @property
@@ -222,14 +253,16 @@ class CPSImage:
         for k in range(root.level_count):
             if k not in root._levels:
                 root._levels[k] = CPSImage(self.location, cache_mb=self._cache_mb, on_error=self.on_error,
-                                           fill_value=self.fill_value, precision=self.precision, level=k)
+                                           fill_value=self.fill_value, precision=self.precision, level=k,
+                                           caches=self.caches)
         return tuple(root._levels[k] for k in range(root.level_count))
 
     @property
     def levels_root(self) -> CPSImage:
         """Level 0 of the store this level belongs to."""
         return self if self.level == 0 else CPSImage(self.location, cache_mb=self._cache_mb, on_error=self.on_error,
-                                                     fill_value=self.fill_value, precision=self.precision)
+                                                     fill_value=self.fill_value, precision=self.precision,
+                                                     caches=self.caches)
 
     # -- numpy-like surface -------------------------------------------------------------------
     @property
@@ -336,7 +369,7 @@ class CPSImage:
                 cc, (hl, wl) = self.plan.chunk_cells, self.plan.latent
                 return np.zeros((self.latent.shape[0], min(cc, hl - i * cc), min(cc, wl - j * cc)), np.int16)
 
-        return self._latent_cache.get((i, j), make)
+        return self.caches.latent.get((*self._cache_key, i, j), make)
 
     def _prefetch(self, y0: int, y1: int, x0: int, x1: int) -> None:
         """Fetch, in one concurrent round, every latent chunk that the pixel chunks under rows
@@ -344,9 +377,9 @@ class CPSImage:
         c, need = self.meta.chunk, set()
         for i in range(y0 // c, -(-y1 // c)):
             for j in range(x0 // c, -(-x1 // c)):
-                if (i, j) not in self._pixel_cache:
+                if (*self._cache_key, i, j) not in self.caches.pixels:
                     need.update(self.chunks_under(*self.plan.chunk_window(i, j).latent))
-        need = sorted(ij for ij in need if ij not in self._latent_cache)
+        need = sorted(ij for ij in need if (*self._cache_key, *ij) not in self.caches.latent)
         if len(need) > 1:
             for ij, data in self._chunks.fetch(need).items():
                 self._latent_chunk(*ij, data=data, fetched=True)
@@ -374,7 +407,7 @@ class CPSImage:
                 pixels[:] = self.fill_value  # salvage: mark the lost chunk, keep its neighbours
             return pixels
 
-        return self._pixel_cache.get((i, j), make)
+        return self.caches.pixels.get((*self._cache_key, i, j), make)
 
     def to_dask(self):
         """The image as a dask array ``[H, W, C]`` of uint8, one task per storage chunk.
