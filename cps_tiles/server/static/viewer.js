@@ -3,8 +3,9 @@
 // The view is a scale (screen pixels per image pixel) and the image point at the canvas centre.
 // Each frame draws, for every Deep Zoom level from the one-tile level up to the level that
 // matches the scale, the visible tiles already loaded: coarse tiles fill in at once, sharper
-// ones cover them as they arrive. Only the matching level's missing tiles are requested, the
-// ones nearest the centre first.
+// ones cover them as they arrive. Missing tiles are requested from a preview level three levels
+// coarser (a few cheap tiles that cover the view within a moment) and from the matching level,
+// nearest the centre first; requests for tiles that left the view are cancelled.
 //
 // window.cpsViewer exposes the state to scripts and tests: complete (every visible tile of the
 // matching level is drawn), firstTileMs and completeMs (since the last view change), setView().
@@ -118,30 +119,42 @@
     ctx.imageSmoothingEnabled = true;
     ctx.imageSmoothingQuality = "high";
     const top = matchingLevel(), now = performance.now();
-    let missing = [];
-    for (let L = Math.min(oneTileLevel(), top); L <= top; L++) {
+    const first = Math.min(oneTileLevel(), top), preview = Math.max(first, top - 3);
+    const wanted = new Set(), missing = { [preview]: [], [top]: [] };
+    for (let L = first; L <= top; L++) {
       for (const [c, r, x, y, w, h] of visibleTiles(L)) {
-        const e = state.tiles.get(`${L}/${c}/${r}`);
+        const key = `${L}/${c}/${r}`, e = state.tiles.get(key);
+        if (L === preview || L === top) wanted.add(key);
         if (e && e.ready) {
           e.used = now;
           // whole device pixels at the edges, so neighbouring tiles meet without hairline gaps
           const x0 = Math.floor(x), y0 = Math.floor(y);
           ctx.drawImage(e.img, x0, y0, Math.ceil(x + w) - x0, Math.ceil(y + h) - y0);
-        } else if (L === top && !(e && e.failed)) {
-          missing.push([c, r, Math.hypot(x + w / 2 - canvas.width / 2, y + h / 2 - canvas.height / 2)]);
+        } else if ((L === preview || L === top) && !(e && e.failed)) {
+          missing[L].push([c, r, Math.hypot(x + w / 2 - canvas.width / 2, y + h / 2 - canvas.height / 2)]);
         }
       }
     }
-    missing.sort((a, b) => a[2] - b[2]);
-    for (const [c, r] of missing) {
-      if (state.loads >= MAX_LOADS) break;
-      if (!state.tiles.has(`${top}/${c}/${r}`)) request(top, c, r);
+    for (const [key, e] of state.tiles) {   // cancel what the view no longer needs
+      if (!e.ready && !e.failed && !wanted.has(key)) {
+        e.img.onload = e.img.onerror = null;
+        e.img.src = "";
+        state.tiles.delete(key);
+        state.loads--;
+      }
     }
-    const done = missing.length === 0;
+    for (const L of preview === top ? [top] : [preview, top]) {
+      missing[L].sort((a, b) => a[2] - b[2]);
+      for (const [c, r] of missing[L]) {
+        if (state.loads >= MAX_LOADS) break;
+        if (!state.tiles.has(`${L}/${c}/${r}`)) request(L, c, r);
+      }
+    }
+    const done = missing[top].length === 0;
     if (done && !state.complete) { state.complete = true; state.completeMs = performance.now() - state.changedAt; }
     evict();
     drawScaleBar();
-    document.getElementById("status").textContent = done ? "" : `loading ${missing.length} tiles`;
+    document.getElementById("status").textContent = done ? "" : `loading ${missing[top].length} tiles`;
   }
 
   function drawScaleBar() {
