@@ -28,15 +28,16 @@ def open(store: Any, cache_mb: float = 256, on_error: str = "raise", fill_value:
     to ``fill_value`` instead (salvage) and its key is added to ``img.damaged``. ``precision`` is the
     decoder's arithmetic (``"float32"`` or ``"bfloat16"``), the same for every path of this object.
     """
-    from .store.reader import CPSImage
+    from .store.raster import open_image
 
-    return CPSImage(store, cache_mb=cache_mb, on_error=on_error, fill_value=fill_value, precision=precision)
+    return open_image(store, cache_mb=cache_mb, on_error=on_error, fill_value=fill_value, precision=precision)
 
 
 def convert(source: Any, store: Any, *, quality: float = DEFAULT_QUALITY, chunk: int = DEFAULT_CHUNK,
             tile: int = DEFAULT_TILE, shard: int | None = None, levels: int | None = None, overwrite: bool = False,
             resume: bool = False, progress: bool = True, codec: str | None = None, page: int = 0, scheduler: str | None = None,
-            client: Any = None, device: str = "cpu", resources: dict | None = None, precision: str = "float32"):
+            client: Any = None, device: str = "cpu", resources: dict | None = None, precision: str = "float32",
+            band_groups: str | None = None, band_range: str | None = None):
     """Compress ``source`` (a path pyvips opens, or a uint8 numpy/dask array) into a CPS store.
 
     ``store`` is a local path, a writable URL (``file://``, ``s3://``, ...), any
@@ -54,20 +55,33 @@ def convert(source: Any, store: Any, *, quality: float = DEFAULT_QUALITY, chunk:
     ``"auto"``; CUDA tasks ask for a ``GPU`` worker resource. ``precision="bfloat16"`` runs the
     transform in bf16 (faster on CPUs with AMX/AVX512-BF16). ``resume=True`` finishes an
     interrupted conversion, skipping verified units.
+    A georeferenced source keeps its CRS, transform and nodata. A raster of other than 8-bit grey
+    or RGB (uint16, any band count, or with nodata; read through rasterio) is stored as band groups
+    of up to three bands (``band_groups="3,2,1"``: sizes in band order; default threes and ones),
+    each band mapped linearly from its range (its data's min and max, or ``band_range="LO,HI"``,
+    or ``"LO,HI;LO,HI;..."`` per band) to the codec's 8 bits.
     Returns the opened image.
     """
+    from .errors import StoreError
     from .pipeline.convert import convert_store
     from .pipeline.progress import ProgressBar
-    from .pipeline.source import open_source
+    from .pipeline.raster import convert_raster, open_image_source
     from .store.location import pack_zip, zip_work_folder
     from .transforms.weights import DEFAULT_CODEC, load_codec
 
-    src = open_source(source, page=page)
+    src, multi_band = open_image_source(source, page=page, band_groups=band_groups, band_range=band_range)
     bar = ProgressBar(src.height * src.width, enabled=progress)
+    options = dict(quality=quality, chunk=chunk, tile=tile, shard=shard, levels=levels, overwrite=overwrite, resume=resume,
+                   scheduler=scheduler, client=client, device=device, resources=resources, progress=bar,
+                   precision=precision)
+    if multi_band:
+        if str(store).endswith(".zip"):
+            raise StoreError("a multi-band store cannot be written as one .zip file yet; write a directory")
+        convert_raster(src, store, load_codec(codec or DEFAULT_CODEC), band_groups=band_groups, band_range=band_range,
+                       **options)
+        return open(store)
     target = zip_work_folder(store, overwrite) or store
-    convert_store(src, target, load_codec(codec or DEFAULT_CODEC), quality=quality, chunk=chunk, tile=tile,
-                  shard=shard, levels=levels, overwrite=overwrite, resume=resume, scheduler=scheduler, client=client,
-                  device=device, resources=resources, progress=bar, precision=precision)
+    convert_store(src, target, load_codec(codec or DEFAULT_CODEC), **options)
     if target is not store:
         pack_zip(target, store, overwrite=overwrite, remove_source=True)
     return open(store)

@@ -39,12 +39,17 @@ def _positive_int(text: str) -> int:
 
 def cmd_convert(a: argparse.Namespace) -> None:
     import cps_tiles
+    from cps_tiles.store.raster import CPSRaster
 
     img = cps_tiles.convert(a.src, a.dst, quality=a.quality, chunk=a.chunk, tile=a.tile, shard=a.shard,
-                            levels=a.levels,
-                            overwrite=a.overwrite,
-                            resume=a.resume, progress=not a.quiet, codec=a.codec, page=a.page,
-                            scheduler=a.scheduler, device=a.device, precision=a.precision)
+                            levels=a.levels, overwrite=a.overwrite, resume=a.resume, progress=not a.quiet,
+                            codec=a.codec, page=a.page, scheduler=a.scheduler, device=a.device,
+                            precision=a.precision, band_groups=a.band_groups, band_range=a.band_range)
+    if isinstance(img, CPSRaster):
+        worst = min(e["psnr_db"] for e in img.meta.errors)
+        print(f"{a.dst}: {img.shape[1]}x{img.shape[0]}x{img.shape[2]} {img.meta.dtype}, {len(img.meta.groups)} band "
+              f"groups, lowest band PSNR {worst:.2f} dB (see cps-tiles info)")
+        return
     s = store_summary(img)
     print(f"{a.dst}: {s['width']}x{s['height']}x{s['bands']}, {s['bpp']:.3f} bpp, ratio {s['ratio']:.1f}:1")
 
@@ -108,8 +113,11 @@ def cmd_info(a: argparse.Namespace) -> None:
     from .errors import StoreError
     from .store.layout import PROGRESS, StoreMeta, open_group_checked
     from .store.location import open_location
+    from .store.raster import is_raster
     from .store.reader import CPSImage
 
+    if is_raster(a.store):
+        return raster_info(a)
     try:
         img = CPSImage(a.store)
         s = store_summary(img)
@@ -143,14 +151,61 @@ def cmd_info(a: argparse.Namespace) -> None:
         for d in s["levels_detail"]:
             size = "" if d["bytes"] is None else f", {d['bytes']:,} bytes"
             print(f"    {d['level']:>2}  {d['width']} x {d['height']} (1/{d['downsample']}), {d['chunks']} chunks{size}")
+    _print_geo(img.geo, s["height"], s["width"])
+
+
+def _print_geo(geo, height: int, width: int) -> None:
+    if geo is None:
+        return
+    crs = geo.crs_code or (geo.crs_wkt.split('"')[1] if geo.crs_wkt and '"' in geo.crs_wkt else "none")
+    xmin, ymin, xmax, ymax = geo.bounds(height, width)
+    rx, ry = geo.resolution()
+    print(f"  crs       {crs}")
+    print(f"  bounds    x {xmin:.10g} .. {xmax:.10g}, y {ymin:.10g} .. {ymax:.10g}")
+    print(f"  pixel     {rx:.10g} x {ry:.10g} (CRS units)" + ("" if geo.nodata is None else f", nodata {geo.nodata:g}"))
+
+
+def raster_info(a: argparse.Namespace) -> None:
+    """``info`` of a multi-band store: bands, groups and ranges, georeferencing, measured error."""
+    import numpy as np
+
+    from .store.layout import store_size
+    from .store.raster import CPSRaster
+
+    img = CPSRaster(a.store)
+    m = img.meta
+    total = store_size(img.location.store)
+    if a.json:
+        print(json.dumps({"store": a.store, **{k: v for k, v in vars(m).items()},
+                          "bytes": None if total is None else total[0]}, indent=2))
+        return
+    print(f"{a.store}: {m.width} x {m.height} pixels, {m.bands} band(s), {m.dtype}, {len(m.levels)} level(s)")
+    codec = img.group_images[0].meta
+    print(f"  codec     {codec.codec}, quality {codec.quality}; band groups {[[b + 1 for b in g] for g in m.groups]}")
+    if total is not None:
+        print(f"  size      {total[0]:,} bytes, {8 * total[0] / (m.height * m.width * m.bands):.4f} bits per band sample, "
+              f"ratio {m.height * m.width * m.bands * np.dtype(m.dtype).itemsize / total[0]:.1f}:1 vs raw")
+    _print_geo(img.geo, m.height, m.width)
+    print("  error     per band, decoded against the source on sampled windows at convert time:")
+    for e, (lo, hi) in zip(m.errors, m.ranges):
+        print(f"    band {e['band']:>2}  range {lo:g}..{hi:g}  PSNR {e['psnr_db']:.2f} dB of the range, "
+              f"mean abs {e['mae']:g}, max abs {e['max_abs']:g} ({e['pixels']:,} px)")
 
 
 def cmd_export(a: argparse.Namespace) -> None:
     import cps_tiles
 
     from .pipeline.export import export_tiff
+    from .store.raster import CPSRaster
 
     img = cps_tiles.open(a.store, precision=a.precision)
+    if a.cog or isinstance(img, CPSRaster):
+        from .pipeline.export import export_cog
+
+        count = export_cog(img, a.out, compression=a.compression)
+        print(f"{a.out}: {img.shape[1]}x{img.shape[0]}x{img.shape[2]}, Cloud Optimized GeoTIFF, {count} levels "
+              "(the store's own)")
+        return
     levels = [(_level_reader(level, a.scheduler), *level.shape[:2]) for level in img.levels]
     count = export_tiff(levels, img.shape[2], a.out, compression=a.compression)
     print(f"{a.out}: {img.shape[1]}x{img.shape[0]}, {count} pyramid levels (the store's own)")
@@ -270,6 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--levels", type=int, default=None,
                    help="pyramid levels to write, level 0 included (default: until the image fits one chunk; 1: none)")
     c.add_argument("--page", type=int, default=0, help="page of a multi-page TIFF")
+    c.add_argument("--band-groups", default=None,
+                   help="multi-band rasters: group sizes in band order, e.g. 3,2,1 (default: threes, then ones)")
+    c.add_argument("--band-range", default=None,
+                   help="multi-band rasters: LO,HI mapped to the codec's range for every band, or LO,HI;LO,HI;... "
+                        "per band (default: each band's min and max)")
     c.add_argument("--codec", default=None, help="trained codec name or directory (default: the bundled one)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing store")
     c.add_argument("--resume", action="store_true", help="finish an interrupted conversion of the same source")
@@ -297,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("store", help=STORE_HELP)
     e.add_argument("out", help="output .tif")
     e.add_argument("--compression", default="deflate", help="TIFF tile compression (deflate, zstd, lzw, jpeg, webp, none)")
+    e.add_argument("--cog", action="store_true",
+                   help="a Cloud Optimized GeoTIFF (GDAL's COG driver) with the CRS, transform and nodata")
     _precision_arg(e, "decoder arithmetic")
     e.add_argument("--scheduler", default="local",
                    help="local (in-process, default), threads, processes, or tcp://HOST:PORT to decode on a cluster")

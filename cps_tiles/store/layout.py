@@ -43,6 +43,7 @@ from ..transforms.geometry import Geometry, Plan
 from ..transforms.model import check_quality
 from ..transforms.weights import Codec
 from ..zarr_codecs.zarr_codec import CPSLatentZarrCodec
+from .geo import GeoInfo, write_geo
 from .location import Location, open_location
 
 #: Store format written: 2 adds pyramid levels (``levels/<k>`` groups). Format 1 (one level) still reads.
@@ -218,6 +219,8 @@ def _create_arrays(group: zarr.Group, meta: StoreMeta, plan: Plan, codec: Codec)
             group.create_array(ALPHA, shape=(meta.height, meta.width), chunks=(meta.chunk, meta.chunk), dtype="uint8",
                                fill_value=255, compressors=ZstdCodec(level=9), dimension_names=("y", "x"))
         group.create_array(PROGRESS, shape=plan.unit_grid, chunks=(1, 1), dtype="uint8", fill_value=0)
+        geo = GeoInfo.from_source_metadata(meta.source.get("geo"))
+        write_geo(group, geo and geo.at_level(meta.level), meta.height, meta.width)
     meta.write(group)
 
 

@@ -28,6 +28,7 @@ from ..transforms.precision import precision_context
 from ..transforms.tiling import synthesize_cells
 from ..transforms.weights import load_codec
 from .chunks import LatentChunks
+from .geo import GeoInfo, to_xarray
 from .layout import ALPHA, ASSOCIATED, LATENT, StoreMeta, level_path, open_group_checked
 from .location import Location, open_location
 
@@ -176,7 +177,48 @@ def _assemble(out: np.ndarray, y0: int, x0: int, size: int, block: Callable[[int
                                                                   tx0 - j * size : tx1 - j * size]
 
 
-class CPSImage:
+class RegionIndexing:
+    """numpy-style 2-D slicing for an image with ``shape`` (H, W, C) and a ``region(y0, y1, x0, x1)``
+    method: integers and contiguous slices on the two spatial axes, anything on the band axis."""
+
+    shape: tuple[int, int, int]
+
+    def region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):
+            i = key.index(Ellipsis)
+            key = key[:i] + (slice(None),) * (3 - len(key) + 1) + key[i + 1 :]
+        if len(key) > 3:
+            raise IndexError(f"too many indices for an image of 3 dimensions: {len(key)}")
+        key = key + (slice(None),) * (3 - len(key))
+        ranges, squeeze = [], []
+        for axis, (k, n) in enumerate(zip(key[:2], self.shape[:2])):
+            if isinstance(k, (int, np.integer)):
+                i = int(k) + n if k < 0 else int(k)
+                if not 0 <= i < n:
+                    raise IndexError(f"index {k} is out of bounds for axis {axis} with size {n}")
+                ranges.append((i, i + 1))
+                squeeze.append(axis)
+            elif isinstance(k, slice):
+                start, stop, step = k.indices(n)
+                if step != 1:
+                    raise IndexError("only contiguous regions can be read (slice step 1); "
+                                     "decode the region, then subsample the numpy array")
+                ranges.append((start, max(start, stop)))
+            else:
+                raise IndexError(f"unsupported index {k!r}: use integers or slices")
+        out = self.region(*ranges[0], *ranges[1])[:, :, key[2]]
+        return out.squeeze(axis=tuple(squeeze)) if squeeze else out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self.region(0, self.shape[0], 0, self.shape[1])
+        return out if dtype is None else out.astype(dtype)
+
+
+class CPSImage(RegionIndexing):
     """A decoded view of a CPS store: ``shape`` (H, W, C), ``dtype`` uint8, 2-D slicing.
 
     >>> img = cps_tiles.open("slide.zarr")      # doctest: +SKIP
@@ -277,36 +319,16 @@ class CPSImage:
         return (f"CPSImage({self.path!r}{level}, shape={self.shape}, quality={self.meta.quality}, "
                 f"codec={self.meta.codec!r}, chunk={self.meta.chunk})")
 
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        out = self.region(0, self.meta.height, 0, self.meta.width)
-        return out if dtype is None else out.astype(dtype)
+    # -- georeferencing ------------------------------------------------------------------------
+    @property
+    def geo(self) -> GeoInfo | None:
+        """CRS, transform (of this level) and nodata where the source was georeferenced, else None."""
+        return GeoInfo.from_attributes(dict(self.group.attrs))
 
-    def __getitem__(self, key) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        if any(k is Ellipsis for k in key):
-            i = key.index(Ellipsis)
-            key = key[:i] + (slice(None),) * (3 - len(key) + 1) + key[i + 1 :]
-        if len(key) > 3:
-            raise IndexError(f"too many indices for an image of 3 dimensions: {len(key)}")
-        key = key + (slice(None),) * (3 - len(key))
-        ranges, squeeze = [], []
-        for axis, (k, n) in enumerate(zip(key[:2], self.shape[:2])):
-            if isinstance(k, (int, np.integer)):
-                i = int(k) + n if k < 0 else int(k)
-                if not 0 <= i < n:
-                    raise IndexError(f"index {k} is out of bounds for axis {axis} with size {n}")
-                ranges.append((i, i + 1))
-                squeeze.append(axis)
-            elif isinstance(k, slice):
-                start, stop, step = k.indices(n)
-                if step != 1:
-                    raise IndexError("CPSImage supports only contiguous regions (slice step 1); "
-                                     "decode the region, then subsample the numpy array")
-                ranges.append((start, max(start, stop)))
-            else:
-                raise IndexError(f"unsupported index {k!r}: use integers or slices")
-        out = self.region(*ranges[0], *ranges[1])[:, :, key[2]]
-        return out.squeeze(axis=tuple(squeeze)) if squeeze else out
+    def to_xarray(self, name: str | None = None):
+        """A lazy, dask-backed ``xarray.DataArray`` ``(band, y, x)`` with coordinates from the
+        transform and the CRS (see :func:`cps_tiles.store.geo.to_xarray`)."""
+        return to_xarray(self.to_dask(), self.geo, name or Path(self.path).stem)
 
     # -- decoding -----------------------------------------------------------------------------
     def region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
