@@ -56,7 +56,8 @@ def per_chunk(encode, decode, a: np.ndarray, q, chunk: int) -> tuple[int, np.nda
             block = np.ascontiguousarray(a[y : y + chunk, x : x + chunk])
             data = encode(block, q)
             nbytes += len(data)
-            out[y : y + chunk, x : x + chunk] = decode(data)[:, :, :3]
+            decoded = decode(data)
+            out[y : y + chunk, x : x + chunk] = decoded[..., : a.shape[2]] if a.ndim == 3 else decoded
     return nbytes, out
 
 

@@ -168,8 +168,11 @@ class BandGroupSource:
         self.raster, self.band_indices, self.ranges = raster, bands, ranges
         self.height, self.width = raster.height, raster.width
         self.bands = 1 if len(bands) == 1 else 3
-        self.metadata = {k: v for k, v in raster.metadata.items() if k != "geo"} | {
-            "bands": [b + 1 for b in bands], "band_range": [list(r) for r in ranges]}
+        # each group store is georeferenced at every level too; nodata is the parent's mask, not theirs
+        geo = raster.metadata.get("geo")
+        self.metadata = raster.metadata | {"bands": [b + 1 for b in bands], "band_range": [list(r) for r in ranges]}
+        if geo:
+            self.metadata["geo"] = geo | {"nodata": None}
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         values = self.raster.read(y0, y1, x0, x1)[:, :, self.band_indices].astype(np.float64)
