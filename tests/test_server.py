@@ -132,8 +132,13 @@ def _squares() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
+    import pyvips
+
     root = tmp_path_factory.mktemp("served")
-    cps_tiles.convert(_photo(), root / "grace.zarr", quality=5, progress=False)
+    # a TIFF with a resolution (4000 px/mm: 0.25 um pixels), so the viewer shows a scale bar
+    pyvips.Image.new_from_array(_photo()).tiffsave(str(root / "grace.tif"), xres=4000.0, yres=4000.0, resunit="cm")
+    cps_tiles.convert(root / "grace.tif", root / "grace.zarr", quality=5, progress=False)
+    (root / "grace.tif").unlink()
     cps_tiles.convert(_squares(), root / "squares.zarr", quality=8, progress=False)
     shutil.copytree(root / "grace.zarr", root / "damaged.zarr")
     chunk = root / "damaged.zarr" / "latent" / "c" / "0" / "1" / "1"
@@ -360,11 +365,12 @@ def test_viewer_shows_the_image_in_headless_chromium(served, tmp_path):
         page.goto(url + "view/grace")
         page.wait_for_function("window.cpsViewer && window.cpsViewer.info && window.cpsViewer.complete", timeout=120_000)
         # fit: 512 x 600 in 400 x 300 is scale 0.5, so level 1 (256 x 300) is drawn 1:1 at x = 72
-        # (rows from 50: the buttons cover the top left); tiles are JPEG q90, hence not exact
+        # (rows 50 to 250: the buttons cover the top left, the scale bar the bottom left); tiles are
+        # JPEG q90, hence not exact
         shot = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB"))
         level1 = np.asarray(img.levels[1])
-        assert psnr(shot[50:, 72:328], level1[50:]) > 32
-        assert psnr(shot[50:, 80:336], level1[50:]) < 25  # a misplaced image would not pass
+        assert psnr(shot[50:250, 72:328], level1[50:250]) > 32
+        assert psnr(shot[50:250, 80:336], level1[50:250]) < 25  # a misplaced image would not pass
         (tmp_path / "fit.png").write_bytes(page.screenshot())
         # full resolution at the centre of the image: level 0 drawn 1:1
         page.evaluate("window.cpsViewer.setView(256, 300, 1)")
@@ -373,6 +379,10 @@ def test_viewer_shows_the_image_in_headless_chromium(served, tmp_path):
         assert psnr(shot[50:250, 100:300], np.asarray(img[200:400, 156:356])) > 32
         state = page.evaluate("({errors: window.cpsViewer.errors, first: window.cpsViewer.firstTileMs})")
         assert state["errors"] == 0 and state["first"] is not None and not errors
+        # the scale bar: 0.25 um pixels at scale 1 -> a bar of a round length near 120 px
+        label, width = page.evaluate("[document.getElementById('scale-label').textContent, "
+                                     "document.getElementById('scale-line').style.width]")
+        assert label == "20 µm" and width == "80px"
         # the controls: zoom out to fit by its button, zoom by the wheel
         page.click("#fit")
         page.wait_for_function("window.cpsViewer.complete", timeout=120_000)
