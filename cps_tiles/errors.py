@@ -20,6 +20,10 @@ class SourceError(CPSError, ValueError):
     """An input image cannot be read as an image cps-tiles supports."""
 
 
+class PixelFormatError(SourceError):
+    """An image's bit depth or band count is not 8-bit grey, RGB or RGBA (rasterio may read it as a raster)."""
+
+
 class CorruptChunkError(CPSError, ValueError):
     """A chunk bitstream is truncated, damaged, forged, or from another model or format."""
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SourceError
+from ..errors import PixelFormatError, SourceError
 from ..store.geo import GeoInfo
 from ..store.raster import to_codes
 
@@ -200,10 +200,8 @@ def open_image_source(src: Any, page: int = 0, band_groups: str | None = None,
     if not wants_bands and not is_georeferenced_tiff(src):
         try:
             return VipsSource(src, page=page), False
-        except SourceError as exc:
-            if "not supported" not in str(exc):
-                raise
-            return RasterSource(src), True  # a 16-bit or many-band image: through rasterio
+        except PixelFormatError:  # another bit depth or band count: a raster, through rasterio
+            return RasterSource(src), True
     raster = RasterSource(src)
     plain = raster.dtype == np.uint8 and raster.bands in (1, 3) and raster.nodata is None and not wants_bands
     if not plain:

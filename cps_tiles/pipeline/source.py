@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import SourceError
+from ..errors import PixelFormatError, SourceError
 from ..transforms.geometry import Window
 from ..transforms.tiling import pad_to
 
@@ -40,7 +40,7 @@ def _check_shape(height: int, width: int, bands: int, what: str) -> None:
     if height * width > MAX_PIXELS:
         raise SourceError(f"{what} declares {height}x{width} pixels, more than the {MAX_PIXELS} supported")
     if bands not in (1, 3, 4):
-        raise SourceError(f"{what} has {bands} bands; supported: {SUPPORTED}")
+        raise PixelFormatError(f"{what} has {bands} bands; supported: {SUPPORTED}")
 
 
 @dataclass
@@ -96,7 +96,7 @@ class VipsSource:
         if im.format != "uchar":
             depth = {"ushort": "16-bit", "short": "16-bit signed", "uint": "32-bit", "int": "32-bit signed",
                      "float": "32-bit float", "double": "64-bit float"}.get(im.format, im.format)
-            raise SourceError(f"{self.path}: {depth} pixels are not supported; supported: {SUPPORTED}")
+            raise PixelFormatError(f"{self.path}: {depth} pixels are not supported; supported: {SUPPORTED}")
         if im.interpretation == "cmyk":
             raise SourceError(f"{self.path}: CMYK images are not supported; supported: {SUPPORTED}")
         _check_shape(im.height, im.width, im.bands, self.path)
