@@ -122,7 +122,7 @@ def viewport(url: str, name: str, width: int, height: int, shot: Path) -> list[l
         page.wait_for_function("window.cpsViewer.complete", timeout=600_000, polling=20)
         v = page.evaluate("({first: cpsViewer.firstTileMs, done: cpsViewer.completeMs})")
         rows.append(["full resolution (jump)", _ms(v["first"]), _ms(v["done"]), "", ""])
-        page.screenshot(path=str(shot))
+        page.screenshot(path=str(shot), type="jpeg", quality=85)
         browser.close()
     return rows
 
@@ -176,7 +176,7 @@ def main() -> None:
         latency = tile_latency(url, name, width, height, levels, top, a.tiles)
     with tile_server(*server_args) as (url, _):
         rps = throughput(url, name, width, height, top)
-    shot = a.out.with_suffix(".png")
+    shot = a.out.with_suffix(".jpg")
     with tile_server(*server_args) as (url, _):
         view = viewport(url, name, width, height, shot)
     stages = where_time_goes(a.store, a.precision)
