@@ -75,10 +75,17 @@ def cmd_decode(a: argparse.Namespace) -> None:
             raise ValueError(f"the whole {w}x{h} image needs {h * w * c / 2**30:.1f} GiB in memory; decode a "
                              "--region, or write a tiled pyramidal TIFF with `cps-tiles export`")
         pixels = np.asarray(img)
+    if img.dtype != np.uint8 or pixels.shape[2] not in (1, 3, 4):  # a multi-band store: its own values
+        if suffix not in (".tif", ".tiff"):
+            raise ValueError(f"a {pixels.shape[2]}-band {img.dtype} store decodes to .tif only, got {a.out!r}")
+        import tifffile
+
+        tifffile.imwrite(a.out, pixels, photometric="minisblack", planarconfig="contig")
+        return
     im = pyvips.Image.new_from_array(np.ascontiguousarray(pixels))
     im = im.copy(interpretation="b-w" if pixels.shape[2] == 1 else "srgb")
     im.write_to_file(a.out, **({"Q": 95} if suffix in (".jpg", ".jpeg") else {}))
-    for key in sorted(img.damaged):
+    for key in sorted(getattr(img, "damaged", ())):
         print(f"cps-tiles: warning: {key} unreadable, filled with 0", file=sys.stderr)
 
 

@@ -169,3 +169,22 @@ def test_without_rasterio_the_error_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "rasterio", None)
     result = cli("convert", tmp_path / "in.tif", tmp_path / "s.zarr", "--codec", TINY)
     assert result.returncode == 1 and "pip install 'cps-tiles[geo]'" in result.stderr
+
+
+def test_verify_decode_and_a_damaged_mask(tmp_path):
+    import tifffile
+
+    pixels = field(300, 280, 4, 3000).astype(np.uint16)
+    pixels[:256, :256] = 0  # a whole chunk of nodata: its mask chunk is still written
+    write_tif(tmp_path / "in.tif", pixels, UTM, NORTH_UP, nodata=0)
+    cps_tiles.convert(tmp_path / "in.tif", tmp_path / "m.zarr", codec=TINY, progress=False)
+    result = cli("verify", tmp_path / "m.zarr")
+    assert result.returncode == 0 and "OK" in result.stdout
+    assert cli("decode", tmp_path / "m.zarr", tmp_path / "out.tif").returncode == 0
+    assert np.array_equal(tifffile.imread(tmp_path / "out.tif"), np.asarray(cps_tiles.open(tmp_path / "m.zarr")))
+    assert "decodes to .tif only" in cli("decode", tmp_path / "m.zarr", tmp_path / "out.png").stderr
+    (tmp_path / "m.zarr" / "mask" / "0" / "c" / "0" / "0").unlink()
+    result = cli("verify", tmp_path / "m.zarr")
+    assert result.returncode == 1 and "chunk mask/0/c/0/0 is missing" in result.stdout
+    result = cli("decode", tmp_path / "m.zarr", tmp_path / "out.tif")  # never read as "all nodata"
+    assert result.returncode == 1 and "mask/0/c/0/0 is missing" in result.stderr

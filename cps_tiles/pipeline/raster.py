@@ -224,6 +224,8 @@ def _write_masks(root: Any, raster: RasterSource, shapes: list[tuple[int, int]],
         arrays = [root.create_array(f"{MASK}/{k}", shape=s, chunks=(chunk, chunk), dtype="uint8", fill_value=0,
                                     compressors=ZstdCodec(level=9), dimension_names=("y", "x"), overwrite=True)
                   for k, s in enumerate(shapes)]
+    # every chunk written, all-nodata ones too: a missing mask chunk means damage (as for the latent)
+    arrays = [a.with_config({"write_empty_chunks": True}) for a in arrays]
     for y, pixels in raster.strips():
         arrays[0][y : y + pixels.shape[0], :] = raster.valid(pixels).astype(np.uint8)
     for k in range(1, len(shapes)):

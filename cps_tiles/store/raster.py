@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.core.sync import sync
 
-from ..errors import StoreError
+from ..errors import DamagedChunkError, StoreError
 from .geo import GeoInfo, to_xarray
 from .layout import compact_json, open_group_checked
 from .location import open_location
@@ -168,8 +169,18 @@ class CPSRaster(RegionIndexing):
     def region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """Values of rows ``y0:y1`` and columns ``x0:x1`` (clipped) as ``[h, w, bands]`` of the dtype."""
         codes = [img.region(y0, y1, x0, x1) for img in self.group_images]
-        valid = None if self.mask is None else self.mask[y0:y1, x0:x1].astype(bool)
+        valid = None if self.mask is None else self._mask_region(y0, y1, x0, x1)
         return self._values(codes, valid)
+
+    def _mask_region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """The nodata mask under a region; a missing mask chunk is damage, not "all nodata"."""
+        c = self.mask.chunks[0]
+        for i in range(y0 // c, -(-y1 // c)):
+            for j in range(x0 // c, -(-x1 // c)):
+                key = f"{self.mask.path}/{self.mask.metadata.encode_chunk_key((i, j))}"
+                if not sync(self.location.store.exists(key)):
+                    raise DamagedChunkError(f"{self.path}: chunk {key} is missing")
+        return self.mask[y0:y1, x0:x1].astype(bool)
 
     def to_dask(self):
         """``[H, W, bands]`` of the dtype, one task per storage chunk of each group."""

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from zarr.core.sync import sync
 
 from ..errors import DamagedChunkError
+from .layout import open_group_checked
+from .raster import MASK, CPSRaster, is_raster
 from .reader import CPSImage
 
 #: Chunks fetched per round trip.
@@ -33,10 +36,27 @@ def verify_store(location: Any) -> Report:
     """Open the store (metadata, format, codec checksum), then decode every latent chunk and read
     every alpha chunk, fetching them through the store in batches. Raises
     :class:`~cps_tiles.errors.StoreError` if the store cannot even be opened."""
+    if isinstance(location, (str, Path)) and is_raster(location):
+        return _verify_raster(location)
     root = CPSImage(location, cache_mb=0)
     report = Report(root.path)
     for img in root.levels:
         _verify_level(img, report)
+    return report
+
+
+def _verify_raster(location: str | Path) -> Report:
+    """A multi-band store: every level of every band group's store, and every nodata mask chunk."""
+    raster = CPSRaster(location, cache_mb=0)
+    report = Report(raster.path)
+    for group in raster.group_images:
+        for img in group.levels:
+            _verify_level(img, report)
+    if raster.meta.nodata is not None:
+        root, _ = open_group_checked(raster.location)
+        chunk = raster.group_images[0].meta.chunk
+        for k in range(raster.level_count):
+            _verify_mask(raster.location.store, root[f"{MASK}/{k}"], chunk, report)
     return report
 
 
@@ -52,14 +72,19 @@ def _verify_level(img: CPSImage, report: Report) -> None:
             except DamagedChunkError as exc:
                 report.problems.append(str(exc).removeprefix(f"{img.path}: "))
     if img.alpha is not None:
-        store, c = img.location.store, img.meta.chunk
-        for y in range(0, img.meta.height, c):
-            for x in range(0, img.meta.width, c):
-                key = f"{img.alpha.path}/{img.alpha.metadata.encode_chunk_key((y // c, x // c))}"
-                if not sync(store.exists(key)):
-                    report.problems.append(f"chunk {key} is missing")
-                    continue
-                try:
-                    img.alpha[y : y + c, x : x + c]
-                except Exception as exc:
-                    report.problems.append(f"chunk {key} is damaged ({type(exc).__name__})")
+        _verify_mask(img.location.store, img.alpha, img.meta.chunk, report)
+
+
+def _verify_mask(store: Any, array: Any, chunk: int, report: Report) -> None:
+    """Every chunk of a lossless ``[H, W]`` array (alpha, nodata mask): present and readable."""
+    height, width = array.shape
+    for y in range(0, height, chunk):
+        for x in range(0, width, chunk):
+            key = f"{array.path}/{array.metadata.encode_chunk_key((y // chunk, x // chunk))}"
+            if not sync(store.exists(key)):
+                report.problems.append(f"chunk {key} is missing")
+                continue
+            try:
+                array[y : y + chunk, x : x + chunk]
+            except Exception as exc:
+                report.problems.append(f"chunk {key} is damaged ({type(exc).__name__})")
