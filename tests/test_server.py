@@ -383,7 +383,13 @@ def test_viewer_shows_the_image_in_headless_chromium(served, tmp_path):
         label, width = page.evaluate("[document.getElementById('scale-label').textContent, "
                                      "document.getElementById('scale-line').style.width]")
         assert label == "20 µm" and width == "80px"
-        # the controls: zoom out to fit by its button, zoom by the wheel
+        # the controls: drag pans (100 screen px = 100 image px at scale 1), the button zooms out to
+        # fit, the wheel zooms in
+        page.mouse.move(200, 150)
+        page.mouse.down()
+        page.mouse.move(100, 150, steps=5)
+        page.mouse.up()
+        assert page.evaluate("[window.cpsViewer.cx, window.cpsViewer.cy]") == [356, 300]
         page.click("#fit")
         page.wait_for_function("window.cpsViewer.complete", timeout=120_000)
         assert abs(page.evaluate("window.cpsViewer.scale") - 0.5) < 1e-9
