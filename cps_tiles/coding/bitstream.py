@@ -46,6 +46,7 @@ from ..errors import CorruptChunkError
 from ..transforms.geometry import Geometry
 from ..transforms.model import CPSModel, check_quality, hyper_head
 from .entropy import GaussianConditional, snap_means, snap_scales
+from .memo import ContentMemo, content_key, reuse_enabled
 
 MAGIC = b"CPSC"
 VERSION = 1
@@ -84,6 +85,8 @@ class ChunkCoder:
         self._context64 = None if model.context is None else copy.deepcopy(model.context).to(torch.float64).eval()
         self._level_code = model.level_code
         self.z_density = model.z_density
+        #: results reused for identical latent blocks and bitstreams (memo.py)
+        self._encoded, self._decoded = ContentMemo(), ContentMemo()
 
     # -- helpers ------------------------------------------------------------------------------
     def _gain64(self, quality: float) -> np.ndarray:
@@ -154,6 +157,15 @@ class ChunkCoder:
         if not np.issubdtype(y_hat.dtype, np.integer) or y_hat.min() < -32768 or y_hat.max() > 32767:
             raise ValueError("y_hat must hold integers in the int16 range")
         q = check_quality(quality, self._model.config.levels)
+        if not reuse_enabled():
+            return self._encode(y_hat, q)
+        key = content_key(y_hat.astype(np.int16), q)
+        if (data := self._encoded.get(key)) is None:
+            data = self._encode(y_hat, q)
+            self._encoded.put(key, data)
+        return data
+
+    def _encode(self, y_hat: np.ndarray, q: float) -> bytes:
         _, h, w = y_hat.shape
         gain = self._gain64(q)
         block = self._hyper_block
@@ -207,17 +219,36 @@ class ChunkCoder:
         """
         return self.decode_many([data], [shape])[0]
 
-    @torch.inference_mode()
     def decode_many(self, datas: list[bytes], shapes: list | None = None) -> list[tuple[np.ndarray, float]]:
         """Decode several chunks, running their hyper decoders as batches. Any bad chunk raises
-        :class:`CorruptChunkError` for the call (use :meth:`decode` to isolate it)."""
+        :class:`CorruptChunkError` for the call (use :meth:`decode` to isolate it). A bitstream
+        identical to one decoded recently is not decoded again (``memo.py``)."""
         shapes = shapes or [None] * len(datas)
         datas = [bytes(d) for d in datas]  # one copy per chunk (memoryviews, zarr buffers)
+        if not reuse_enabled():
+            return self._decode_batch(datas, shapes)
+        keys = [content_key(data) for data in datas]
+        out: list = [self._decoded.get(key) for key in keys]
+        for data, shape, found in zip(datas, shapes, out):
+            if found is not None:  # framing, CRC and the expected shape are still checked
+                self._check_shape(self.read_header(data), shape)
+        todo = [i for i, found in enumerate(out) if found is None]
+        for i, result in zip(todo, self._decode_batch([datas[i] for i in todo], [shapes[i] for i in todo])):
+            self._decoded.put(keys[i], result)
+            out[i] = result
+        return out
+
+    def _check_shape(self, head: tuple, shape: tuple[int, int, int] | None) -> None:
+        _, h, w = head[:3]
+        if shape is not None and tuple(shape) != (self.M, h, w):
+            raise CorruptChunkError(f"chunk holds a {self.M}x{h}x{w} block, expected {tuple(shape)}")
+
+    @torch.inference_mode()
+    def _decode_batch(self, datas: list[bytes], shapes: list) -> list[tuple[np.ndarray, float]]:
         heads, z_hats = [], []
         for data, shape in zip(datas, shapes):
             q, h, w, lo, hi, z_len, y_len = head = self.read_header(data)
-            if shape is not None and tuple(shape) != (self.M, h, w):
-                raise CorruptChunkError(f"chunk holds a {self.M}x{h}x{w} block, expected {tuple(shape)}")
+            self._check_shape(head, shape)
             zs = (self.Nz, -(-h // self._hyper_block), -(-w // self._hyper_block))
             z_hats.append(self._guard(self.z_density.decompress, data[_HEADER.size : _HEADER.size + z_len], zs))
             heads.append(head)

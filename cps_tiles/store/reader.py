@@ -21,6 +21,7 @@ import zarr
 from zarr.abc.store import Store
 
 from ..coding.bitstream import ChunkCoder
+from ..coding.memo import ContentMemo, content_key, reuse_enabled
 from ..errors import CorruptChunkError, DamagedChunkError, StoreError
 from ..transforms.geometry import Geometry, Plan, SynthesisWindow
 from ..transforms.model import CPSModel
@@ -139,6 +140,8 @@ def _dask_decode_block(block: np.ndarray, spec: Any, version: str, precision: st
     return np.concatenate(rows, axis=1)
 
 
+#: chunk pixels by the content of their latent window, shared by every open image (memo.py)
+_SYNTHESIZED = ContentMemo()
 _WORKER_IMAGES: OrderedDict[tuple, CPSImage] = OrderedDict()
 _WORKER_LOCK = threading.Lock()
 
@@ -417,9 +420,21 @@ class CPSImage(RegionIndexing):
         return out
 
     def decode_window(self, latent_window: np.ndarray, window: SynthesisWindow) -> np.ndarray:
-        """One chunk's pixels ``uint8 [C, ch, cw]`` from its synthesis window (every decode path)."""
-        return decode_chunk_pixels(self.codec.model, latent_window, window, self.meta.quality, self.meta.bands,
-                                   self.precision)
+        """One chunk's pixels ``uint8 [C, ch, cw]`` from its synthesis window (every decode path);
+        a latent window identical to one synthesized recently, with the same halo, is not
+        synthesized again (``coding/memo.py``)."""
+        def synthesize() -> np.ndarray:
+            return decode_chunk_pixels(self.codec.model, latent_window, window, self.meta.quality, self.meta.bands,
+                                       self.precision)
+
+        if not reuse_enabled():
+            return synthesize()
+        key = content_key(latent_window, window.halo, self.codec.sha256, self.meta.quality, self.meta.bands,
+                          self.precision)
+        if (pixels := _SYNTHESIZED.get(key)) is None:
+            pixels = synthesize()
+            _SYNTHESIZED.put(key, pixels)
+        return pixels
 
     def _pixel_chunk(self, i: int, j: int) -> np.ndarray:
         def make() -> np.ndarray:

@@ -13,6 +13,7 @@ import torch
 import zarr
 
 from ..coding.bitstream import check_framing
+from ..coding.memo import ContentMemo, content_key, reuse_enabled
 from ..transforms.geometry import Plan, Window
 from ..transforms.tiling import analyze_tile, to_tensor
 from ..transforms.weights import Codec
@@ -35,6 +36,10 @@ def units_done(group: zarr.Group, plan: Plan, where: str) -> set[tuple[int, int]
     return done
 
 
+#: latents of one-colour compute tiles (memo.py)
+_ANALYZED = ContentMemo()
+
+
 def encode_tile(codec: Codec, pixels: np.ndarray, window: Window, plan: Plan, quality: float,
                 precision: str = "float32") -> np.ndarray:
     """One compute tile: RGB pixels of ``window.pixels`` ``uint8 [h, w, 3]`` (tile plus POPS margin,
@@ -43,9 +48,21 @@ def encode_tile(codec: Codec, pixels: np.ndarray, window: Window, plan: Plan, qu
     Runs on whatever device the codec's model is on (CPU, or CUDA on a GPU worker).
     """
     device = codec.model.log_gain.device
-    x = to_tensor(pixels).to(device).contiguous(memory_format=torch.channels_last)
-    y = analyze_tile(codec.model, x, window, plan.geometry.rho, precision)[0]
-    return codec.model.quantize(y, quality).cpu().numpy()
+
+    def analyze() -> np.ndarray:
+        x = to_tensor(pixels).to(device).contiguous(memory_format=torch.channels_last)
+        y = analyze_tile(codec.model, x, window, plan.geometry.rho, precision)[0]
+        return codec.model.quantize(y, quality).cpu().numpy()
+
+    # a one-colour window (glass, ocean, nodata) is analysed once per colour and shape (memo.py)
+    if not reuse_enabled() or not (pixels == pixels[:1, :1]).all():
+        return analyze()
+    crop = tuple((s.start, s.stop) for s in window.crop(plan.geometry.rho))
+    key = content_key(pixels[0, 0], pixels.shape, crop, codec.sha256, quality, precision, str(device))
+    if (y_hat := _ANALYZED.get(key)) is None:
+        y_hat = analyze()
+        _ANALYZED.put(key, y_hat)
+    return y_hat
 
 
 def alpha_region(cells: tuple[int, int, int, int], plan: Plan, meta: StoreMeta) -> tuple[int, int, int, int]:
