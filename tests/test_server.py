@@ -333,6 +333,17 @@ def test_serve_refuses_a_missing_store_in_one_line(tmp_path):
     assert result.returncode == 1 and "neither a store nor a directory holding any" in result.stderr
     result = cli("serve", tmp_path, "--workers", "0")
     assert result.returncode == 2 and "positive whole number" in result.stderr
+    # a multi-band store is refused by name, skipped (with a warning) inside a directory
+    import zarr
+
+    from cps_tiles.store.raster import RasterMeta
+
+    group = zarr.open_group(str(tmp_path / "ms.zarr"), mode="w")
+    RasterMeta(4, 4, 5, "uint16", [[0, 1, 2], [3], [4]], [[0, 1]] * 5).write(group)
+    result = cli("serve", tmp_path / "ms.zarr", "--port", "0")
+    assert result.returncode == 1 and "is a multi-band store" in result.stderr
+    result = cli("serve", tmp_path, "--port", "0")
+    assert result.returncode == 1 and "skipping" in result.stderr and "neither a store nor" in result.stderr
 
 
 # -- the viewer in a real browser ---------------------------------------------------------------------
@@ -396,4 +407,16 @@ def test_viewer_shows_the_image_in_headless_chromium(served, tmp_path):
         page.mouse.move(200, 150)
         page.mouse.wheel(0, -400)
         page.wait_for_function("window.cpsViewer.scale > 0.5 && window.cpsViewer.complete", timeout=120_000)
+        # pinch: two touch pointers moving apart from 100 px to 200 px double the scale about their midpoint
+        before = page.evaluate("window.cpsViewer.scale")
+        after = page.evaluate("""() => {
+            const c = document.getElementById('view');
+            const ev = (type, id, x) => c.dispatchEvent(new PointerEvent(type, {pointerId: id, pointerType: 'touch',
+                clientX: x, clientY: 150, bubbles: true}));
+            ev('pointerdown', 11, 150); ev('pointerdown', 12, 250);
+            ev('pointermove', 12, 250);   // the pinch starts at a distance of 100
+            ev('pointermove', 12, 350);   // ... and ends at 200, about x = 250
+            ev('pointerup', 11, 150); ev('pointerup', 12, 350);
+            return window.cpsViewer.scale; }""")
+        assert after == pytest.approx(2 * before)
         browser.close()

@@ -26,6 +26,7 @@ import html
 import json
 import logging
 import os
+import sys
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..errors import DamagedChunkError, RequestError, StoreError
+from ..store.raster import is_raster
 from ..store.reader import ChunkCaches, CPSImage
 from . import deepzoom, iiif
 from .render import MEDIA_TYPES, encode, read_scaled
@@ -103,9 +105,14 @@ def find_stores(arguments: list[str]) -> dict[str, str]:
     for arg in arguments:
         path = Path(arg)
         if "://" in arg or not path.is_dir() or (path / "zarr.json").is_file():
+            if "://" not in arg and path.is_dir() and is_raster(path):
+                raise StoreError(f"{arg} is a multi-band store; the server serves 8-bit grey, RGB and RGBA stores only")
             add(arg)
             continue
         inside = sorted(p for p in path.iterdir() if (p / "zarr.json").is_file() or p.name.endswith(".zarr.zip"))
+        for p in [p for p in inside if p.is_dir() and is_raster(p)]:
+            print(f"cps-tiles: warning: skipping {p}: multi-band stores are not served", file=sys.stderr)
+            inside.remove(p)
         if not inside:
             raise StoreError(f"{arg}: neither a store nor a directory holding any")
         for p in inside:

@@ -190,7 +190,7 @@
   const pointers = new Map();
   let pinch = null;
   canvas.addEventListener("pointerdown", (ev) => {
-    canvas.setPointerCapture(ev.pointerId);
+    try { canvas.setPointerCapture(ev.pointerId); } catch (err) { /* a pointer the browser no longer tracks */ }
     pointers.set(ev.pointerId, [ev.clientX * dpr(), ev.clientY * dpr()]);
     canvas.classList.add("dragging");
   });
