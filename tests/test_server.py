@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from servers import tile_server
+from servers import http_server, tile_server
 
 import cps_tiles
 from cps_tiles.errors import RequestError
@@ -106,6 +106,16 @@ def test_best_level_is_the_coarsest_that_covers_the_output():
     assert best_level(shapes, (0, 0, 1000, 1000), (500, 500)) == 1
     assert best_level(shapes, (0, 0, 1000, 1000), (100, 100)) == 2
     assert best_level(shapes, (3, 3, 8, 8), (2, 2)) == 2
+
+
+def test_a_request_over_the_decode_bound_says_why():
+    from types import SimpleNamespace
+
+    from cps_tiles.server.render import read_scaled
+
+    only_level_0 = [SimpleNamespace(shape=(30000, 40000, 3))]
+    with pytest.raises(RequestError, match="needs 1,200,000,000 decoded pixels at level 0.*cps-tiles pyramid"):
+        read_scaled(only_level_0, (0, 0, 40000, 30000), (400, 300), 4 * 4096 * 4096)
 
 
 # -- a live server ----------------------------------------------------------------------------------
@@ -420,3 +430,13 @@ def test_viewer_shows_the_image_in_headless_chromium(served, tmp_path):
             return window.cpsViewer.scale; }""")
         assert after == pytest.approx(2 * before)
         browser.close()
+
+
+def test_serves_a_store_read_over_http(served):
+    """The tile server reading its store from another HTTP server (object-store style): the same
+    tile bytes as from the local copy."""
+    url, root, _ = served
+    with http_server(root) as (store_url, _), tile_server(f"{store_url}/grace.zarr") as (remote, _):
+        for path in ("grace_files/10/1_1.png", "grace_files/8/0_0.png", "iiif/3/grace/0,0,300,200/150,/0/default.png"):
+            local, there = get(url + path), get(remote + path)
+            assert local[0] == there[0] == 200 and pixels_of(local[2]).tobytes() == pixels_of(there[2]).tobytes()

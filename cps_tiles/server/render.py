@@ -50,8 +50,9 @@ def read_scaled(levels: Sequence[Any], region: tuple[int, int, int, int], size: 
     x0, y0 = x // s, y // s
     x1, y1 = min(lw, -(-(x + w) // s)), min(lh, -(-(y + h) // s))
     if (x1 - x0) * (y1 - y0) > max_decode:
+        hint = "; the store lacks coarser levels (add them with cps-tiles pyramid)" if k == len(levels) - 1 else ""
         raise RequestError(f"the request needs {(x1 - x0) * (y1 - y0):,} decoded pixels at level {k}; "
-                           f"this server's limit is {max_decode:,}")
+                           f"this server's limit is {max_decode:,}{hint}")
     pixels = level[y0:y1, x0:x1]
     exact = (x % s, y % s) == (0, 0) and (x1 - x0, y1 - y0) == size
     if exact:
