@@ -188,3 +188,16 @@ def test_verify_decode_and_a_damaged_mask(tmp_path):
     assert result.returncode == 1 and "chunk mask/0/c/0/0 is missing" in result.stdout
     result = cli("decode", tmp_path / "m.zarr", tmp_path / "out.tif")  # never read as "all nodata"
     assert result.returncode == 1 and "mask/0/c/0/0 is missing" in result.stderr
+
+
+def test_a_multiband_store_reads_over_http(tmp_path):
+    from servers import http_server
+
+    pixels = field(90, 70, 5, 4000).astype(np.uint16)
+    pixels[:10] = 0
+    write_tif(tmp_path / "in.tif", pixels, UTM, NORTH_UP, nodata=0)
+    local = cps_tiles.convert(tmp_path / "in.tif", tmp_path / "m.zarr", codec=TINY, progress=False)
+    with http_server(tmp_path) as (url, _):
+        remote = cps_tiles.open(f"{url}/m.zarr")
+        assert isinstance(remote, CPSRaster) and remote.geo == local.geo
+        assert np.array_equal(remote[:, :], local[:, :]) and np.array_equal(remote.levels[1][:, :], local.levels[1][:, :])
