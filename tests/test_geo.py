@@ -193,7 +193,7 @@ def test_verify_decode_and_a_damaged_mask(tmp_path):
 def test_a_multiband_store_reads_over_http(tmp_path):
     from servers import http_server
 
-    pixels = field(90, 70, 5, 4000).astype(np.uint16)
+    pixels = field(300, 270, 5, 4000).astype(np.uint16)  # two levels
     pixels[:10] = 0
     write_tif(tmp_path / "in.tif", pixels, UTM, NORTH_UP, nodata=0)
     local = cps_tiles.convert(tmp_path / "in.tif", tmp_path / "m.zarr", codec=TINY, progress=False)
