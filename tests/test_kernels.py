@@ -1,0 +1,53 @@
+"""The committed fixture stores' latents decode bit for bit under every CPU kernel set torch can
+pick here, with 1 and 2 threads and with deterministic algorithms: the entropy parameters come
+from float64 networks snapped to grids, and this checks that no kernel choice lands a parameter on
+the other side of a grid line for these chunks. (Pixels may differ by float rounding; not checked
+here.) Each setting runs in a fresh process, as ``ATEN_CPU_CAPABILITY`` is read at start."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FIXTURE = Path(__file__).resolve().parent / "fixture" / "stores"
+CHECK = """
+import hashlib, json, sys, numpy as np, torch, zarr
+import cps_tiles  # registers the codec
+threads, deterministic, root = int(sys.argv[1]), sys.argv[2] == "1", sys.argv[3]
+torch.set_num_threads(threads)
+torch.use_deterministic_algorithms(deterministic)
+out = {}
+for name in json.loads(sys.argv[4]):
+    latent = zarr.open_group(f"{root}/{name}.zarr", mode="r")["latent"][:]
+    out[name] = hashlib.sha256(np.ascontiguousarray(latent).tobytes()).hexdigest()
+print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "latents": out}))
+"""
+
+
+def _capabilities() -> list[str]:
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    found = ["default"]
+    if " avx2" in flags:
+        found.append("avx2")
+    if " avx512f" in flags and " avx512bw" in flags and " avx512vl" in flags:
+        found.append("avx512")
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("capability", _capabilities())
+@pytest.mark.parametrize("threads,deterministic", [(1, False), (2, False), (2, True)])
+def test_fixture_latents_under_every_kernel_set(capability, threads, deterministic):
+    expected = json.loads((FIXTURE / "expected.json").read_text())
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability, "CPS_TILES_REUSE": "0"}
+    run = subprocess.run([sys.executable, "-c", CHECK, str(threads), "1" if deterministic else "0", str(FIXTURE),
+                          json.dumps(sorted(expected))], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["capability"].lower() == capability  # torch ran the kernels asked for
+    assert result["latents"] == {name: want["latent_sha256"] for name, want in expected.items()}
