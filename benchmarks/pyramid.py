@@ -35,6 +35,18 @@ print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrs
 """
 
 
+def overview_from_levels(img, side: int = 1024):
+    """Seconds to show a ``side``-px overview from the smallest stored level at least that large
+    (read whole, then reduced by area averaging), and that level."""
+    from cps_tiles.pipeline.source import box_mean
+
+    top = next(lv for lv in reversed(img.levels) if max(lv.shape[:2]) >= side)
+    t = time.perf_counter()
+    small = np.asarray(top)
+    box_mean(small, max(1, max(small.shape[:2]) // side))
+    return time.perf_counter() - t, top
+
+
 def main() -> None:
     import cps_tiles
     from cps_tiles.pipeline.source import box_mean
@@ -57,12 +69,7 @@ def main() -> None:
             rows.append([name, cps_tiles.open(tmp / f"{levels}.zarr").level_count, f"{nbytes:,}", f"{objects:,}",
                          f"{seconds:.0f} s", f"{rss:,.0f} MB"])
         share = results["all levels"] / results["level 0 only"] - 1
-        img = cps_tiles.open(tmp / "0.zarr", cache_mb=0)
-        top = next(lv for lv in reversed(img.levels) if max(lv.shape[:2]) >= 1024)
-        t = time.perf_counter()
-        small = np.asarray(top)
-        box_mean(small, max(1, max(small.shape[:2]) // 1024))
-        t_top = time.perf_counter() - t
+        t_top, top = overview_from_levels(cps_tiles.open(tmp / "0.zarr", cache_mb=0))
         t = time.perf_counter()
         whole = np.asarray(cps_tiles.open(tmp / "0.zarr", cache_mb=0))
         box_mean(whole, max(1, max(whole.shape[:2]) // 1024))

@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 from . import DEFAULT_CHUNK, DEFAULT_QUALITY, DEFAULT_TILE, __version__
+from .server import DEFAULT_CACHE_MB, DEFAULT_MAX_AREA
 
 STORE_HELP = "store: a path, a .zip file, or a URL (file://, http(s)://, s3://, gs://, ...)"
 
@@ -116,7 +117,6 @@ def store_summary(img) -> dict:
 
 
 def cmd_info(a: argparse.Namespace) -> None:
-
     from .errors import StoreError
     from .store.layout import PROGRESS, StoreMeta, open_group_checked
     from .store.location import open_location
@@ -183,7 +183,7 @@ def raster_info(a: argparse.Namespace) -> None:
     m = img.meta
     total = store_size(img.location.store)
     if a.json:
-        print(json.dumps({"store": a.store, **{k: v for k, v in vars(m).items()},
+        print(json.dumps({"store": a.store, **vars(m),
                           "bytes": None if total is None else total[0]}, indent=2))
         return
     print(f"{a.store}: {m.width} x {m.height} pixels, {m.bands} band(s), {m.dtype}, {len(m.levels)} level(s)")
@@ -321,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("convert", help="compress an image file into a CPS Zarr store")
-    c.add_argument("src", help="input image (TIFF/BigTIFF/SVS/PNG/JPEG/WebP, 8-bit gray, RGB or RGBA)")
+    c.add_argument("src", help="input image (TIFF/BigTIFF/SVS/PNG/JPEG/WebP, 8-bit gray, RGB or RGBA; uint16 or "
+                               "multi-band rasters and GeoTIFFs through rasterio: the geo extra)")
     c.add_argument("dst", help="output store: a directory (out.zarr), a single file (out.zarr.zip), or a URL")
     c.add_argument("--quality", type=float, default=DEFAULT_QUALITY, help="1 (smallest) .. 8 (best); fractions allowed")
     c.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="storage chunk in pixels, multiple of 64")
@@ -400,10 +401,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
     s.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1,
                    help="decoding threads (default: one per core)")
-    s.add_argument("--cache-mb", type=float, default=512, help="decoded-chunk cache for all stores together")
-    s.add_argument("--max-pixels", type=_positive_int, default=4096 * 4096,
+    s.add_argument("--cache-mb", type=float, default=DEFAULT_CACHE_MB, help="decoded-chunk cache for all stores together")
+    s.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_AREA,
                    help="largest output one request may ask for, in pixels (IIIF maxArea)")
-    _precision_arg(s, "decoder arithmetic; bfloat16 is about 2x faster on CPUs with AMX/AVX512-BF16")
+    _precision_arg(s, "decoder arithmetic; bfloat16 speeds up synthesis on CPUs with AMX/AVX512-BF16, a small "
+                      "share of a cold tile's time (docs/serve.md)")
     s.add_argument("--verbose", action="store_true", help="log one line per request")
     s.set_defaults(func=cmd_serve)
 

@@ -201,3 +201,24 @@ def test_a_multiband_store_reads_over_http(tmp_path):
         remote = cps_tiles.open(f"{url}/m.zarr")
         assert isinstance(remote, CPSRaster) and remote.geo == local.geo
         assert np.array_equal(remote[:, :], local[:, :]) and np.array_equal(remote.levels[1][:, :], local.levels[1][:, :])
+
+
+def test_multiband_writes_follow_the_overwrite_rules(tmp_path):
+    from cps_tiles.errors import StoreError
+
+    write_tif(tmp_path / "in.tif", field(30, 40, 4, 4000).astype(np.uint16), UTM, NORTH_UP)
+    cps_tiles.convert(tmp_path / "in.tif", tmp_path / "m.zarr", codec=TINY, progress=False)
+    with pytest.raises(StoreError, match="already exists"):
+        cps_tiles.convert(tmp_path / "in.tif", tmp_path / "m.zarr", codec=TINY, progress=False)
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep" / "precious.txt").write_text("x")
+    with pytest.raises(StoreError, match="not a cps-tiles store"):
+        cps_tiles.convert(tmp_path / "in.tif", tmp_path / "keep", codec=TINY, overwrite=True, progress=False)
+    assert (tmp_path / "keep" / "precious.txt").exists()
+    # a plain store may replace a multi-band one (and back) with overwrite: both are stores
+    cps_tiles.convert(field(30, 40, 3, 255).astype(np.uint8), tmp_path / "m.zarr", codec=TINY, overwrite=True,
+                      progress=False)
+    assert not isinstance(cps_tiles.open(tmp_path / "m.zarr"), CPSRaster)
+    cps_tiles.convert(tmp_path / "in.tif", tmp_path / "m.zarr", codec=TINY, overwrite=True, progress=False)
+    with pytest.raises(StoreError, match="salvage"):
+        cps_tiles.open(tmp_path / "m.zarr", on_error="fill")

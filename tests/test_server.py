@@ -118,6 +118,25 @@ def test_a_request_over_the_decode_bound_says_why():
         read_scaled(only_level_0, (0, 0, 40000, 30000), (400, 300), 4 * 4096 * 4096)
 
 
+def test_concurrent_readers_of_one_chunk_decode_it_once():
+    """What docs/serve.md promises: a second request for a chunk being decoded waits for it."""
+    import threading
+    import time
+
+    from cps_tiles.store.reader import LRUCache
+
+    cache, calls = LRUCache(10**6), []
+
+    def make():
+        calls.append(threading.get_ident())
+        time.sleep(0.2)
+        return np.ones(4)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: cache.get("chunk", make), range(8)))
+    assert len(calls) == 1 and all(r is results[0] for r in results)
+
+
 # -- a live server ----------------------------------------------------------------------------------
 
 

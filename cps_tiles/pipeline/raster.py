@@ -16,7 +16,6 @@ rasterio is an optional dependency (``pip install cps-tiles[geo]``); everything 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -38,18 +37,6 @@ def require_rasterio():
     except ImportError:
         raise SourceError("georeferenced and multi-band rasters need rasterio: pip install 'cps-tiles[geo]'") from None
     return rasterio
-
-
-def is_georeferenced_tiff(path: str | os.PathLike) -> bool:
-    """Whether a file is a TIFF carrying GeoTIFF tags (without needing rasterio to tell)."""
-    try:
-        import tifffile
-
-        with tifffile.TiffFile(path) as tf:
-            tags = tf.pages[0].tags
-            return any(code in tags for code in (33550, 33922, 34264, 34735))
-    except Exception:
-        return False
 
 
 def _geo_of(ds: Any) -> GeoInfo | None:
@@ -190,14 +177,14 @@ def open_image_source(src: Any, page: int = 0, band_groups: str | None = None,
     its georeferencing added where it has one; any other raster (16-bit, other band counts, a
     nodata value, or band options given) is read through rasterio into band groups.
     """
-    from .source import VipsSource, open_source
+    from .source import VipsSource, geotiff_tags, open_source
 
     if not isinstance(src, (str, os.PathLike)):
         if band_groups or band_range:
             raise SourceError("--band-groups and --band-range apply to raster files, not arrays")
         return open_source(src, page=page), False
     wants_bands = band_groups is not None or band_range is not None
-    if not wants_bands and not is_georeferenced_tiff(src):
+    if not wants_bands and not geotiff_tags(src):  # a GeoTIFF goes through rasterio for its georeferencing
         try:
             return VipsSource(src, page=page), False
         except PixelFormatError:  # another bit depth or band count: a raster, through rasterio
@@ -282,12 +269,10 @@ def convert_raster(raster: RasterSource, store: str, codec: Any, *, quality: flo
     as CPS stores ``bands/<g>`` (each with its pyramid levels), a nodata mask per level, the
     georeferencing, and the per-band error measured on sampled windows."""
     import zarr
-    from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
 
     from ..errors import StoreError
     from ..store.geo import write_geo
-    from ..store.layout import level_shapes
+    from ..store.layout import RASTER_KEY, level_shapes, make_room, root_attributes
     from ..store.location import open_location
     from ..store.raster import BANDS, RasterMeta
     from .convert import convert_store
@@ -298,21 +283,15 @@ def convert_raster(raster: RasterSource, store: str, codec: Any, *, quality: flo
     loc = open_location(path, "w")
     groups = parse_band_groups(band_groups, raster.bands)
     shapes = level_shapes(raster.height, raster.width, chunk, levels)
-    raw = sync(loc.store.get("zarr.json", default_buffer_prototype()))
-    old = json.loads(raw.to_bytes()).get("attributes", {}) if raw is not None else None
-    if old is not None and resume and isinstance(old.get("cps_raster"), dict):
-        meta = RasterMeta.read(old, path)
+    started = root_attributes(loc.store, RASTER_KEY)
+    if started is not None and resume:
+        meta = RasterMeta.read({RASTER_KEY: started}, path)
         if (meta.groups, meta.levels, meta.dtype, meta.bands) != (groups, [list(s) for s in shapes], str(raster.dtype),
                                                                   raster.bands):
             raise StoreError(f"{path}: cannot resume, the store was started with other band groups, levels or source")
         root = zarr.open_group(store=loc.store, mode="r+")
     else:
-        if old is not None:
-            if not overwrite:
-                raise StoreError(f"{path} already exists (pass --overwrite / overwrite=True to replace it)")
-            if "cps_raster" not in old and "cps" not in old:
-                raise StoreError(f"{path} exists and is not a cps-tiles store; refusing to delete it")
-            sync(loc.store.delete_dir(""))
+        make_room(loc, overwrite)
         ranges = parse_band_range(band_range, raster.bands) or raster.band_ranges()
         meta = RasterMeta(raster.height, raster.width, raster.bands, str(raster.dtype), groups,
                           [list(r) for r in ranges], raster.nodata, [list(s) for s in shapes])

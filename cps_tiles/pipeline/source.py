@@ -182,7 +182,7 @@ def _file_metadata(path: str, im) -> dict[str, Any]:
         # libvips stores xres/yres in pixels per millimetre
         meta["pixel_size_um"] = [1000.0 / im.yres, 1000.0 / im.xres]
     if str(meta.get("loader", "")).startswith("tiff"):
-        meta.update(_geotiff_tags(path))
+        meta.update(geotiff_tags(path))
     return meta
 
 
@@ -230,7 +230,7 @@ def associated_images(path: str) -> dict[str, np.ndarray]:
         return {}
 
 
-def _geotiff_tags(path: str) -> dict[str, Any]:
+def geotiff_tags(path: str) -> dict[str, Any]:
     try:
         import tifffile
 

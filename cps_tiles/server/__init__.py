@@ -6,3 +6,8 @@
     app.py       the ASGI application: routes, caching headers, errors, the decode thread pool
     static/      the browser viewer (no third-party code, nothing fetched at run time)
 """
+
+#: decoded chunks kept in memory by a server, all stores together (MB)
+DEFAULT_CACHE_MB = 512
+#: one request may ask for this many output pixels (IIIF maxArea); its decode is bounded at 4x
+DEFAULT_MAX_AREA = 4096 * 4096

@@ -43,14 +43,12 @@ from starlette.staticfiles import StaticFiles
 from ..errors import DamagedChunkError, RequestError, StoreError
 from ..store.raster import is_raster
 from ..store.reader import ChunkCaches, CPSImage
-from . import deepzoom, iiif
+from . import DEFAULT_CACHE_MB, DEFAULT_MAX_AREA, deepzoom, iiif
 from .render import MEDIA_TYPES, encode, read_scaled
 
 log = logging.getLogger("cps_tiles.server")
 STATIC = Path(__file__).parent / "static"
 CACHE_CONTROL = "public, max-age=86400"
-#: one request may ask for this many output pixels (IIIF maxArea); its decode is bounded at 4x
-DEFAULT_MAX_AREA = 4096 * 4096
 LD_JSON = f'application/ld+json;profile="{iiif.CONTEXT}"'
 PROFILE_LINK = '<http://iiif.io/api/image/3/level2.json>;rel="profile"'
 
@@ -60,7 +58,7 @@ class ServerConfig:
     """What ``cps-tiles serve`` was asked for: decode workers, cache budget, request bound."""
 
     workers: int = os.cpu_count() or 1
-    cache_mb: float = 512
+    cache_mb: float = DEFAULT_CACHE_MB
     max_area: int = DEFAULT_MAX_AREA
     precision: str = "float32"
 

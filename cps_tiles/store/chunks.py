@@ -34,6 +34,8 @@ def shard_index_bytes(index: np.ndarray) -> bytes:
     lengths ``uint64 [ci, cj, 2]`` little endian, then their CRC32C (4 bytes, little endian)."""
     raw = np.ascontiguousarray(index, dtype="<u8").tobytes()
     return raw + struct.pack("<I", google_crc32c.value(raw))
+
+
 #: Concurrent requests per call: enough to hide latency, few enough not to flood a server.
 MAX_CONCURRENT = 32
 

@@ -50,6 +50,8 @@ from .location import Location, open_location
 FORMAT_VERSION = 2
 FORMATS_READ = (1, 2)
 LATENT, ALPHA, PROGRESS, ASSOCIATED = "latent", "alpha", "progress", "associated"
+#: the root attribute of a multi-band store (a group of plain stores: :mod:`.raster`)
+RASTER_KEY = "cps_raster"
 
 
 def level_path(level: int) -> str:
@@ -160,8 +162,6 @@ def create_store(location: str | Path | Store | Location, source: ImageInfo, cod
     plan = Plan(source.height, source.width, Geometry.of(codec.model), chunk=chunk, tile=tile, shard=shard)
     meta = _meta_for(source, codec, quality, plan, precision)
     meta.levels = [list(s) for s in level_shapes(source.height, source.width, chunk, levels)]
-    if loc.is_local and Path(name).exists() and not Path(name).is_dir():
-        raise StoreError(f"{name} exists and is not a cps-tiles store; refusing to replace it")
     attrs = root_attributes(store)
     if attrs is not None and resume:
         group = zarr.open_group(store=store, mode="r+")
@@ -172,13 +172,7 @@ def create_store(location: str | Path | Store | Location, source: ImageInfo, cod
             raise StoreError(f"{name}: cannot resume, the store was started with other {', '.join(mismatch)}")
         _delete_partial_writes(store)
         return group, old, plan
-    if not sync(store.is_empty("")):
-        if not overwrite:
-            hint = "--resume to finish it, " if attrs is not None and not attrs.get("complete") else ""
-            raise StoreError(f"{name} already exists (pass {hint}--overwrite / overwrite=True to replace it)")
-        if attrs is None:  # --overwrite replaces stores, never other files or folders
-            raise StoreError(f"{name} exists and is not a cps-tiles store; refusing to delete it")
-        sync(store.delete_dir(""))
+    make_room(loc, overwrite)
     group = zarr.open_group(store=store, mode="w-")
     _create_arrays(group, meta, plan, codec)
     return group, meta, plan
@@ -235,15 +229,34 @@ def write_associated(group: zarr.Group, images: dict[str, np.ndarray]) -> None:
             array[...] = pixels
 
 
-def root_attributes(store: Store) -> dict | None:
-    """``attributes["cps"]`` of the group at the store's root, read through the store, or None
-    where there is no such group (or it is not a cps-tiles store)."""
+def root_attributes(store: Store, key: str = "cps") -> dict | None:
+    """``attributes[key]`` of the group at the store's root (``"cps"``: a plain store's metadata,
+    ``RASTER_KEY``: a multi-band store's), read through the store, or None where there is no such
+    group or no such attribute."""
     try:
         raw = sync(store.get("zarr.json", default_buffer_prototype()))
-        attrs = None if raw is None else json.loads(raw.to_bytes())["attributes"]["cps"]
+        attrs = None if raw is None else json.loads(raw.to_bytes())["attributes"][key]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return attrs if isinstance(attrs, dict) else None
+
+
+def make_room(location: Location, overwrite: bool) -> None:
+    """Make way for a new store at ``location`` (every writer calls this): nothing to do where it is
+    empty; an existing cps-tiles store, plain or multi-band, is deleted only with ``overwrite``;
+    anything else is never deleted."""
+    store, name = location.store, location.name
+    if location.is_local and Path(name).exists() and not Path(name).is_dir():
+        raise StoreError(f"{name} exists and is not a cps-tiles store; refusing to replace it")
+    if sync(store.is_empty("")):
+        return
+    attrs = root_attributes(store) or root_attributes(store, RASTER_KEY)
+    if not overwrite:
+        hint = "--resume to finish it, " if attrs is not None and not attrs.get("complete") else ""
+        raise StoreError(f"{name} already exists (pass {hint}--overwrite / overwrite=True to replace it)")
+    if attrs is None:  # --overwrite replaces stores, never other files or folders
+        raise StoreError(f"{name} exists and is not a cps-tiles store; refusing to delete it")
+    sync(store.delete_dir(""))
 
 
 def open_group_checked(location: Location) -> tuple[zarr.Group, str]:

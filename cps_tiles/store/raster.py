@@ -25,7 +25,7 @@ from zarr.core.sync import sync
 
 from ..errors import DamagedChunkError, StoreError
 from .geo import GeoInfo, to_xarray
-from .layout import compact_json, open_group_checked
+from .layout import RASTER_KEY, compact_json, open_group_checked, root_attributes
 from .location import open_location
 from .reader import CPSImage, RegionIndexing
 
@@ -70,7 +70,7 @@ class RasterMeta:
 
     @classmethod
     def read(cls, attrs: dict[str, Any], where: str) -> RasterMeta:
-        raw = attrs.get("cps_raster")
+        raw = attrs.get(RASTER_KEY)
         if not isinstance(raw, dict) or raw.get("format") != RASTER_FORMAT:
             raise StoreError(f"{where}: not a cps-tiles multi-band store")
         try:
@@ -83,13 +83,12 @@ class RasterMeta:
 
     def write(self, group: zarr.Group) -> None:
         with compact_json():
-            group.update_attributes({"cps_raster": json.loads(json.dumps(asdict(self)))})
+            group.update_attributes({RASTER_KEY: json.loads(json.dumps(asdict(self)))})
 
 
 def is_raster(location: Any) -> bool:
     """Whether the store at ``location`` is a multi-band store (else a plain CPS store)."""
-    group, _ = open_group_checked(open_location(location, "r"))
-    return "cps_raster" in group.attrs
+    return root_attributes(open_location(location, "r").store, RASTER_KEY) is not None
 
 
 class CPSRaster(RegionIndexing):
@@ -118,6 +117,7 @@ class CPSRaster(RegionIndexing):
         else:
             self.group_images = [img.levels[level] for img in _root.group_images]
         self._root = _root or self
+        self._level_images: tuple[CPSRaster, ...] | None = None
         self.mask = root[f"{MASK}/{level}"] if self.meta.nodata is not None else None
         self.dtype = np.dtype(self.meta.dtype)
 
@@ -143,7 +143,7 @@ class CPSRaster(RegionIndexing):
     @property
     def levels(self) -> tuple[CPSRaster, ...]:
         root = self._root
-        if not hasattr(root, "_level_images"):
+        if root._level_images is None:
             root._level_images = (root,) + tuple(
                 CPSRaster(root.path, root._cache_mb, root.precision, level=k, _root=root) for k in range(1, root.level_count))
         return root._level_images
@@ -205,6 +205,8 @@ class CPSRaster(RegionIndexing):
 def open_image(location: Any, **kwargs: Any) -> CPSImage | CPSRaster:
     """The store at ``location``: a :class:`CPSRaster` for a multi-band store, else a :class:`CPSImage`."""
     if isinstance(location, (str, Path)) and is_raster(location):
-        kwargs.pop("on_error", None), kwargs.pop("fill_value", None)
+        if kwargs.pop("on_error", "raise") != "raise":
+            raise StoreError(f"{location}: salvage (on_error='fill') is not available for multi-band stores")
+        kwargs.pop("fill_value", None)
         return CPSRaster(location, **kwargs)
     return CPSImage(location, **kwargs)

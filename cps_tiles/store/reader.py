@@ -52,10 +52,6 @@ class LRUCache:
         with self._lock:
             return key in self._items
 
-    @property
-    def nbytes(self) -> int:
-        return self._bytes
-
     def get(self, key: Any, make: Callable[[], np.ndarray]) -> np.ndarray:
         while True:
             with self._lock:

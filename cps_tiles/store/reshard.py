@@ -19,10 +19,10 @@ from zarr.core.indexing import morton_order_iter
 from zarr.core.sync import sync
 
 from ..coding.bitstream import check_framing
-from ..errors import DamagedChunkError, StoreError
+from ..errors import DamagedChunkError
 from ..transforms.geometry import Plan
 from .chunks import EMPTY_SLOT, LatentChunks, shard_index_bytes
-from .layout import ALPHA, ASSOCIATED, FORMAT_VERSION, LATENT, compact_json, level_path, root_attributes
+from .layout import ALPHA, ASSOCIATED, FORMAT_VERSION, LATENT, compact_json, level_path, make_room
 from .location import open_location
 from .reader import CPSImage
 
@@ -33,10 +33,7 @@ def reshard(source: Any, dest: Any, shard: int, overwrite: bool = False) -> int:
     stored unsharded, as a conversion stores it). Returns the number of latent objects written."""
     root = CPSImage(source, cache_mb=0)
     out = open_location(dest, "w")
-    if root_attributes(out.store) is not None or not sync(out.store.is_empty("")):
-        if not overwrite or root_attributes(out.store) is None:
-            raise StoreError(f"{out.name} already exists (pass --overwrite to replace a store there)")
-        sync(out.store.delete_dir(""))
+    make_room(out, overwrite)
     written, metas = 0, []
     for img in root.levels:
         meta = img.meta

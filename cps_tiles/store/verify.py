@@ -9,8 +9,7 @@ from typing import Any
 from zarr.core.sync import sync
 
 from ..errors import DamagedChunkError
-from .layout import open_group_checked
-from .raster import MASK, CPSRaster, is_raster
+from .raster import CPSRaster, is_raster
 from .reader import CPSImage
 
 #: Chunks fetched per round trip.
@@ -52,11 +51,9 @@ def _verify_raster(location: str | Path) -> Report:
     for group in raster.group_images:
         for img in group.levels:
             _verify_level(img, report)
-    if raster.meta.nodata is not None:
-        root, _ = open_group_checked(raster.location)
-        chunk = raster.group_images[0].meta.chunk
-        for k in range(raster.level_count):
-            _verify_mask(raster.location.store, root[f"{MASK}/{k}"], chunk, report)
+    for level in raster.levels:
+        if level.mask is not None:
+            _verify_mask(raster.location.store, level.mask, level.mask.chunks[0], report)
     return report
 
 
