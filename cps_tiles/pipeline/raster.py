@@ -80,14 +80,16 @@ class RasterSource:
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_ds"} | {"_ds": None}
 
-    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        """Rows ``y0:y1``, columns ``x0:x1``: ``[h, w, bands]`` of the source dtype."""
+    def read(self, y0: int, y1: int, x0: int, x1: int, bands: list[int] | None = None) -> np.ndarray:
+        """Rows ``y0:y1``, columns ``x0:x1`` of ``bands`` (indices from 0; all by default):
+        ``[h, w, bands]`` of the source dtype. Only those bands are read from the file."""
         from rasterio.windows import Window
 
         if self._ds is None:
             self._ds = require_rasterio().open(self.path)
+        indexes = None if bands is None else [b + 1 for b in bands]
         try:
-            return np.moveaxis(self._ds.read(window=Window(x0, y0, x1 - x0, y1 - y0)), 0, 2)
+            return np.moveaxis(self._ds.read(indexes, window=Window(x0, y0, x1 - x0, y1 - y0)), 0, 2)
         except Exception as exc:
             raise SourceError(f"{self.path}: cannot read pixels {x0},{y0}+{x1 - x0}x{y1 - y0} ({exc})") from None
 
@@ -162,7 +164,7 @@ class BandGroupSource:
             self.metadata["geo"] = geo | {"nodata": None}
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        values = self.raster.read(y0, y1, x0, x1)[:, :, self.band_indices].astype(np.float64)
+        values = self.raster.read(y0, y1, x0, x1, self.band_indices).astype(np.float64)
         codes = to_codes(values, self.ranges)
         if codes.shape[2] == 2:
             codes = np.concatenate([codes, np.zeros_like(codes[:, :, :1])], axis=2)
@@ -228,10 +230,11 @@ def measure_errors(raster: RasterSource, store: str, meta: Any, samples: int = 4
     """Per band, the decoded level 0 against the source on up to ``samples`` x ``samples`` 256-px
     windows spread over the image (valid pixels only): PSNR against the band's range, and mean and
     largest absolute error in source units."""
-    from ..store.raster import BANDS, from_codes
+    from ..store.raster import BANDS, decoded_values
     from ..store.reader import CPSImage
 
     images = [CPSImage(f"{store}/{BANDS}/{g}", cache_mb=0) for g in range(len(meta.groups))]
+
     def starts(n: int) -> list[int]:  # disjoint windows: all of a small image, a spread of a large one
         if n <= 256 * samples:
             return list(range(0, n, 256))
@@ -244,13 +247,13 @@ def measure_errors(raster: RasterSource, store: str, meta: Any, samples: int = 4
             y1, x1 = min(raster.height, y + 256), min(raster.width, x + 256)
             source = raster.read(y, y1, x, x1)
             valid = raster.valid(source)
-            for bands, img in zip(meta.groups, images):
-                codes = img.region(y, y1, x, x1)[:, :, : len(bands)]
-                decoded = from_codes(codes, [meta.ranges[b] for b in bands], raster.dtype).astype(np.float64)
-                diff = (decoded - source[:, :, bands])[valid]
-                sq[bands] += (diff**2).sum(axis=0)
-                ab[bands] += np.abs(diff).sum(axis=0)
-                mx[bands] = np.maximum(mx[bands], np.abs(diff).max(axis=0, initial=0))
+            # what a reader gets back (nodata restored), against the source, on data pixels
+            decoded = decoded_values(meta, [img.region(y, y1, x, x1) for img in images],
+                                     valid if meta.nodata is not None else None)
+            diff = (decoded.astype(np.float64) - source)[valid]
+            sq += (diff**2).sum(axis=0)
+            ab += np.abs(diff).sum(axis=0)
+            mx = np.maximum(mx, np.abs(diff).max(axis=0, initial=0))
             n += valid.sum()
     out = []
     for b in range(raster.bands):

@@ -9,5 +9,5 @@
 
 #: decoded chunks kept in memory by a server, all stores together (MB)
 DEFAULT_CACHE_MB = 512
-#: one request may ask for this many output pixels (IIIF maxArea); its decode is bounded at 4x
+#: one request may ask for this many output pixels (IIIF maxArea; ServerConfig.max_decode bounds its decode)
 DEFAULT_MAX_AREA = 4096 * 4096

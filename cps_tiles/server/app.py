@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import html
+import inspect
 import json
 import logging
 import os
@@ -61,6 +62,12 @@ class ServerConfig:
     cache_mb: float = DEFAULT_CACHE_MB
     max_area: int = DEFAULT_MAX_AREA
     precision: str = "float32"
+
+    @property
+    def max_decode(self) -> int:
+        """Pixels one request may decode: the coarsest level covering an output of ``max_area``
+        pixels holds up to four times as many."""
+        return 4 * self.max_area
 
 
 class ServedStore:
@@ -122,20 +129,14 @@ def _etag(seed: str, request: Request) -> str:
     return '"' + hashlib.sha256(f"{seed}|{request.url}".encode()).hexdigest()[:32] + '"'
 
 
-def _not_modified(request: Request, tag: str) -> Response | None:
-    """A 304 where the client already holds the response tagged ``tag``."""
-    if tag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
-        return Response(status_code=304, headers={"ETag": tag, "Cache-Control": CACHE_CONTROL})
-    return None
-
-
-def _cached(request: Request, seed: str, make: Callable[[], tuple[bytes | str, str]]) -> Response:
-    """A 304 where the client holds this ETag, else the response ``make()`` builds (body, media type)."""
-    tag = _etag(seed, request)
-    if not_modified := _not_modified(request, tag):
-        return not_modified
-    headers = {"ETag": tag, "Cache-Control": CACHE_CONTROL}
-    body, media_type = make()
+async def _cached(request: Request, seed: str, make: Callable[[], Any]) -> Response:
+    """A 304 where the client already holds this response (its ETag), else the response that
+    ``make()`` builds: (body, media type), or an awaitable of it (a decode in the pool)."""
+    headers = {"ETag": _etag(seed, request), "Cache-Control": CACHE_CONTROL}
+    if headers["ETag"] in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers=headers)
+    made = make()
+    body, media_type = await made if inspect.isawaitable(made) else made
     return Response(body, media_type=media_type, headers=headers)
 
 
@@ -187,12 +188,12 @@ class TileServer:
 
     async def summary(self, request: Request) -> Response:
         store = self.store(request)
-        return _cached(request, store.etag_seed, lambda: (json.dumps(store.summary()), "application/json"))
+        return await _cached(request, store.etag_seed, lambda: (json.dumps(store.summary()), "application/json"))
 
     # -- Deep Zoom ------------------------------------------------------------------------------
     async def dzi(self, request: Request) -> Response:
         store = self.store(request)
-        return _cached(request, store.etag_seed,
+        return await _cached(request, store.etag_seed,
                        lambda: (deepzoom.descriptor(store.width, store.height), "application/xml"))
 
     async def dz_tile(self, request: Request) -> Response:
@@ -214,7 +215,7 @@ class TileServer:
         doc = iiif.info(base, store.width, store.height, [(lv.shape[1], lv.shape[0]) for lv in store.levels],
                         deepzoom.TILE, self.config.max_area)
         media = LD_JSON if "application/ld+json" in request.headers.get("accept", "") else "application/json"
-        response = _cached(request, store.etag_seed, lambda: (json.dumps(doc), media))
+        response = await _cached(request, store.etag_seed, lambda: (json.dumps(doc), media))
         response.headers["Link"] = PROFILE_LINK
         return response
 
@@ -233,16 +234,11 @@ class TileServer:
     async def _image(self, request: Request, store: ServedStore, region: tuple[int, int, int, int],
                      size: tuple[int, int], fmt: str, quality: str = "default", rotation: float = 0,
                      mirror: bool = False) -> Response:
-        tag = _etag(store.etag_seed, request)
-        if not_modified := _not_modified(request, tag):
-            return not_modified
+        def render() -> tuple[bytes, str]:
+            pixels = read_scaled(store.levels, region, size, self.config.max_decode)
+            return encode(pixels, fmt, quality, rotation, mirror), MEDIA_TYPES[fmt]
 
-        def render() -> bytes:
-            pixels = read_scaled(store.levels, region, size, 4 * self.config.max_area)
-            return encode(pixels, fmt, quality, rotation, mirror)
-
-        body = await self.decode(render)
-        return Response(body, media_type=MEDIA_TYPES[fmt], headers={"ETag": tag, "Cache-Control": CACHE_CONTROL})
+        return await _cached(request, store.etag_seed, lambda: self.decode(render))
 
 
 class _Guard:

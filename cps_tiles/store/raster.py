@@ -50,6 +50,24 @@ def from_codes(codes: np.ndarray, ranges: list[tuple[float, float]], dtype: Any)
     return np.clip(np.rint(lo + codes * (span / 255)), info.min, info.max).astype(dtype)
 
 
+def decoded_values(meta: RasterMeta, codes: list[np.ndarray], valid: np.ndarray | None) -> np.ndarray:
+    """The decoded codes of each band group ``[h, w, 1 or 3]`` and the nodata mask (``bool [h, w]``,
+    True where data; None without nodata) -> values ``[h, w, bands]`` of the store's dtype: what
+    every reader returns, nodata restored and kept off data pixels (module docstring)."""
+    dtype = np.dtype(meta.dtype)
+    h, w = codes[0].shape[:2]
+    out = np.empty((h, w, meta.bands), dtype)
+    for bands, c in zip(meta.groups, codes):
+        out[:, :, bands] = from_codes(c[:, :, : len(bands)], [meta.ranges[b] for b in bands], dtype)
+    if valid is not None:
+        nodata = dtype.type(meta.nodata)
+        collide = valid & np.all(out == nodata, axis=2)
+        first = out[:, :, 0]
+        first[collide] = nodata + 1 if nodata < np.iinfo(dtype).max else nodata - 1
+        out[~valid] = nodata
+    return out
+
+
 @dataclass
 class RasterMeta:
     """``attributes["cps_raster"]`` of a multi-band store's root group."""
@@ -152,25 +170,11 @@ class CPSRaster(RegionIndexing):
         level = f", level={self.level}" if self.level else ""
         return f"CPSRaster({self.path!r}{level}, shape={self.shape}, dtype={self.meta.dtype}, groups={self.meta.groups})"
 
-    def _values(self, codes: list[np.ndarray], valid: np.ndarray | None) -> np.ndarray:
-        """Codes of each group ``[h, w, 1 or 3]`` and the mask -> values ``[h, w, bands]``."""
-        h, w = codes[0].shape[:2]
-        out = np.empty((h, w, self.meta.bands), self.dtype)
-        for bands, c in zip(self.meta.groups, codes):
-            out[:, :, bands] = from_codes(c[:, :, : len(bands)], [self.meta.ranges[b] for b in bands], self.dtype)
-        if valid is not None:
-            nodata = self.dtype.type(self.meta.nodata)
-            collide = valid & np.all(out == nodata, axis=2)
-            first = out[:, :, 0]
-            first[collide] = nodata + 1 if nodata < np.iinfo(self.dtype).max else nodata - 1
-            out[~valid] = nodata
-        return out
-
     def region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """Values of rows ``y0:y1`` and columns ``x0:x1`` (clipped) as ``[h, w, bands]`` of the dtype."""
         codes = [img.region(y0, y1, x0, x1) for img in self.group_images]
         valid = None if self.mask is None else self._mask_region(y0, y1, x0, x1)
-        return self._values(codes, valid)
+        return decoded_values(self.meta, codes, valid)
 
     def _mask_region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """The nodata mask under a region; a missing mask chunk is damage, not "all nodata"."""
@@ -191,7 +195,7 @@ class CPSRaster(RegionIndexing):
 
         def block(*parts: np.ndarray) -> np.ndarray:
             *codes, mask = parts if valid is not None else (*parts, None)
-            return self._values(list(codes), None if mask is None else mask[:, :, 0])
+            return decoded_values(self.meta, list(codes), None if mask is None else mask[:, :, 0])
 
         args = groups + ([valid[:, :, None]] if valid is not None else [])
         return da.map_blocks(block, *args, dtype=self.dtype, chunks=groups[0].chunks[:2] + ((self.meta.bands,),),
