@@ -4,7 +4,8 @@ Layout (little endian)::
 
     offset size  field
     0      4     magic b"CPSC"
-    4      1     format version (1)
+    4      1     format version: 1, float entropy networks (cps-v1..v3 codecs), or 2, integer
+                 entropy networks and table coding (cps-v4; :mod:`cps_tiles.coding.tables`)
     5      1     flags (0; reserved)
     6      2     quality * 100 (100 .. 100 * the codec's quality levels)
     8      2     M, latent channels
@@ -16,7 +17,8 @@ Layout (little endian)::
     22     4     y_len, bytes of the y stream (multiple of 4)
     26     z_len z stream: ANS, factorized density, z_hat [Nz, ceil(h/b), ceil(w/b)], b the
                  hyperprior block (4 cells: ``Geometry.hyper_block``)
-    ..     y_len y stream: ANS, Gaussian conditional over [y_lo, y_hi], y_hat [M, h, w]
+    ..     y_len y stream: ANS, y_hat [M, h, w]: version 1 a Gaussian conditional over [y_lo, y_hi],
+                 version 2 the stored tables
     -4     4     CRC32 of all preceding bytes
 
 The hyperprior of a chunk comes from that chunk alone (``z = h_a(y_hat / gain)``, the block edge-
@@ -24,10 +26,12 @@ padded to a multiple of ``Geometry.hyper_block`` cells), so any chunk decodes wi
 every field before it allocates anything, bounds the declared shape, and reports any failure as
 :class:`CorruptChunkError` and nothing else.
 
-The means/scales fed to the coder come from ``h_s`` (and, for a codec with a channel context,
-the context networks, slice after slice: :mod:`cps_tiles.transforms.context`) evaluated in float64, then
-snapped to fixed grids (see :mod:`cps_tiles.coding.entropy`), so encoder and decoder agree whatever the
-thread count. The y stream is one ANS stream either way, its symbols in ``[M, h, w]`` order, except
+Version 1: the means/scales fed to the coder come from ``h_s`` (and, for a codec with a channel
+context, the context networks, slice after slice: :mod:`cps_tiles.transforms.context`) evaluated in
+float64, then snapped to fixed grids (see :mod:`cps_tiles.coding.entropy`): encoder and decoder agree
+unless a last-bit difference straddles a grid line. Version 2: integer sigma classes and means from
+exact integer networks (:mod:`cps_tiles.transforms.integer`) select stored tables: they agree on every
+machine, by construction. The y stream is one ANS stream either way, its symbols in ``[M, h, w]`` order, except
 that a spatial context (cps-v3 codecs) codes each slice's checkerboard anchors before its other cells.
 """
 
@@ -46,10 +50,12 @@ from ..errors import CorruptChunkError
 from ..transforms.geometry import Geometry
 from ..transforms.model import CPSModel, check_quality, hyper_head
 from .entropy import GaussianConditional, snap_means, snap_scales
+from .tables import TableCoder
 from .memo import ContentMemo, content_key, reuse_enabled
 
 MAGIC = b"CPSC"
-VERSION = 1
+#: chunk format version by the arithmetic of the codec's entropy networks
+VERSIONS = {"float": 1, "integer": 2}
 _HEADER = struct.Struct("<4sBBHHHHhhII")
 #: Largest chunk side in latent cells (2048 pixels): bounds memory and time of a forged header.
 MAX_CELLS = 128
@@ -62,7 +68,7 @@ def check_framing(data: bytes) -> bool:
         return False
     magic, version, *_, z_len, y_len = _HEADER.unpack_from(data)
     (crc,) = struct.unpack_from("<I", data, len(data) - 4)
-    return (magic == MAGIC and version == VERSION and _HEADER.size + z_len + y_len + 4 == len(data)
+    return (magic == MAGIC and version in VERSIONS.values() and _HEADER.size + z_len + y_len + 4 == len(data)
             and zlib.crc32(data[:-4]) == crc)
 
 
@@ -84,6 +90,9 @@ class ChunkCoder:
         self._h_s64 = copy.deepcopy(model.h_s).to(torch.float64).eval()
         self._context64 = None if model.context is None else copy.deepcopy(model.context).to(torch.float64).eval()
         self._level_code = model.level_code
+        self._version = VERSIONS[model.config.entropy]
+        self._integer = model.integer
+        self._tables = None if model.integer is None else TableCoder(model.integer.counts.numpy())
         self.z_density = model.z_density
         #: results reused for identical latent blocks and bitstreams (memo.py)
         self._encoded, self._decoded = ContentMemo(), ContentMemo()
@@ -147,6 +156,11 @@ class ChunkCoder:
                 values = yield cells, *params
                 decoded[cells] = values / unit[cells]
 
+    def _integer_parts(self, z_hat: np.ndarray, h: int, w: int, quality: float):
+        """The integer model's coded parts of y_hat ``[M, h, w]`` (``IntegerEntropy.parts``)."""
+        mean, log = self._integer.hyper(torch.from_numpy(np.asarray(z_hat)), h, w)
+        return self._integer.parts(mean, log, round(quality * 100))
+
     # -- public -------------------------------------------------------------------------------
     @torch.inference_mode()
     def encode(self, y_hat: np.ndarray, quality: float) -> bytes:
@@ -179,11 +193,14 @@ class ChunkCoder:
         z_bytes = self.z_density.compress(z_hat)
         # A constant block needs no y stream: the header's range already says everything.
         y_bytes = b""
-        if hi > lo:
+        if hi > lo and self._integer is not None:
+            parts = self._integer_parts(z_hat, h, w, q)
+            y_bytes = self._tables.compress(TableCoder.feed(parts, y_hat.astype(np.int64)))
+        elif hi > lo:
             ((means, scales),) = self._hyper([z_hat], [(h, w)])
             parts = self._y_params(means, scales, q)
             y_bytes = GaussianConditional.compress(*GaussianConditional.feed(parts, y_hat.astype(np.float64)), lo, hi)
-        head = _HEADER.pack(MAGIC, VERSION, 0, round(q * 100), self.M, h, w, lo, hi, len(z_bytes), len(y_bytes))
+        head = _HEADER.pack(MAGIC, self._version, 0, round(q * 100), self.M, h, w, lo, hi, len(z_bytes), len(y_bytes))
         body = head + z_bytes + y_bytes
         return body + struct.pack("<I", zlib.crc32(body))
 
@@ -197,8 +214,8 @@ class ChunkCoder:
         magic, version, flags, q100, m, h, w, lo, hi, z_len, y_len = _HEADER.unpack_from(data)
         if magic != MAGIC:
             raise CorruptChunkError("not a CPS chunk (bad magic)")
-        if version != VERSION:
-            raise CorruptChunkError(f"unsupported chunk format version {version} (this build reads {VERSION})")
+        if version != self._version:
+            raise CorruptChunkError(f"chunk format version {version}, but this codec writes and reads {self._version}")
         (crc,) = struct.unpack_from("<I", data, len(data) - 4)
         if zlib.crc32(data[:-4]) != crc:
             raise CorruptChunkError("chunk checksum mismatch (damaged data)")
@@ -252,14 +269,17 @@ class ChunkCoder:
             zs = (self.Nz, -(-h // self._hyper_block), -(-w // self._hyper_block))
             z_hats.append(self._guard(self.z_density.decompress, data[_HEADER.size : _HEADER.size + z_len], zs))
             heads.append(head)
-        params = self._guard(self._hyper, z_hats, [hd[1:3] for hd in heads])
+        params = self._guard(self._hyper, z_hats, [hd[1:3] for hd in heads]) if self._integer is None else None
         out = []
-        for data, (q, h, w, lo, hi, z_len, _), (means, scales) in zip(datas, heads, params):
+        for i, (data, (q, h, w, lo, hi, z_len, _)) in enumerate(zip(datas, heads)):
+            payload = data[_HEADER.size + z_len : -4]
             if lo == hi:
                 y_hat = np.full((self.M, h, w), lo, dtype=np.int16)
+            elif self._integer is not None:
+                y_hat = self._guard(lambda z=z_hats[i], q=q, h=h, w=w: self._tables.decompress(
+                    payload, self._integer_parts(z, h, w, q), self.M * h * w)).reshape(self.M, h, w)
             else:
-                payload = data[_HEADER.size + z_len : -4]
-                y_hat = self._guard(GaussianConditional.decompress, payload, self._y_params(means, scales, q), lo, hi,
+                y_hat = self._guard(GaussianConditional.decompress, payload, self._y_params(*params[i], q), lo, hi,
                                     self.M * h * w).reshape(self.M, h, w)
             if y_hat.size and (y_hat.min() < lo or y_hat.max() > hi):
                 raise CorruptChunkError("chunk stream decodes outside its declared range")

@@ -35,6 +35,7 @@ from torch.nn import functional as F
 from .context import EntropyContext
 from .density import FactorizedDensity, gaussian_likelihood
 from .geometry import synthesis_trims
+from .integer import IntegerEntropy
 from .layers import BRB, EDRB, EURB, conv_down, conv_up
 
 #: Rate-distortion trade-offs of quality levels 1, 2, ... (MSE on 0..1 pixels, times 255^2). A codec
@@ -42,6 +43,7 @@ from .layers import BRB, EDRB, EURB, conv_down, conv_up
 #: so quality q means the same trade-off in every codec that has it.
 LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800, 0.3600, 0.7200)
 QUALITY_MIN, QUALITY_MAX = 1.0, float(len(LAMBDAS))
+ENTROPY_ARITHMETIC = ("float", "integer")
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,9 @@ class ModelConfig:
     """Architecture hyper-parameters: ``N`` transform channels, ``M`` latent channels, and the
     entropy context (``slices`` of y coded in turn, 0 for none; ``context_hidden`` width; with
     ``slices``, a checkerboard spatial context of kernel ``spatial``, 0 for none, and width
-    ``spatial_hidden``; see context.py) and the number of quality ``levels`` trained (``LAMBDAS``)."""
+    ``spatial_hidden``; see context.py), the number of quality ``levels`` trained (``LAMBDAS``) and
+    the arithmetic of the entropy parameters (``entropy``: "float", snapped float64 networks, or
+    "integer", the exact integer networks of integer.py)."""
 
     N: int = 128
     M: int = 192
@@ -59,10 +63,13 @@ class ModelConfig:
     spatial: int = 0
     spatial_hidden: int = 64
     levels: int = 8
+    entropy: str = "float"
 
     def __post_init__(self) -> None:
         if not 2 <= self.levels <= len(LAMBDAS):
             raise ValueError(f"levels must be between 2 and {len(LAMBDAS)}, got {self.levels}")
+        if self.entropy not in ENTROPY_ARITHMETIC:
+            raise ValueError(f"entropy must be one of {', '.join(ENTROPY_ARITHMETIC)}, got {self.entropy!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -103,8 +110,11 @@ class CPSModel(nn.Module):
         self.z_density = FactorizedDensity(Nz)
         if config.spatial and not config.slices:
             raise ValueError("a spatial context needs channel slices (slices > 0)")
-        self.context = EntropyContext(M, config.slices, config.context_hidden, config.levels,
-                                      config.spatial, config.spatial_hidden) if config.slices else None
+        integer = config.entropy == "integer"
+        self.context = EntropyContext(M, config.slices, config.context_hidden, config.levels, config.spatial,
+                                      config.spatial_hidden) if config.slices and not integer else None
+        self.integer = IntegerEntropy(M, N, Nz, config.slices, config.context_hidden, config.levels, config.spatial,
+                                      config.spatial_hidden, self.z_density.support) if integer else None
         self._synthesis_trims = synthesis_trims(self.g_s)
         # Log gains per quality level; lower levels start coarser (one model, several rates).
         step = (math.log(3.0) - math.log(0.25)) / 7
@@ -186,6 +196,9 @@ class CPSModel(nn.Module):
         Returns ``x_hat`` and the likelihoods of y and z. The decoder sees straight-through
         rounded latents; the rate terms see additive uniform noise (Ballé et al.).
         """
+        if self.integer is not None:
+            raise ValueError("a codec with integer entropy networks is made by quantizing a trained one "
+                             "(cps-tiles quantize-context), not trained directly")
         gain = torch.exp(self.log_gain[level]).view(1, -1, 1, 1)
         inv_gain = torch.exp(self.log_inv_gain[level]).view(1, -1, 1, 1)
         y = self.g_a(x) * gain

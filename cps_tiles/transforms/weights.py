@@ -31,13 +31,14 @@ from .model import CPSModel, ModelConfig
 
 DEFAULT_CODEC = "cps-n96m160-r8"
 #: cps-v1: transforms + hyperprior; cps-v2 adds the channel-conditional context (``slices`` > 0),
-#: cps-v3 the checkerboard spatial context on top (``spatial`` > 0). A package that predates a
+#: cps-v3 the checkerboard spatial context on top (``spatial`` > 0), cps-v4 computes cps-v3's entropy
+#: networks in exact integer arithmetic (``entropy == "integer"``). A package that predates a
 #: version refuses its codecs by name instead of misreading them.
-ARCHITECTURES = ("cps-v1", "cps-v2", "cps-v3")
+ARCHITECTURES = ("cps-v1", "cps-v2", "cps-v3", "cps-v4")
 
 
 def architecture(config: ModelConfig) -> str:
-    return ARCHITECTURES[(config.slices > 0) + (config.spatial > 0)]
+    return ARCHITECTURES[(config.slices > 0) + (config.spatial > 0) + (config.entropy == "integer")]
 
 
 def codec_roots() -> list[Path]:

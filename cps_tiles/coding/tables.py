@@ -1,0 +1,138 @@
+"""Table-driven coding of y_hat: quantized Gaussians precomputed once, chosen by integer parameters.
+
+The integer entropy model (:mod:`cps_tiles.transforms.integer`) gives each symbol a sigma class
+``c`` and a mean in y_hat units Q3. Together they pick one of the fixed tables of
+``table_layout()`` and a center::
+
+    c < FLAT_CLASS:  table (c, mean & 7), center = mean >> 3       (the fraction shifts the Gaussian)
+    c >= FLAT_CLASS: table (c, 0),        center = (mean + 4) >> 3  (rounded; sigma >= 4)
+    symbol = y_hat - center + R, clipped to [0, 2R]; the end symbols are escapes (|r| >= R): after
+    the part's symbols, each escape's excess e = |r| - R follows as n = bit_length(e) (uniform over
+    0..16) and e's low n - 1 bits
+
+A table is a list of integer counts summing to 2^16 (each >= 1), computed once when the codec is
+exported and stored with its weights (``IntegerEntropy.counts``), never recomputed where it
+decodes: two coders that agree on the tables and the parameters agree on every bit.
+
+Within a coding part (a slice's checkerboard half), symbols go in groups of one table, in table
+order, cells in order inside a group, so the ANS coder runs on a handful of fixed models instead
+of evaluating a Gaussian per symbol.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator
+
+import constriction
+import numpy as np
+
+from ..transforms.integer import FLAT_CLASS, MEAN_FRAC_BITS, class_log, table_layout
+
+COUNT_BITS = 16
+_ESCAPE_BITS = 17  # n = bit_length(e) for an excess e < 2^16 (centers are clipped to the int16 range)
+
+Parts = Generator[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, None]
+
+
+def build_counts() -> np.ndarray:
+    """Every table's counts, concatenated in ``table_layout()`` order (int32): discrete Gaussians
+    of sigma ``2^(class_log(c) / 256)`` around the mean fraction ``f / 8`` (0 for rounded means),
+    tails folded into the end symbols. Export-time only: decoders read the stored counts."""
+    out = []
+    for c, f, r in table_layout():
+        sigma, mu = 2.0 ** (class_log(c) / 256), f / (1 << MEAN_FRAC_BITS)
+        edges = (np.arange(-r, r) + 0.5 - mu) / sigma  # bin edges between symbols 0..2r
+        cdf = np.array([0.5 * math.erfc(-e / math.sqrt(2)) for e in edges])
+        pmf = np.diff(np.concatenate([[0.0], cdf, [1.0]]))
+        counts = np.maximum(1, np.rint(pmf * (1 << COUNT_BITS))).astype(np.int64)
+        counts[np.argmax(counts)] += (1 << COUNT_BITS) - counts.sum()
+        out.append(counts)
+    return np.concatenate(out).astype(np.int32)
+
+
+class TableCoder:
+    """Codes y_hat parts with the stored tables (``counts``: ``IntegerEntropy.counts``)."""
+
+    def __init__(self, counts: np.ndarray) -> None:
+        layout = table_layout()
+        self.radius = np.array([r for *_, r in layout], dtype=np.int64)
+        ends = np.cumsum(2 * self.radius + 1)
+        counts = np.asarray(counts, dtype=np.float64)
+        if counts.shape != (ends[-1],):
+            raise ValueError(f"expected {ends[-1]} table counts, got {counts.shape}")
+        # counts / 2^16 are exact in float64, and constriction quantizes them the same way everywhere
+        self.models = [constriction.stream.model.Categorical(counts[e - 2 * r - 1 : e] / (1 << COUNT_BITS), perfect=False)
+                       for e, r in zip(ends, self.radius)]
+        self._escape_length = constriction.stream.model.Uniform(_ESCAPE_BITS)
+        self._escape_bits = [None] + [constriction.stream.model.Uniform(1 << b) for b in range(1, _ESCAPE_BITS - 1)]
+
+    @staticmethod
+    def select(cls: np.ndarray, mean3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sigma classes and Q3 means -> (table index, center) per symbol (int64)."""
+        frac = 1 << MEAN_FRAC_BITS
+        small = cls < FLAT_CLASS
+        table = np.where(small, cls * frac + (mean3 & (frac - 1)), FLAT_CLASS * frac + cls - FLAT_CLASS)
+        center = np.where(small, mean3 >> MEAN_FRAC_BITS, (mean3 + frac // 2) >> MEAN_FRAC_BITS)
+        return table, np.clip(center, -32768, 32767)
+
+    def _groups(self, cls: np.ndarray, mean3: np.ndarray):
+        """A part's coding order: (positions sorted by table, group bounds, tables, centers)."""
+        table, center = self.select(np.asarray(cls, np.int64), np.asarray(mean3, np.int64))
+        order = np.argsort(table, kind="stable")
+        ts = table[order]
+        starts = np.flatnonzero(np.r_[True, ts[1:] != ts[:-1]])
+        return order, np.r_[starts, len(ts)], ts[starts], center
+
+    @staticmethod
+    def feed(parts: Parts, values: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Encoder side: run ``parts`` over the known ``values`` -> (values, classes, means) per part."""
+        flat = values.ravel()
+        out = []
+        cells, cls, mean3 = next(parts)
+        while True:
+            out.append((flat[np.asarray(cells)], np.asarray(cls), np.asarray(mean3)))
+            try:
+                cells, cls, mean3 = parts.send(flat[np.asarray(cells)])
+            except StopIteration:
+                return out
+
+    def compress(self, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> bytes:
+        coder = constriction.stream.stack.AnsCoder()
+        for values, cls, mean3 in reversed(parts):  # a stack: the last symbol goes in first
+            order, bounds, tables, center = self._groups(cls, mean3)
+            resid = np.asarray(values, np.int64)[order] - center[order]
+            radius = np.repeat(self.radius[tables], np.diff(bounds))
+            escaped = np.abs(resid) >= radius
+            for e in (np.abs(resid[escaped]) - radius[escaped])[::-1]:  # the part's escapes follow its symbols
+                n = int(e).bit_length()
+                if n >= 2:
+                    coder.encode_reverse(np.array([int(e) - (1 << (n - 1))], np.int32), self._escape_bits[n - 1])
+                coder.encode_reverse(np.array([n], np.int32), self._escape_length)
+            sym = (np.clip(resid, -radius, radius) + radius).astype(np.int32)
+            for g in range(len(tables) - 1, -1, -1):
+                coder.encode_reverse(sym[bounds[g] : bounds[g + 1]], self.models[tables[g]])
+        return coder.get_compressed().tobytes()
+
+    def decompress(self, data: bytes, parts: Parts, size: int) -> np.ndarray:
+        """Bytes -> the ``size`` integers of ``y_hat.ravel()``, part after part."""
+        coder = constriction.stream.stack.AnsCoder(np.frombuffer(data, dtype=np.uint32).copy())
+        out = np.zeros(size, dtype=np.int64)
+        models, decode = self.models, coder.decode
+        cells, cls, mean3 = next(parts)
+        while True:
+            order, bounds, tables, center = self._groups(cls, mean3)
+            sym = np.concatenate([decode(models[t], n) for t, n in zip(tables.tolist(), np.diff(bounds).tolist())])
+            radius = np.repeat(self.radius[tables], np.diff(bounds))
+            resid = sym.astype(np.int64) - radius
+            for i in np.flatnonzero(np.abs(resid) == radius):  # escapes, in order
+                n = int(decode(self._escape_length))
+                e = ((1 << (n - 1)) + int(decode(self._escape_bits[n - 1]))) if n >= 2 else n
+                resid[i] += e if resid[i] > 0 else -e
+            values = np.empty(len(order), dtype=np.int64)
+            values[order] = resid + center[order]
+            out[np.asarray(cells)] = values
+            try:
+                cells, cls, mean3 = parts.send(values)
+            except StopIteration:
+                return out

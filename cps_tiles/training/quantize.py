@@ -1,0 +1,197 @@
+"""Quantize a codec's float entropy networks into the exact integer ones: ``cps-tiles
+quantize-context --init CODEC --out DIR --name NAME DATA_DIR...``.
+
+Post-training quantization of the hyper synthesis and the channel and spatial context of a cps-v3
+codec (transforms, ``h_a`` and the z tables unchanged, so every decoded image stays the same;
+only the rate moves). Per layer: each input column's fixed-point unit is folded into the weights,
+each output row gets a scale (its largest weight maps to ``WEIGHT_MAX``), and the output's unit is the
+format the spec fixes (means Q6, log2 sigma Q8, raw scale Q5) or, for a hidden layer, the
+activation's range on the calibration latents (``--cells`` crops of the training images at every
+quality) spread over ``ACT``. The coding tables are built here, once, and stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from torch.nn import functional as F
+
+from ..coding.tables import build_counts
+from ..transforms.integer import (ACT, CODE_ONE, EXP2_BITS, GAIN_BITS, INPUT_SHIFT, LOG_BITS, MEAN_BITS, RAW_BITS, U_BITS,
+                                  WEIGHT_MAX, IntegerLinear, log_table_values)
+from ..transforms.model import CPSModel, ModelConfig
+from ..transforms.weights import _load_codec, composed_bytes, load_codec, sha256_file
+from .context import image_latents
+from .data import load_training_images
+
+_LN2 = math.log(2)
+#: real value of one unit of each network input format
+MEAN_IN, LOG_IN, U_IN = 2.0 ** -(MEAN_BITS - INPUT_SHIFT), _LN2 / 2 ** (LOG_BITS - INPUT_SHIFT), 2.0 ** -U_BITS
+#: real value of one unit of each output format (d_log is in natural-log units in the float nets)
+MEAN_OUT, LOG_OUT, RAW_OUT = 2.0 ** -MEAN_BITS, _LN2 / 2**LOG_BITS, 2.0 ** -RAW_BITS
+_MULT_BITS = 20
+
+
+def quantize_layer(layer: IntegerLinear, weight: torch.Tensor, bias: torch.Tensor, unit_in: torch.Tensor,
+                   unit_out: torch.Tensor) -> None:
+    """Set ``layer``'s buffers from a float layer ``weight [O, K]``, ``bias [O]``, the real value of
+    one unit of each input ``unit_in [K]`` and of each output ``unit_out [O]``."""
+    w = weight.double() * unit_in.double()
+    scale = (w.abs().amax(1) / WEIGHT_MAX).clamp_min(1e-30)
+    ratio = scale / unit_out.double()
+    shift = max(1, _MULT_BITS - math.ceil(math.log2(float(ratio.max()))))
+    layer.weight.copy_(torch.round(w / scale[:, None]).to(torch.int16))
+    layer.bias.copy_(torch.round(bias.double() / scale).to(torch.int64))
+    layer.mult.copy_(torch.round(ratio * 2.0**shift).to(torch.int64))
+    layer.shift.fill_(shift)
+    layer._carried = None
+    layer._groups.clear()
+
+
+def _units(*parts: tuple[int, float]) -> torch.Tensor:
+    return torch.cat([torch.full((n,), u, dtype=torch.float64) for n, u in parts])
+
+
+def _conv(layer: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
+    return layer.weight.detach().flatten(1), layer.bias.detach()
+
+
+def _up(layer: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 2x2/s2 transposed convolution as a linear map to (out channel, dy, dx) rows."""
+    w = layer.weight.detach()  # [in, out, 2, 2]
+    return w.permute(1, 2, 3, 0).reshape(-1, w.shape[0]), layer.bias.detach().repeat_interleave(4)
+
+
+@torch.inference_mode()
+def activation_units(model: CPSModel, latents: list[torch.Tensor], cells: int, seed: int = 0) -> dict[str, float]:
+    """Real value of one unit of every hidden activation: its 99.99th percentile magnitude on
+    crops of ``latents`` at every integer quality, over ``ACT``."""
+    rng = np.random.default_rng(seed)
+    samples: dict[str, list[torch.Tensor]] = {}
+
+    def keep(name):
+        def hook(_module, _inp, out):
+            samples.setdefault(name, []).append(out.detach().abs().flatten()[::7].float())
+        return hook
+
+    ctx, hooks = model.context, []
+    for i in (1, 3):
+        hooks.append(model.h_s[i].register_forward_hook(keep(f"hyper.{i}")))
+    for k in range(ctx.slices):
+        for i in (1, 3):
+            hooks.append(ctx.nets[k][i].register_forward_hook(keep(f"nets.{k}.{i}")))
+            hooks.append(ctx.heads[k][i].register_forward_hook(keep(f"heads.{k}.{i}")))
+    for level in range(model.config.levels):
+        for y in latents:
+            i = rng.integers(0, y.shape[1] - cells + 1) // 4 * 4
+            j = rng.integers(0, y.shape[2] - cells + 1) // 4 * 4
+            gain = torch.exp(model.log_gain[level]).view(-1, 1, 1)
+            y_hat = torch.round(y[:, i : i + cells, j : j + cells] * gain)[None]
+            z_hat = torch.round(model.h_a(y_hat / gain)).clamp_(-model.z_density.support, model.z_density.support)
+            means, scales = model.hyper_params(z_hat)
+            code = F.one_hot(torch.tensor([level]), model.config.levels).float()
+            unit = y_hat / gain
+            ctx(unit, means, scales, code)
+            for k in range(ctx.slices):  # the spatial features the heads see (F.leaky_relu inside half_params)
+                shared = ctx.spatial_features(k, unit)
+                cut = slice(k * ctx.width, (k + 1) * ctx.width)
+                own = F.conv2d(unit[:, cut] * (ctx.halves(cells, cells)[0]).float(), ctx.convs[k].weight[:, cut.start :],
+                               padding=ctx.convs[k].padding)
+                for feat in (shared, shared + own):
+                    samples.setdefault(f"convs.{k}", []).append(F.leaky_relu(feat, 0.01).abs().flatten()[::7])
+    for h in hooks:
+        h.remove()
+    return {name: float(torch.quantile(torch.cat(v)[:2_000_000], 0.9999)) / ACT for name, v in samples.items()}
+
+
+def quantize_entropy(base: CPSModel, units: dict[str, float]) -> CPSModel:
+    """A cps-v4 model: ``base``'s transforms, its entropy networks quantized (see the module docstring)."""
+    cfg = base.config
+    model = CPSModel(ModelConfig(**{**cfg.to_dict(), "entropy": "integer"}))
+    state = {k: v for k, v in base.state_dict().items() if not k.startswith("context.")}
+    missing = model.load_state_dict(state, strict=False).missing_keys
+    assert all(k.startswith("integer.") for k in missing), missing
+    ie, ctx, M, L, w = model.integer, base.context, cfg.M, cfg.levels, cfg.M // cfg.slices
+    one = lambda n, u: torch.full((n,), u, dtype=torch.float64)  # noqa: E731
+
+    up1, up2, out = ie.hyper_layers
+    quantize_layer(up1, *_up(base.h_s[0]), one(cfg.Nz, 1.0), one(4 * cfg.N, units["hyper.1"]))
+    quantize_layer(up2, *_up(base.h_s[2]), one(cfg.N, units["hyper.1"]), one(4 * (3 * M // 2), units["hyper.3"]))
+    quantize_layer(out, *_conv(base.h_s[4]), one(3 * M // 2, units["hyper.3"]), _units((M, MEAN_OUT), (M, RAW_OUT)))
+    params_out = _units((w, MEAN_OUT), (w, LOG_OUT))
+    for k in range(cfg.slices):
+        net, fnet = ie.nets[k], ctx.nets[k]
+        quantize_layer(net[0], *_conv(fnet[0]), _units((M, MEAN_IN), (M, LOG_IN), (L, 1 / CODE_ONE), (k * w, U_IN)),
+                       one(cfg.context_hidden, units[f"nets.{k}.1"]))
+        quantize_layer(net[1], *_conv(fnet[2]), one(cfg.context_hidden, units[f"nets.{k}.1"]),
+                       one(cfg.context_hidden, units[f"nets.{k}.3"]))
+        quantize_layer(net[2], *_conv(fnet[4]), one(cfg.context_hidden, units[f"nets.{k}.3"]), params_out)
+        sh = cfg.spatial_hidden
+        quantize_layer(ie.convs[k], *_conv(ctx.convs[k]), one(ie.convs[k].weight.shape[1], U_IN), one(sh, units[f"convs.{k}"]))
+        head, fhead = ie.heads[k], ctx.heads[k]
+        quantize_layer(head[0], *_conv(fhead[0]),
+                       _units((sh, units[f"convs.{k}"]), (w, MEAN_IN), (w, LOG_IN), (L, 1 / CODE_ONE), (1, 1.0)),
+                       one(sh, units[f"heads.{k}.1"]))
+        quantize_layer(head[1], *_conv(fhead[2]), one(sh, units[f"heads.{k}.1"]), one(sh, units[f"heads.{k}.3"]))
+        quantize_layer(head[2], *_conv(fhead[4]), one(sh, units[f"heads.{k}.3"]), params_out)
+    ie.log_table.copy_(torch.tensor(log_table_values(), dtype=torch.int64))
+    ie.log_gain.copy_(torch.round(base.log_gain.detach().double() / _LN2 * 2**GAIN_BITS).to(torch.int64))
+    ie.exp2_table.copy_(torch.round(2.0 ** (GAIN_BITS + torch.arange(1 << EXP2_BITS, dtype=torch.float64) / (1 << EXP2_BITS)))
+                        .to(torch.int64))
+    ie.counts.copy_(torch.from_numpy(build_counts()))
+    for layer in ie.modules():  # prove every layer exact now, not at the first decode
+        if isinstance(layer, IntegerLinear):
+            layer.check()
+    return model.eval()
+
+
+def save_integer_codec(model: CPSModel, base_name: str, out_dir: Path, name: str, training: dict) -> None:
+    """Write the codec directory: the base codec's transforms file shared through ``parts``, plus
+    ``integer.safetensors`` (the integer networks and tables)."""
+    base = load_codec(base_name)
+    meta_base = json.loads((base.path / "codec.json").read_text())
+    transforms = next(p for p in meta_base.get("parts", [{"file": "model.safetensors", "sha256": base.sha256}])
+                      if "context" not in p["file"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ints = {k: v.contiguous() for k, v in model.state_dict().items() if k.startswith("integer.")}
+    save_file(ints, str(out_dir / "integer.safetensors"))
+    (out_dir / "integer.safetensors").chmod(0o644)
+    rel = Path("..") / (base.path / transforms["file"]).resolve().parent.name / Path(transforms["file"]).name
+    from ..transforms.weights import architecture, Codec
+    import hashlib
+    sha = hashlib.sha256(composed_bytes(Codec(name, "", model, out_dir))).hexdigest()
+    meta = {"name": name, "architecture": architecture(model.config), "config": model.config.to_dict(), "sha256": sha,
+            "parts": [{"file": str(rel), "sha256": transforms["sha256"]},
+                      {"file": "integer.safetensors", "sha256": sha256_file(out_dir / "integer.safetensors")}],
+            "training": training}
+    (out_dir / "codec.json").write_text(json.dumps(meta, indent=2) + "\n")
+    _load_codec.cache_clear()
+
+
+def main(argv: list[str] | None = None, parser: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> None:
+    p = parser(prog="cps-tiles quantize-context", description=__doc__.split("\n")[0])
+    p.add_argument("data", nargs="+", help="directories of calibration images (the training images)")
+    p.add_argument("--init", required=True, help="cps-v3 codec to quantize (name or directory)")
+    p.add_argument("--out", required=True, type=Path, help="new codec directory (beside the base codec's)")
+    p.add_argument("--name", required=True, help="the new codec's name")
+    p.add_argument("--cells", type=int, default=16, help="calibration crop side in latent cells")
+    p.add_argument("--images", type=int, default=64, help="calibration images (the first, sorted)")
+    args = p.parse_args(argv)
+    base = load_codec(args.init)
+    if base.model.context is None or not base.model.config.spatial:
+        raise SystemExit(f"{base.name} has no spatial entropy context to quantize")
+    images = load_training_images([Path(d) for d in args.data], args.cells * 16)[: args.images]
+    latents = [y for y in image_latents(base.model, images) if min(y.shape[1:]) >= args.cells]
+    units = activation_units(base.model, latents, args.cells)
+    model = quantize_entropy(base.model, units)
+    save_integer_codec(model, base.name, args.out, args.name, {
+        "entropy": {"init": {"name": base.name, "sha256": base.sha256}, "method": "post-training quantization",
+                    "calibration": f"{len(latents)} images, one {args.cells}x{args.cells}-cell crop each per quality"}})
+    print(f"wrote {args.out}")

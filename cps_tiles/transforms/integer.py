@@ -1,0 +1,351 @@
+"""Integer entropy model: the hyper synthesis and the entropy context in exact integer arithmetic.
+
+The ANS coder must see the same parameters on the encoder and on every decoder: one differing
+parameter derails the rest of a chunk. Here every parameter is an integer computed from integers
+by additions, multiplications, shifts, clips and table lookups, so it is the same on any machine,
+by construction. This module is the one statement of that arithmetic (the spec); the fast path
+is :class:`IntegerEntropy` (torch), and :mod:`cps_tiles.coding.reference` is an independent numpy
+implementation that must agree with it bit for bit.
+
+Data flow for one chunk of ``h x w`` latent cells, ``M`` channels in ``S`` slices of ``W``
+(``Q<n>``: an integer standing for itself / 2^n; "unit" values are in unit-gain latent units)::
+
+    z_hat [Nz, h/4, w/4], |z| <= 32
+      -> up 2x2/s2 -> leaky -> up 2x2/s2 -> leaky -> 1x1 -> mean  [M,h,w] Q6
+                                                      -> raw   [M,h,w] Q5 -> LOG_TABLE -> log2 sigma Q8
+    slice k (0..S-1), in turn:
+      channel net  [mean/4, log/4, quality code, u of slices < k] -> 1x1 x3 -> (+d_mean Q6, +d_log Q8)
+      half 0 (anchors), then half 1 (the other cells):
+        feat = conv 5x5 [u of slices < k, and for half 1 slice k's anchors] -> leaky
+        head [feat, mean/4, log/4, quality code, half] -> 1x1 x3 -> (+d_mean Q6, +d_log Q8)
+        -> per symbol: mean in y_hat units Q3 (x gain), sigma class (log2 sigma + log2 gain)
+        -> the coder decodes the half; u = y_hat / gain Q4 feeds the parts after it
+
+Every layer is ``out = clip(act(((x @ W.T + bias) * mult + 2^(shift-1)) >> shift))`` with 10-bit
+integer weights ``W`` (a per-output-channel scale folded into ``mult``), ``act`` the integer leaky
+ReLU ``x >= 0 ? x : (41 x) >> 12`` or none, and activations bounded by ``ACT``. ``>>`` is a floor
+(arithmetic) shift and ``//`` a floor division, everywhere.
+
+The fast path carries these integers in floating point, so that torch's BLAS does the products.
+A float of p mantissa bits represents every integer below 2^p exactly, and a sum or product of
+such integers whose result stays below 2^p is computed exactly, in any order, with or without
+FMA, on any IEEE machine. The products ``x @ W.T`` run in float32 (p = 24) over groups of input
+columns small enough that no partial sum can reach 2^24 (``exact_groups``); the group sums, the
+bias and the requantizing product run in float64 (p = 53). ``IntegerLinear.check`` proves both
+from the weights, the biases, the multipliers and the inputs' bounds when a codec loads, so a
+codec that could overflow is refused, not trusted. Gains, classes and means are int64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+#: Bound of every hidden activation and network input (|value| <= ACT).
+ACT = 1023
+#: Integer leaky ReLU: x < 0 -> (LEAKY_MUL * x) >> LEAKY_SHIFT (a slope of 0.010).
+LEAKY_MUL, LEAKY_SHIFT = 41, 12
+#: Formats: means Q6 (|mean| <= 2^15 units of 1/64), log2 sigma Q8, the hyper's raw scale Q5.
+MEAN_BITS, MEAN_MAX = 6, 1 << 15
+LOG_BITS, LOG_MIN, LOG_MAX = 8, -8 << 8, 12 << 8
+RAW_BITS, RAW_MAX = 5, 2047
+#: Network inputs: means Q4 and log2 sigma Q6 (``>> INPUT_SHIFT`` of their formats), u = y_hat / gain Q4.
+INPUT_SHIFT, U_BITS = 2, 4
+#: The quality code: weights of the two neighbouring levels, in hundredths (sum 100).
+CODE_ONE = 100
+#: Gains: log2 gain Q16 per level, interpolated in hundredths of a quality step; 2^x from a table
+#: of 2^(j / 2^EXP2_BITS) in Q16.
+GAIN_BITS, EXP2_BITS = 16, 10
+#: Largest weight magnitude (10-bit weights, stored as int16).
+WEIGHT_MAX = 511
+#: Integers float32 and float64 hold exactly: every partial sum stays below these.
+FLOAT32_EXACT, FLOAT64_EXACT = 1 << 24, 1 << 53
+
+# -- sigma classes and coding tables (the coder, coding/tables.py, builds its tables from these) --
+#: Scale classes: class c stands for log2 sigma = (SIGMA_LOG0 + SIGMA_STEP * c) / 256, sigma in
+#: y_hat units: 0.11 (SIGMA_LOG0 = 256 log2 0.11) up to 392, 3/16 of an octave apart.
+SIGMA_CLASSES, SIGMA_LOG0, SIGMA_STEP = 64, -815, 48
+#: Means are coded to 1/2^MEAN_FRAC_BITS of y_hat: a table per fraction below FLAT_CLASS (sigma < 4);
+#: from there on the fraction changes the distribution too little and the mean is rounded instead.
+MEAN_FRAC_BITS = 3
+FLAT_CLASS = -(-((2 << 8) - SIGMA_LOG0) // SIGMA_STEP)
+
+
+def class_log(c: int) -> int:
+    """Class ``c``'s log2 sigma, Q8."""
+    return SIGMA_LOG0 + SIGMA_STEP * c
+
+
+def table_radius(c: int) -> int:
+    """Half-width of class ``c``'s tables in y_hat units: 5 sigma rounded up to a power-of-two sigma,
+    plus 2 (pure integer arithmetic, so every machine sizes the tables alike). The end symbols
+    stand for everything beyond (escape)."""
+    e = -(-class_log(c) // 256)  # ceil(log2 sigma)
+    return 2 + ((5 << e) if e >= 0 else (5 + (1 << -e) - 1) >> -e)
+
+
+def table_layout() -> list[tuple[int, int, int]]:
+    """(class, mean fraction, radius) of every coding table, in table-index order."""
+    frac = 1 << MEAN_FRAC_BITS
+    return [(c, f, table_radius(c)) for c in range(SIGMA_CLASSES) for f in range(frac if c < FLAT_CLASS else 1)]
+
+
+def leaky(x: torch.Tensor) -> torch.Tensor:
+    """The integer leaky ReLU on float64-carried integers (``(41 x) >> 12`` below zero)."""
+    # max(x, floor(41 x / 4096)) is x above zero and the floor below: one op fewer than a where
+    return torch.maximum(x, torch.floor(x * (LEAKY_MUL / (1 << LEAKY_SHIFT))))
+
+
+def _floor_shift(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """``x >> bits`` on float64-carried integers (dividing by a power of two is exact)."""
+    return torch.floor(x * (1.0 / (1 << bits)))
+
+
+def exact_groups(weight: torch.Tensor, bounds: torch.Tensor) -> list[tuple[int, int]]:
+    """Split the ``K`` input columns of ``weight [O, K]`` into contiguous groups in which, for
+    inputs bounded by ``bounds [K]``, no partial sum of any output can reach 2^24: a float32
+    product over one group is then exact, in any summation order."""
+    cost = weight.abs().to(torch.int64) * bounds  # [O, K]
+    cum = torch.cat([torch.zeros(weight.shape[0], 1, dtype=torch.int64), cost.cumsum(1)], dim=1)
+    groups, start = [], 0
+    while start < weight.shape[1]:
+        fits = ((cum[:, start:] - cum[:, start : start + 1]) < FLOAT32_EXACT).all(0)  # prefixes of the rest
+        end = start + int(fits.long().cumprod(0).sum()) - 1
+        if end <= start:
+            raise ValueError("a weight times its input bound reaches 2^24")
+        groups.append((start, end))
+        start = end
+    return groups
+
+
+class IntegerLinear(nn.Module):
+    """One integer layer ``[N, K] -> [N, O]`` (integers carried in float64): see the module docstring.
+
+    Buffers (the codec's weights): ``weight`` int16 ``[O, K]`` (``|w| <= WEIGHT_MAX``), ``bias`` and
+    ``mult`` int64 ``[O]`` (accumulator units, and the requantizing multiplier), ``shift`` int64
+    ``[]``. ``bounds`` ``[K]`` (not stored: the architecture's input bounds) make the exactness proof.
+    """
+
+    def __init__(self, inputs: int, outputs: int, bounds: list[int], activation: bool) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(outputs, inputs, dtype=torch.int16))
+        self.register_buffer("bias", torch.zeros(outputs, dtype=torch.int64))
+        self.register_buffer("mult", torch.ones(outputs, dtype=torch.int64))
+        self.register_buffer("shift", torch.tensor(1, dtype=torch.int64))
+        if len(bounds) != inputs:
+            raise ValueError(f"bounds must have {inputs} entries")
+        self.bounds = torch.tensor(bounds, dtype=torch.int64)
+        self.activation = activation
+        self._carried: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._groups: dict[tuple[int, int], list[tuple[int, int, torch.Tensor]]] = {}
+
+    def check(self) -> None:
+        """Prove that every accumulator and requantizing product stays below 2^53 (else ValueError);
+        the float32 groups are proven as they are made (``exact_groups``)."""
+        if int(self.weight.abs().max()) > WEIGHT_MAX or int(self.mult.min()) < 0 or not 1 <= int(self.shift) < 62:
+            raise ValueError("integer layer parameters out of range")
+        acc = (self.weight.abs().to(torch.int64) * self.bounds).sum(1) + self.bias.abs()  # |x @ W.T + bias|
+        worst = max(int(a) * int(m) for a, m in zip(acc, self.mult)) + (1 << (int(self.shift) - 1))
+        if worst >= FLOAT64_EXACT:
+            raise ValueError(f"an integer layer can reach {worst} >= 2^53: not exact in float64")
+
+    def _requant_params(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(bias, mult) as float64, made once (checked first): the weights do not change once loaded."""
+        if self._carried is None:
+            self.check()
+            self._carried = (self.bias.double(), self.mult.double())
+        return self._carried
+
+    def _plan(self, lo: int, hi: int) -> list[tuple[int, int, torch.Tensor]]:
+        """The exact float32 groups of columns ``lo:hi``, each with its weights ``[k, O]``."""
+        if (lo, hi) not in self._groups:
+            w = self.weight[:, lo:hi]
+            self._groups[(lo, hi)] = [(a, b, w[:, a:b].t().float().contiguous())
+                                      for a, b in exact_groups(w, self.bounds[lo:hi])]
+        return self._groups[(lo, hi)]
+
+    def accumulate(self, x: torch.Tensor, lo: int = 0, hi: int | None = None) -> torch.Tensor:
+        """``x [N, hi-lo]`` (integers within ``bounds``) @ ``weight[:, lo:hi].T`` -> float64 ``[N, O]``, exact."""
+        x32 = x.float()
+        groups = self._plan(lo, self.weight.shape[1] if hi is None else hi)
+        out = (x32[:, groups[0][0] : groups[0][1]] @ groups[0][2]).double()
+        for a, b, w in groups[1:]:
+            out += (x32[:, a:b] @ w).double()
+        return out
+
+    def requantize(self, acc: torch.Tensor) -> torch.Tensor:
+        """Accumulator (bias not yet added) -> the layer's output."""
+        bias, mult = self._requant_params()
+        shift = int(self.shift)
+        out = _floor_shift((acc + bias) * mult + float(1 << (shift - 1)), shift)
+        return leaky(out).clamp_(-ACT, ACT) if self.activation else out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.requantize(self.accumulate(x))
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._carried = None
+        self._groups.clear()
+        super()._load_from_state_dict(*args, **kwargs)
+
+
+def _up(layer: IntegerLinear, x: torch.Tensor) -> torch.Tensor:
+    """A 2x2/stride-2 transposed convolution as one integer layer over cells: ``[C, a, b]`` ->
+    ``[O, 2a, 2b]`` (the layer's outputs ordered (channel, dy, dx); float64-carried integers)."""
+    c, a, b = x.shape
+    out = layer(x.reshape(c, a * b).t())  # [a*b, O*4]
+    return out.view(a, b, -1, 2, 2).permute(2, 0, 3, 1, 4).reshape(-1, 2 * a, 2 * b)
+
+
+def _net(inputs: int, hidden: int, outputs: int, bounds: list[int]) -> nn.ModuleList:
+    return nn.ModuleList([IntegerLinear(inputs, hidden, bounds, True), IntegerLinear(hidden, hidden, [ACT] * hidden, True),
+                          IntegerLinear(hidden, outputs, [ACT] * hidden, False)])
+
+
+def _run(net: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+    for layer in net:
+        x = layer(x)
+    return x
+
+
+class IntegerEntropy(nn.Module):
+    """The integer hyper synthesis and entropy context of a codec (``ModelConfig.entropy ==
+    "integer"``): ``hyper`` (z_hat -> hyperprior means and log scales) and ``parts`` (the coding
+    parts of a chunk in turn, each part's symbol parameters from the values before it)."""
+
+    def __init__(self, M: int, N: int, Nz: int, slices: int, hidden: int, levels: int, spatial: int,
+                 spatial_hidden: int, z_support: int) -> None:
+        super().__init__()
+        if not (slices and spatial):
+            raise ValueError("the integer entropy model has a channel and a spatial context")
+        self.M, self.slices, self.width, self.levels, self.spatial = M, slices, M // slices, levels, spatial
+        w, taps = self.width, spatial * spatial
+        self.hyper_layers = nn.ModuleList([
+            IntegerLinear(Nz, 4 * N, [z_support] * Nz, True),
+            IntegerLinear(N, 4 * (3 * M // 2), [ACT] * N, True),
+            IntegerLinear(3 * M // 2, 2 * M, [ACT] * (3 * M // 2), False)])
+        self.nets = nn.ModuleList(_net(2 * M + levels + k * w, hidden, 2 * w,
+                                       [ACT] * (2 * M) + [CODE_ONE] * levels + [ACT] * (k * w)) for k in range(slices))
+        self.convs = nn.ModuleList(IntegerLinear((k + 1) * w * taps, spatial_hidden, [ACT] * ((k + 1) * w * taps), True)
+                                   for k in range(slices))
+        self.heads = nn.ModuleList(_net(spatial_hidden + 2 * w + levels + 1, spatial_hidden, 2 * w,
+                                        [ACT] * (spatial_hidden + 2 * w) + [CODE_ONE] * levels + [1])
+                                   for _ in range(slices))
+        self.register_buffer("log_table", torch.zeros(2 * RAW_MAX + 1, dtype=torch.int64))
+        self.register_buffer("log_gain", torch.zeros(levels, M, dtype=torch.int64))
+        self.register_buffer("exp2_table", torch.zeros(1 << EXP2_BITS, dtype=torch.int64))
+        layout = table_layout()
+        self.register_buffer("counts", torch.zeros(sum(2 * r + 1 for *_, r in layout), dtype=torch.int32))
+
+    # -- quality ------------------------------------------------------------------------------
+    def _exp2(self, x: torch.Tensor) -> torch.Tensor:
+        """2^(x / 2^16), Q16, for int64 ``x``: table lookup and a shift."""
+        e = torch.bitwise_right_shift(x, GAIN_BITS)
+        v = self.exp2_table[torch.bitwise_right_shift(x & ((1 << GAIN_BITS) - 1), GAIN_BITS - EXP2_BITS)]
+        return torch.where(e >= 0, torch.bitwise_left_shift(v, e.clamp(min=0)), torch.bitwise_right_shift(v, (-e).clamp(min=0)))
+
+    def quality(self, q100: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Quality in hundredths -> (gain Q16, 1/gain Q16, log2 gain Q8, each ``[M]``; code ``[levels]``)."""
+        i = min((q100 - 100) // 100, self.levels - 2)
+        t = q100 - 100 - 100 * i
+        lg = self.log_gain[i] + torch.div((self.log_gain[i + 1] - self.log_gain[i]) * t, 100, rounding_mode="floor")
+        code = torch.zeros(self.levels, dtype=torch.int64)
+        code[i], code[i + 1] = CODE_ONE - t, t
+        return self._exp2(lg), self._exp2(-lg), torch.bitwise_right_shift(lg, GAIN_BITS - LOG_BITS), code
+
+    # -- hyperprior ---------------------------------------------------------------------------
+    @torch.inference_mode()
+    def hyper(self, z_hat: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Integer z_hat ``[Nz, a, b]`` -> (mean Q6, log2 sigma Q8), int64 ``[M, h, w]`` (h <= 4a, w <= 4b)."""
+        up1, up2, out = self.hyper_layers
+        x = _up(up2, _up(up1, z_hat.double()))[:, :h, :w]
+        params = out(x.reshape(x.shape[0], -1).t()).t().reshape(-1, h, w).to(torch.int64)
+        mean = params[: self.M].clamp(-MEAN_MAX, MEAN_MAX)
+        log = self.log_table[params[self.M :].clamp(-RAW_MAX, RAW_MAX) + RAW_MAX]
+        return mean, log
+
+    # -- context ------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def parts(self, mean: torch.Tensor, log: torch.Tensor, q100: int):
+        """Generator of the coded parts of y_hat ``[M, h, w]``: yields ``(cells, sigma class, mean Q3)``
+        (int64, 1-D: flat indices into ``y_hat.ravel()``, the class of each, its mean in y_hat units
+        Q3) and is sent back that part's y_hat values, slice after slice, anchors before the rest."""
+        m_ch, h, w = mean.shape
+        wd, n, pad = self.width, h * w, self.spatial // 2
+        gain, inv_gain, log_gain, code = self.quality(q100)
+        codes = code.double().view(1, -1).expand(n, -1)
+        index = torch.arange(m_ch * n).view(m_ch, n)
+        anchor = ((torch.arange(h).view(-1, 1) + torch.arange(w)) % 2 == 0).ravel()
+        halves = [torch.nonzero(anchor).ravel(), torch.nonzero(~anchor).ravel()]
+        flags = [torch.full((len(c), 1), float(half), dtype=torch.float64) for half, c in enumerate(halves)]
+        inv_gain = inv_gain.double()
+        mean, log = mean.reshape(m_ch, n), log.reshape(m_ch, n)
+        # the channel nets' inputs that every slice shares: [n, 2M + levels]
+        common = torch.cat([_input(mean.t()), _input(log.t()), code.view(1, -1).expand(n, -1)], dim=1).double()
+        u = torch.zeros(n, m_ch, dtype=torch.float64)  # unit-gain y_hat Q4 of the slices decoded so far
+        patches = []  # each decoded slice's 5x5 neighbourhoods [n, W * taps], made once
+        taps = self.spatial**2
+        for k in range(self.slices):
+            cut = slice(k * wd, (k + 1) * wd)
+            first, *rest = self.nets[k]
+            acc = first.accumulate(common, 0, common.shape[1])
+            if k:
+                acc += first.accumulate(u[:, : k * wd], common.shape[1])
+            d = _run(rest, first.requantize(acc)).to(torch.int64)
+            slice_mean = (mean[cut].t() + d[:, :wd]).clamp_(-MEAN_MAX, MEAN_MAX)
+            slice_log = (log[cut].t() + d[:, wd:]).clamp_(LOG_MIN, LOG_MAX)
+            conv, cols = self.convs[k], k * wd * taps
+            shared = None
+            for j, p in enumerate(patches):  # the slices before k, one column block each
+                part = conv.accumulate(p, j * wd * taps, (j + 1) * wd * taps)
+                shared = part if shared is None else shared.add_(part)
+            for half, cells in enumerate(halves):
+                acc = shared[cells] if k else torch.zeros(len(cells), conv.weight.shape[0], dtype=torch.float64)
+                if half:  # the slice's anchors, decoded by now (zero elsewhere)
+                    own = _patches(u[:, cut] * anchor[:, None], h, w, pad)[cells]
+                    acc = acc + conv.accumulate(own, cols)
+                head_in = torch.cat([conv.requantize(acc), _input(slice_mean[cells]).double(),
+                                     _input(slice_log[cells]).double(), codes[cells], flags[half]], dim=1)
+                d = _run(self.heads[k], head_in).to(torch.int64)
+                m = (slice_mean[cells] + d[:, :wd]).clamp_(-MEAN_MAX, MEAN_MAX).t()  # [W, cells]
+                lg = (slice_log[cells] + d[:, wd:]).clamp_(LOG_MIN, LOG_MAX).t()
+                shift = GAIN_BITS + MEAN_BITS - MEAN_FRAC_BITS
+                mean3 = torch.bitwise_right_shift(m * gain[cut, None] + (1 << (shift - 1)), shift)
+                cls = torch.div(lg + log_gain[cut, None] - SIGMA_LOG0 + SIGMA_STEP // 2, SIGMA_STEP,
+                                rounding_mode="floor").clamp_(0, SIGMA_CLASSES - 1)
+                values = yield index[cut][:, cells].ravel(), cls.ravel(), mean3.ravel()
+                y = torch.as_tensor(values, dtype=torch.float64).view(wd, len(cells)).t()
+                u[cells, cut] = _floor_shift(y * inv_gain[cut] + float(1 << (GAIN_BITS - U_BITS - 1)),
+                                             GAIN_BITS - U_BITS).clamp_(-ACT, ACT)
+            if k + 1 < self.slices:
+                patches.append(_patches(u[:, cut], h, w, pad))
+
+
+def _input(x: torch.Tensor) -> torch.Tensor:
+    """Means Q6 / log2 sigma Q8 (int64) -> the networks' inputs (Q4 / Q6, within ACT)."""
+    return torch.bitwise_right_shift(x, INPUT_SHIFT).clamp(-ACT, ACT)
+
+
+def _patches(x: torch.Tensor, h: int, w: int, pad: int) -> torch.Tensor:
+    """``[h*w, C]`` -> the zero-padded ``(2 pad + 1)^2`` neighbourhoods ``[h*w, C * taps]``, columns
+    ordered (channel, dy, dx) as a convolution weight flattens (a copy: exact)."""
+    x = x.t().reshape(1, -1, h, w)
+    return F.unfold(x, 2 * pad + 1, padding=pad)[0].t()
+
+
+def sigma_of_class(c: int) -> float:
+    """Class ``c``'s sigma in y_hat units (for building tables at export, never for coding)."""
+    return 2.0 ** (class_log(c) / 256)
+
+
+def log_table_values(softplus_offset: float = 1e-3) -> list[int]:
+    """LOG_TABLE at export: raw Q5 -> round(256 log2(softplus(raw) + offset)), the float hyper head's scale."""
+    out = []
+    for j in range(2 * RAW_MAX + 1):
+        raw = (j - RAW_MAX) / (1 << RAW_BITS)
+        s = math.log1p(math.exp(-abs(raw))) + max(raw, 0.0) + softplus_offset
+        out.append(min(max(round((1 << LOG_BITS) * math.log2(s)), LOG_MIN), LOG_MAX))
+    return out
