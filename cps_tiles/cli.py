@@ -275,7 +275,7 @@ def cmd_verify(a: argparse.Namespace) -> None:
 
 
 #: commands whose module parses its own options: command -> module
-TRAINERS = {"train": "training.train", "train-context": "training.context"}
+TRAINERS = {"train": "training.train", "train-context": "training.context", "quantize-context": "training.quantize"}
 
 
 def cmd_serve(a: argparse.Namespace) -> None:
@@ -413,6 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("train", help="train a codec (see cps-tiles train --help)", add_help=False)
     sub.add_parser("train-context", help="train a codec's channel context on its fixed transforms "
                    "(see cps-tiles train-context --help)", add_help=False)
+    sub.add_parser("quantize-context", help="make a codec's entropy networks exact integer ones "
+                   "(see cps-tiles quantize-context --help)", add_help=False)
 
     m = sub.add_parser("demo", help="convert the bundled sample mosaic and report rate and quality")
     m.add_argument("dir", nargs="?", default="cps-demo", help="working directory for the demo files")

@@ -80,7 +80,9 @@ class ChunkCoder:
     >>> y, q = coder.decode(data)                              # y == y_hat, q == 4.0
     """
 
-    def __init__(self, model: CPSModel) -> None:
+    def __init__(self, model: CPSModel, device: str | torch.device = "cpu") -> None:
+        """``device``: where a cps-v4 codec's integer entropy networks run (the chunks come out the
+        same on any device, by construction; float entropy networks always run on the CPU)."""
         self.M = model.config.M
         self.Nz = model.config.Nz
         self._model = model
@@ -92,6 +94,8 @@ class ChunkCoder:
         self._level_code = model.level_code
         self._version = VERSIONS[model.config.entropy]
         self._integer = model.integer
+        if model.integer is not None and torch.device(device) != torch.device("cpu"):
+            self._integer = copy.deepcopy(model.integer).to(device)
         self._tables = None if model.integer is None else TableCoder(model.integer.counts.numpy())
         self.z_density = model.z_density
         #: results reused for identical latent blocks and bitstreams (memo.py)

@@ -10,7 +10,7 @@ The integer entropy model (:mod:`cps_tiles.transforms.integer`) gives each symbo
     the part's symbols, each escape's excess e = |r| - R follows as n = bit_length(e) (uniform over
     0..16) and e's low n - 1 bits
 
-A table is a list of integer counts summing to 2^16 (each >= 1), computed once when the codec is
+A table is a list of integer counts summing to 2^24 (each >= 1), computed once when the codec is
 exported and stored with its weights (``IntegerEntropy.counts``), never recomputed where it
 decodes: two coders that agree on the tables and the parameters agree on every bit.
 
@@ -29,7 +29,7 @@ import numpy as np
 
 from ..transforms.integer import FLAT_CLASS, MEAN_FRAC_BITS, class_log, table_layout
 
-COUNT_BITS = 16
+COUNT_BITS = 24  # constriction's categorical models work to 24 bits
 _ESCAPE_BITS = 17  # n = bit_length(e) for an excess e < 2^16 (centers are clipped to the int16 range)
 
 Parts = Generator[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, None]
@@ -45,7 +45,9 @@ def build_counts() -> np.ndarray:
         edges = (np.arange(-r, r) + 0.5 - mu) / sigma  # bin edges between symbols 0..2r
         cdf = np.array([0.5 * math.erfc(-e / math.sqrt(2)) for e in edges])
         pmf = np.diff(np.concatenate([[0.0], cdf, [1.0]]))
-        counts = np.maximum(1, np.rint(pmf * (1 << COUNT_BITS))).astype(np.int64)
+        # every symbol keeps at least 1 count (escapes and outliers stay codable), and the rest
+        # is shared by probability: the sum never exceeds the total, the remainder goes to the mode
+        counts = 1 + np.floor(pmf * ((1 << COUNT_BITS) - len(pmf))).astype(np.int64)
         counts[np.argmax(counts)] += (1 << COUNT_BITS) - counts.sum()
         out.append(counts)
     return np.concatenate(out).astype(np.int32)
@@ -61,7 +63,7 @@ class TableCoder:
         counts = np.asarray(counts, dtype=np.float64)
         if counts.shape != (ends[-1],):
             raise ValueError(f"expected {ends[-1]} table counts, got {counts.shape}")
-        # counts / 2^16 are exact in float64, and constriction quantizes them the same way everywhere
+        # counts / 2^24 are exact in float64, and constriction quantizes them the same way everywhere
         self.models = [constriction.stream.model.Categorical(counts[e - 2 * r - 1 : e] / (1 << COUNT_BITS), perfect=False)
                        for e, r in zip(ends, self.radius)]
         self._escape_length = constriction.stream.model.Uniform(_ESCAPE_BITS)

@@ -38,7 +38,9 @@ codec that could overflow is refused, not trusted. Gains, classes and means are 
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -119,6 +121,19 @@ def exact_groups(weight: torch.Tensor, bounds: torch.Tensor) -> list[tuple[int, 
         groups.append((start, end))
         start = end
     return groups
+
+
+@contextlib.contextmanager
+def full_precision() -> Iterator[None]:
+    """float32 products at full precision whatever the caller set: no autocast to bf16/fp16, no
+    TF32 (``set_float32_matmul_precision("highest")``, which also covers CUDA's TF32 flag)."""
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+            yield
+    finally:
+        torch.set_float32_matmul_precision(precision)
 
 
 class IntegerLinear(nn.Module):
@@ -252,40 +267,53 @@ class IntegerEntropy(nn.Module):
         i = min((q100 - 100) // 100, self.levels - 2)
         t = q100 - 100 - 100 * i
         lg = self.log_gain[i] + torch.div((self.log_gain[i + 1] - self.log_gain[i]) * t, 100, rounding_mode="floor")
-        code = torch.zeros(self.levels, dtype=torch.int64)
+        code = torch.zeros(self.levels, dtype=torch.int64, device=self.log_gain.device)
         code[i], code[i + 1] = CODE_ONE - t, t
         return self._exp2(lg), self._exp2(-lg), torch.bitwise_right_shift(lg, GAIN_BITS - LOG_BITS), code
 
     # -- hyperprior ---------------------------------------------------------------------------
     @torch.inference_mode()
+    @full_precision()
     def hyper(self, z_hat: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Integer z_hat ``[Nz, a, b]`` -> (mean Q6, log2 sigma Q8), int64 ``[M, h, w]`` (h <= 4a, w <= 4b)."""
         up1, up2, out = self.hyper_layers
-        x = _up(up2, _up(up1, z_hat.double()))[:, :h, :w]
+        x = _up(up2, _up(up1, z_hat.to(self.log_gain.device, torch.float64)))[:, :h, :w]
         params = out(x.reshape(x.shape[0], -1).t()).t().reshape(-1, h, w).to(torch.int64)
         mean = params[: self.M].clamp(-MEAN_MAX, MEAN_MAX)
         log = self.log_table[params[self.M :].clamp(-RAW_MAX, RAW_MAX) + RAW_MAX]
         return mean, log
 
     # -- context ------------------------------------------------------------------------------
-    @torch.inference_mode()
     def parts(self, mean: torch.Tensor, log: torch.Tensor, q100: int):
         """Generator of the coded parts of y_hat ``[M, h, w]``: yields ``(cells, sigma class, mean Q3)``
-        (int64, 1-D: flat indices into ``y_hat.ravel()``, the class of each, its mean in y_hat units
-        Q3) and is sent back that part's y_hat values, slice after slice, anchors before the rest."""
+        (int64 numpy, 1-D: flat indices into ``y_hat.ravel()``, the class of each, its mean in y_hat
+        units Q3) and is sent back that part's y_hat values, slice after slice, anchors before the rest.
+        Runs on the device of the model's buffers (and of ``mean``, ``log``)."""
+        parts = self._parts(mean, log, q100)
+        values = None
+        while True:
+            with torch.inference_mode(), full_precision():  # not across the yield: the caller's settings are its own
+                try:
+                    cells, cls, mean3 = parts.send(values)
+                except StopIteration:
+                    return
+            values = yield cells.numpy(force=True), cls.numpy(force=True), mean3.numpy(force=True)
+
+    def _parts(self, mean: torch.Tensor, log: torch.Tensor, q100: int):
+        dev = self.log_gain.device
         m_ch, h, w = mean.shape
         wd, n, pad = self.width, h * w, self.spatial // 2
         gain, inv_gain, log_gain, code = self.quality(q100)
         codes = code.double().view(1, -1).expand(n, -1)
-        index = torch.arange(m_ch * n).view(m_ch, n)
-        anchor = ((torch.arange(h).view(-1, 1) + torch.arange(w)) % 2 == 0).ravel()
+        index = torch.arange(m_ch * n, device=dev).view(m_ch, n)
+        anchor = ((torch.arange(h, device=dev).view(-1, 1) + torch.arange(w, device=dev)) % 2 == 0).ravel()
         halves = [torch.nonzero(anchor).ravel(), torch.nonzero(~anchor).ravel()]
-        flags = [torch.full((len(c), 1), float(half), dtype=torch.float64) for half, c in enumerate(halves)]
+        flags = [torch.full((len(c), 1), float(half), dtype=torch.float64, device=dev) for half, c in enumerate(halves)]
         inv_gain = inv_gain.double()
         mean, log = mean.reshape(m_ch, n), log.reshape(m_ch, n)
         # the channel nets' inputs that every slice shares: [n, 2M + levels]
         common = torch.cat([_input(mean.t()), _input(log.t()), code.view(1, -1).expand(n, -1)], dim=1).double()
-        u = torch.zeros(n, m_ch, dtype=torch.float64)  # unit-gain y_hat Q4 of the slices decoded so far
+        u = torch.zeros(n, m_ch, dtype=torch.float64, device=dev)  # unit-gain y_hat Q4 of the slices decoded so far
         patches = []  # each decoded slice's 5x5 neighbourhoods [n, W * taps], made once
         taps = self.spatial**2
         for k in range(self.slices):
@@ -303,7 +331,7 @@ class IntegerEntropy(nn.Module):
                 part = conv.accumulate(p, j * wd * taps, (j + 1) * wd * taps)
                 shared = part if shared is None else shared.add_(part)
             for half, cells in enumerate(halves):
-                acc = shared[cells] if k else torch.zeros(len(cells), conv.weight.shape[0], dtype=torch.float64)
+                acc = shared[cells] if k else torch.zeros(len(cells), conv.weight.shape[0], dtype=torch.float64, device=dev)
                 if half:  # the slice's anchors, decoded by now (zero elsewhere)
                     own = _patches(u[:, cut] * anchor[:, None], h, w, pad)[cells]
                     acc = acc + conv.accumulate(own, cols)
@@ -317,7 +345,7 @@ class IntegerEntropy(nn.Module):
                 cls = torch.div(lg + log_gain[cut, None] - SIGMA_LOG0 + SIGMA_STEP // 2, SIGMA_STEP,
                                 rounding_mode="floor").clamp_(0, SIGMA_CLASSES - 1)
                 values = yield index[cut][:, cells].ravel(), cls.ravel(), mean3.ravel()
-                y = torch.as_tensor(values, dtype=torch.float64).view(wd, len(cells)).t()
+                y = torch.as_tensor(values, dtype=torch.float64, device=dev).view(wd, len(cells)).t()
                 u[cells, cut] = _floor_shift(y * inv_gain[cut] + float(1 << (GAIN_BITS - U_BITS - 1)),
                                              GAIN_BITS - U_BITS).clamp_(-ACT, ACT)
             if k + 1 < self.slices:

@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save, save_file
 from ..errors import CodecError
 from .model import CPSModel, ModelConfig
 
-DEFAULT_CODEC = "cps-n96m160-r8"
+DEFAULT_CODEC = "cps-n96m160-r9"
 #: cps-v1: transforms + hyperprior; cps-v2 adds the channel-conditional context (``slices`` > 0),
 #: cps-v3 the checkerboard spatial context on top (``spatial`` > 0), cps-v4 computes cps-v3's entropy
 #: networks in exact integer arithmetic (``entropy == "integer"``). A package that predates a
@@ -142,6 +142,29 @@ def save_codec(model: CPSModel, out_dir: Path, name: str, training: dict | None 
     (out_dir / "model.safetensors").chmod(0o644)  # safetensors writes 0600; codecs are shared read-only data
     meta = {"name": name, "architecture": architecture(model.config), "config": model.config.to_dict(),
             "sha256": sha256_file(out_dir / "model.safetensors"), "training": training or {}}
+    (out_dir / "codec.json").write_text(json.dumps(meta, indent=2) + "\n")
+    _load_codec.cache_clear()
+    return load_codec(str(out_dir))
+
+
+def save_codec_parts(model: CPSModel, out_dir: Path, name: str, base: Codec, prefix: str, training: dict) -> Codec:
+    """Write ``model`` as a codec whose weights are ``base``'s transforms file (shared through
+    ``parts``, not copied) plus its own tensors whose names start with ``prefix`` (in
+    ``<prefix-without-dot>.safetensors``), and load it back. ``out_dir`` must sit beside ``base``'s
+    directory, as the codecs in ``codecs/`` do."""
+    meta = json.loads((base.path / "codec.json").read_text())
+    shared = [p for p in meta.get("parts", [{"file": "model.safetensors", "sha256": base.sha256}])
+              if not any(k.startswith("context.") for k in load_file(str(base.path / p["file"])))]
+    (shared_file,) = [(base.path / p["file"]).resolve() for p in shared]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    own = out_dir / f"{prefix.rstrip('.')}.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items() if k.startswith(prefix)}, str(own))
+    own.chmod(0o644)
+    sha = hashlib.sha256(composed_bytes(Codec(name, "", model, out_dir))).hexdigest()
+    meta = {"name": name, "architecture": architecture(model.config), "config": model.config.to_dict(), "sha256": sha,
+            "parts": [{"file": os.path.relpath(shared_file, out_dir.resolve()), "sha256": shared[0]["sha256"]},
+                      {"file": own.name, "sha256": sha256_file(own)}],
+            "training": training}
     (out_dir / "codec.json").write_text(json.dumps(meta, indent=2) + "\n")
     _load_codec.cache_clear()
     return load_codec(str(out_dir))

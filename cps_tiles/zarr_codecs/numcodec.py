@@ -8,7 +8,7 @@ Example::
 
     >>> import numpy as np
     >>> from cps_tiles.zarr_codecs.numcodec import CPSLatentCodec
-    >>> codec = CPSLatentCodec(codec="cps-n96m160-r8", quality=5)  # doctest: +SKIP
+    >>> codec = CPSLatentCodec(codec="cps-n96m160-r9", quality=5)  # doctest: +SKIP
     >>> y_hat = np.zeros((codec.channels, 16, 16), np.int16)      # doctest: +SKIP
     >>> np.array_equal(codec.decode(codec.encode(y_hat)), y_hat)  # doctest: +SKIP
     True

@@ -3,7 +3,7 @@
 Registered through the ``zarr.codecs`` entry point, so ``zarr.open(store)`` in a process that
 imports nothing else finds it from the array metadata::
 
-    {"name": "cps_latent", "configuration": {"codec": "cps-n96m160-r8", "sha256": "beb46dcc...", "quality": 5.0}}
+    {"name": "cps_latent", "configuration": {"codec": "cps-n96m160-r9", "sha256": "d59704ea...", "quality": 5.0}}
 
 Decoding returns the integer latent ``int16 [M, h, w]`` of each chunk.
 """
