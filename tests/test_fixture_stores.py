@@ -1,8 +1,10 @@
-"""Stores written by an earlier release keep decoding: committed under tests/fixture/stores/.
+"""Stores written by an earlier release keep decoding: committed under tests/fixture/stores/ and
+tests/fixture/stores_r9/.
 
-The three stores (store format 1: r8 at quality 5, r6 at 2.5 and an RGBA store with r7 at 8,
-64-px chunks) and their expected latents and pixels were written once, by the release named in
-``expected.json``, and are never regenerated. The latent must come back bit for bit on every
+The three stores of stores/ (store format 1: r8 at quality 5, r6 at 2.5 and an RGBA store with r7
+at 8, 64-px chunks) and the r9 store of stores_r9/ (store format 2 with levels, quality 3.37: the
+first integer-entropy codec and chunk format 2) and their expected latents and pixels were written
+once, by the release named in each ``expected.json``, and are never regenerated. The latent must come back bit for bit on every
 machine; the pixels bit for bit too, except that a CPU with other float kernels may round a pixel
 at an exact .5 boundary the other way (the documented float tolerance, checked as such).
 """
@@ -17,8 +19,8 @@ import zarr
 
 import cps_tiles
 
-FIXTURE = Path(__file__).resolve().parent / "fixture" / "stores"
-EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
+FIXTURES = [Path(__file__).resolve().parent / "fixture" / d for d in ("stores", "stores_r9")]
+EXPECTED = {name: (root, want) for root in FIXTURES for name, want in json.loads((root / "expected.json").read_text()).items()}
 
 
 def _sha(a: np.ndarray) -> str:
@@ -27,12 +29,15 @@ def _sha(a: np.ndarray) -> str:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_old_store_decodes_as_it_did(name):
-    want = EXPECTED[name]
-    img = cps_tiles.open(FIXTURE / f"{name}.zarr")
+    root, want = EXPECTED[name]
+    img = cps_tiles.open(root / f"{name}.zarr")
     assert (img.meta.codec, img.meta.quality, list(img.shape)) == (want["codec"], want["quality"], want["shape"])
-    assert _sha(zarr.open_group(str(FIXTURE / f"{name}.zarr"), mode="r")["latent"][:]) == want["latent_sha256"]
+    group = zarr.open_group(str(root / f"{name}.zarr"), mode="r")
+    assert _sha(group["latent"][:]) == want["latent_sha256"]
+    for level, digest in want.get("level_latent_sha256", {}).items():
+        assert _sha(group[f"levels/{level}/latent"][:]) == digest, level
     pixels = np.asarray(img)
-    expected = np.load(FIXTURE / "expected_pixels.npz")[name]
+    expected = np.load(root / "expected_pixels.npz")[name]
     if _sha(pixels) != want["sha256"]:
         diff = np.abs(pixels.astype(int) - expected)
         assert diff.max() <= 1 and np.count_nonzero(diff) <= 1e-4 * diff.size, "pixels differ beyond float rounding"
@@ -40,7 +45,7 @@ def test_old_store_decodes_as_it_did(name):
 
 
 def test_fixture_is_intact():
-    """The fixture itself is what was committed: 3 stores, their expected arrays, nothing regenerated."""
-    assert sorted(EXPECTED) == ["r6-q2.5", "r7-q8-rgba", "r8-q5"]
-    arrays = np.load(FIXTURE / "expected_pixels.npz")
-    assert all(_sha(arrays[k]) == EXPECTED[k]["sha256"] for k in EXPECTED)
+    """The fixture itself is what was committed: 4 stores, their expected arrays, nothing regenerated."""
+    assert sorted(EXPECTED) == ["r6-q2.5", "r7-q8-rgba", "r8-q5", "r9-q3.37"]
+    for name, (root, want) in EXPECTED.items():
+        assert _sha(np.load(root / "expected_pixels.npz")[name]) == want["sha256"]

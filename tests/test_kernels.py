@@ -1,8 +1,12 @@
-"""The committed fixture stores' latents decode bit for bit under every CPU kernel set torch can
-pick here, with 1 and 2 threads and with deterministic algorithms: the entropy parameters come
-from float64 networks snapped to grids, and this checks that no kernel choice lands a parameter on
-the other side of a grid line for these chunks. (Pixels may differ by float rounding; not checked
-here.) Each setting runs in a fresh process, as ``ATEN_CPU_CAPABILITY`` is read at start."""
+"""The committed fixture stores' latents and the golden integer-entropy chunks decode bit for bit
+under every CPU kernel set torch can pick here, with 1 and 2 threads and with deterministic
+algorithms (and on CUDA where there is a GPU: test_integer.py).
+
+For r6-r8 the entropy parameters come from float64 networks snapped to grids, and this checks
+that no kernel choice lands a parameter on the other side of a grid line for these chunks; for r9
+(chunk format 2) they are exact integers by construction, and this checks the construction.
+(Pixels may differ by float rounding; not checked here.) Each setting runs in a fresh process, as
+``ATEN_CPU_CAPABILITY`` is read at start."""
 
 from __future__ import annotations
 
@@ -14,17 +18,23 @@ from pathlib import Path
 
 import pytest
 
-FIXTURE = Path(__file__).resolve().parent / "fixture" / "stores"
+FIXTURE = Path(__file__).resolve().parent / "fixture"
+STORES = {name: f"{root}/{name}.zarr" for root in ("stores", "stores_r9")
+          for name in json.loads((FIXTURE / root / "expected.json").read_text())}
+GOLDEN = json.loads((FIXTURE / "golden" / "golden.json").read_text())
 CHECK = """
 import hashlib, json, sys, numpy as np, torch, zarr
 import cps_tiles  # registers the codec
+from cps_tiles.coding.bitstream import ChunkCoder
+from cps_tiles.transforms.weights import load_codec
 threads, deterministic, root = int(sys.argv[1]), sys.argv[2] == "1", sys.argv[3]
 torch.set_num_threads(threads)
 torch.use_deterministic_algorithms(deterministic)
-out = {}
-for name in json.loads(sys.argv[4]):
-    latent = zarr.open_group(f"{root}/{name}.zarr", mode="r")["latent"][:]
-    out[name] = hashlib.sha256(np.ascontiguousarray(latent).tobytes()).hexdigest()
+sha = lambda a: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+out = {name: sha(zarr.open_group(f"{root}/{path}", mode="r")["latent"][:]) for name, path in json.loads(sys.argv[4]).items()}
+coder = ChunkCoder(load_codec(sys.argv[5]).model)
+for name in json.loads(sys.argv[6]):
+    out[name] = sha(coder.decode(open(f"{root}/golden/{name}", "rb").read())[0])
 print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "latents": out}))
 """
 
@@ -43,11 +53,14 @@ def _capabilities() -> list[str]:
 @pytest.mark.parametrize("capability", _capabilities())
 @pytest.mark.parametrize("threads,deterministic", [(1, False), (2, False), (2, True)])
 def test_fixture_latents_under_every_kernel_set(capability, threads, deterministic):
-    expected = json.loads((FIXTURE / "expected.json").read_text())
+    expected = {name: json.loads((FIXTURE / path.split("/")[0] / "expected.json").read_text())[name]["latent_sha256"]
+                for name, path in STORES.items()}
+    expected |= {name: want["latent_sha256"] for name, want in GOLDEN["chunks"].items()}
     env = {**os.environ, "ATEN_CPU_CAPABILITY": capability, "CPS_TILES_REUSE": "0"}
     run = subprocess.run([sys.executable, "-c", CHECK, str(threads), "1" if deterministic else "0", str(FIXTURE),
-                          json.dumps(sorted(expected))], env=env, capture_output=True, text=True, timeout=600)
+                          json.dumps(STORES), GOLDEN["codec"], json.dumps(sorted(GOLDEN["chunks"]))],
+                         env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["capability"].lower() == capability  # torch ran the kernels asked for
-    assert result["latents"] == {name: want["latent_sha256"] for name, want in expected.items()}
+    assert result["latents"] == expected

@@ -48,10 +48,11 @@ from torch.nn import functional as F
 
 from ..errors import CorruptChunkError
 from ..transforms.geometry import Geometry
+from ..transforms.integer import full_precision
 from ..transforms.model import CPSModel, check_quality, hyper_head
 from .entropy import GaussianConditional, snap_means, snap_scales
-from .tables import TableCoder
 from .memo import ContentMemo, content_key, reuse_enabled
+from .tables import TableCoder
 
 MAGIC = b"CPSC"
 #: chunk format version by the arithmetic of the codec's entropy networks
@@ -70,6 +71,12 @@ def check_framing(data: bytes) -> bool:
     (crc,) = struct.unpack_from("<I", data, len(data) - 4)
     return (magic == MAGIC and version in VERSIONS.values() and _HEADER.size + z_len + y_len + 4 == len(data)
             and zlib.crc32(data[:-4]) == crc)
+
+
+def streams(data: bytes, z_len: int) -> tuple[bytes, bytes]:
+    """A chunk's (z stream, y stream) bytes, given the header's ``z_len``."""
+    data = bytes(data)
+    return data[_HEADER.size : _HEADER.size + z_len], data[_HEADER.size + z_len : -4]
 
 
 class ChunkCoder:
@@ -165,6 +172,9 @@ class ChunkCoder:
         mean, log = self._integer.hyper(torch.from_numpy(np.asarray(z_hat)), h, w)
         return self._integer.parts(mean, log, round(quality * 100))
 
+    def _decode_tables(self, payload: bytes, z_hat: np.ndarray, h: int, w: int, quality: float) -> np.ndarray:
+        return self._tables.decompress(payload, self._integer_parts(z_hat, h, w, quality), self.M * h * w)
+
     # -- public -------------------------------------------------------------------------------
     @torch.inference_mode()
     def encode(self, y_hat: np.ndarray, quality: float) -> bytes:
@@ -190,7 +200,8 @@ class ChunkCoder:
         ph, pw = -(-h // block) * block, -(-w // block) * block
         y_in = torch.from_numpy(y_hat / gain).float()[None]
         y_in = F.pad(y_in, (0, pw - w, 0, ph - h), mode="replicate") if (ph, pw) != (h, w) else y_in
-        z = self._h_a(y_in)[0].numpy()
+        with full_precision():  # a caller's bf16 autocast (for synthesis) does not reach h_a
+            z = self._h_a(y_in)[0].numpy()
         s = self.z_density.support
         z_hat = np.clip(np.rint(z), -s, s).astype(np.int32)
         lo, hi = int(y_hat.min()), int(y_hat.max())
@@ -280,8 +291,7 @@ class ChunkCoder:
             if lo == hi:
                 y_hat = np.full((self.M, h, w), lo, dtype=np.int16)
             elif self._integer is not None:
-                y_hat = self._guard(lambda z=z_hats[i], q=q, h=h, w=w: self._tables.decompress(
-                    payload, self._integer_parts(z, h, w, q), self.M * h * w)).reshape(self.M, h, w)
+                y_hat = self._guard(self._decode_tables, payload, z_hats[i], h, w, q).reshape(self.M, h, w)
             else:
                 y_hat = self._guard(GaussianConditional.decompress, payload, self._y_params(*params[i], q), lo, hi,
                                     self.M * h * w).reshape(self.M, h, w)

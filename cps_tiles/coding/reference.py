@@ -17,9 +17,27 @@ from collections.abc import Generator
 import numpy as np
 
 from ..errors import CorruptChunkError
-from ..transforms.integer import (ACT, CODE_ONE, EXP2_BITS, GAIN_BITS, INPUT_SHIFT, LEAKY_MUL, LEAKY_SHIFT, LOG_BITS,
-                                  LOG_MAX, LOG_MIN, MEAN_BITS, MEAN_FRAC_BITS, MEAN_MAX, RAW_MAX, SIGMA_CLASSES,
-                                  SIGMA_LOG0, SIGMA_STEP, U_BITS)
+from ..transforms.geometry import Geometry
+from ..transforms.integer import (
+    ACT,
+    CODE_ONE,
+    EXP2_BITS,
+    GAIN_BITS,
+    INPUT_SHIFT,
+    LEAKY_MUL,
+    LEAKY_SHIFT,
+    LOG_BITS,
+    LOG_MAX,
+    LOG_MIN,
+    MEAN_BITS,
+    MEAN_FRAC_BITS,
+    MEAN_MAX,
+    RAW_MAX,
+    SIGMA_CLASSES,
+    SIGMA_LOG0,
+    SIGMA_STEP,
+    U_BITS,
+)
 
 
 def _layer(p: dict[str, np.ndarray], x: np.ndarray, activation: bool) -> np.ndarray:
@@ -80,7 +98,7 @@ class ReferenceEntropy:
 
     def hyper(self, z_hat: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(z_hat, dtype=np.int64)
-        for i, p in enumerate(self.hyper_layers[:2]):
+        for p in self.hyper_layers[:2]:
             c, a, b = x.shape
             cells = x.reshape(c, -1).T
             rows = {n: p[n].reshape(-1, 2, 2, *p[n].shape[1:]) for n in ("weight", "bias", "mult")}
@@ -145,18 +163,20 @@ class ReferenceEntropy:
                 u[cut].reshape(wd, n)[:, cells] = np.clip(unit, -ACT, ACT)
 
 
-def reference_decode(coder, data: bytes) -> np.ndarray:
-    """Decode one cps-v4 chunk with the reference parameters (the ANS coder and tables shared with
-    ``coder``, a :class:`~cps_tiles.coding.bitstream.ChunkCoder`) -> y_hat int16 ``[M, h, w]``."""
+def reference_decode(model, data: bytes) -> np.ndarray:
+    """Decode one chunk of a cps-v4 ``model`` with the reference parameters -> y_hat int16
+    ``[M, h, w]``. Header checks, the z stream and the y stream's ANS coder and tables are the
+    codec's own (:class:`~cps_tiles.coding.bitstream.ChunkCoder`); only the parameters differ."""
+    coder = ChunkCoder(model)
     q, h, w, lo, hi, z_len, _ = coder.read_header(data)
-    ref = ReferenceEntropy.of(coder._model)
     if lo == hi:
         return np.full((coder.M, h, w), lo, dtype=np.int16)
-    block = coder._hyper_block
-    start = 26
-    z = coder.z_density.decompress(bytes(data[start : start + z_len]), (coder.Nz, -(-h // block), -(-w // block)))
+    ref = ReferenceEntropy.of(model)
+    block = Geometry.of(model).hyper_block
+    z_bytes, y_bytes = streams(data, z_len)
+    z = coder.z_density.decompress(z_bytes, (coder.Nz, -(-h // block), -(-w // block)))
     parts = ref.parts(*ref.hyper(z, h, w), round(q * 100))
-    y = coder._tables.decompress(bytes(data[start + z_len : -4]), parts, coder.M * h * w)
+    y = TableCoder(model.integer.counts.numpy()).decompress(y_bytes, parts, coder.M * h * w)
     if y.min() < lo or y.max() > hi:
         raise CorruptChunkError("chunk stream decodes outside its declared range")
     return y.reshape(coder.M, h, w).astype(np.int16)

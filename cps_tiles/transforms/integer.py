@@ -255,6 +255,13 @@ class IntegerEntropy(nn.Module):
         layout = table_layout()
         self.register_buffer("counts", torch.zeros(sum(2 * r + 1 for *_, r in layout), dtype=torch.int32))
 
+    def check(self) -> None:
+        """Prove every layer exact (``IntegerLinear.check`` and its float32 groups), else ValueError."""
+        for layer in self.modules():
+            if isinstance(layer, IntegerLinear):
+                layer.check()
+                layer._plan(0, layer.weight.shape[1])
+
     # -- quality ------------------------------------------------------------------------------
     def _exp2(self, x: torch.Tensor) -> torch.Tensor:
         """2^(x / 2^16), Q16, for int64 ``x``: table lookup and a shift."""

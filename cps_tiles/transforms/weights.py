@@ -120,6 +120,11 @@ def _load_codec(name: str) -> Codec:
         state.update(load_file(str(path)))
     model = CPSModel(ModelConfig(**meta["config"]))
     model.load_state_dict(state)
+    if model.integer is not None:
+        try:
+            model.integer.check()
+        except ValueError as exc:
+            raise CodecError(f"codec {name!r}: its integer entropy networks are not provably exact ({exc})") from None
     # channels_last is the fast CPU layout; every encode/decode path uses this one model object.
     model.eval().requires_grad_(False).to(memory_format=torch.channels_last)
     _LOADED.setdefault(meta["name"], d.resolve())

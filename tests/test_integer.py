@@ -1,0 +1,178 @@
+"""The integer entropy path (cps-v4 codecs, chunk format 2): exact by construction, checked against
+its numpy reference, and against golden chunks written once (tests/fixture/golden, never
+regenerated). The kernel, thread and device matrix over the same golden chunks runs in
+test_kernels.py (slow tier)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import constriction
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cps_tiles.coding.bitstream import ChunkCoder
+from cps_tiles.coding.reference import ReferenceEntropy, reference_decode
+from cps_tiles.coding.tables import TableCoder
+from cps_tiles.errors import CodecError
+from cps_tiles.transforms import integer
+from cps_tiles.transforms.weights import load_codec
+
+GOLDEN = Path(__file__).resolve().parent / "fixture" / "golden"
+MANIFEST = json.loads((GOLDEN / "golden.json").read_text())
+R9 = "cps-n96m160-r9"
+
+
+def _sha(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a.astype(np.int16)).tobytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def r9():
+    codec = load_codec(R9)
+    assert codec.sha256 == MANIFEST["codec_sha256"]
+    return codec.model
+
+
+@pytest.fixture(scope="module")
+def coder(r9):
+    return ChunkCoder(r9)
+
+
+@pytest.fixture(scope="module")
+def latent(r9):
+    """A real latent: the bundled sample photo's analysis, [M, 16, 24]."""
+    from cps_tiles.demo import sample_mosaic
+
+    x = torch.from_numpy(sample_mosaic(1)[200:456, 100:484].transpose(2, 0, 1).copy()).float()[None] / 255
+    with torch.inference_mode():
+        return r9.analysis(x)
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST["chunks"]))
+def test_golden_chunk_decodes_to_its_latent(r9, coder, name, monkeypatch):
+    monkeypatch.setenv("CPS_TILES_REUSE", "0")
+    want = MANIFEST["chunks"][name]
+    data = (GOLDEN / name).read_bytes()
+    y_hat, q = coder.decode(data)
+    assert (q, list(y_hat.shape), _sha(y_hat)) == (want["quality"], want["shape"], want["latent_sha256"])
+    assert _sha(reference_decode(r9, data)) == want["latent_sha256"]  # the independent numpy path too
+
+
+def test_golden_chunks_reencode_to_the_same_bytes(coder):
+    """The encoder is as exact as the decoder: today's build writes the golden chunks' very bytes."""
+    for name, want in MANIFEST["chunks"].items():
+        data = (GOLDEN / name).read_bytes()
+        assert coder.encode(coder.decode(data)[0], want["quality"]) == data, name
+
+
+@pytest.mark.parametrize("quality,rows,cols", [(1.0, 16, 16), (3.37, 13, 20), (7.99, 5, 3), (8.0, 16, 24)])
+def test_fast_path_and_reference_agree_on_every_parameter(r9, latent, quality, rows, cols):
+    y_hat = r9.quantize(latent, quality)[0].numpy()[:, :rows, :cols].astype(np.int64)
+    q100 = round(quality * 100)
+    z = np.random.default_rng(rows).integers(-4, 5, (r9.config.Nz, -(-rows // 4), -(-cols // 4)))
+    ref = ReferenceEntropy.of(r9)
+    mean, log = r9.integer.hyper(torch.from_numpy(z), rows, cols)
+    ref_mean, ref_log = ref.hyper(z, rows, cols)
+    assert np.array_equal(mean.numpy(), ref_mean) and np.array_equal(log.numpy(), ref_log)
+    fast = TableCoder.feed(r9.integer.parts(mean, log, q100), y_hat)
+    slow = TableCoder.feed(ref.parts(ref_mean, ref_log, q100), y_hat)
+    assert len(fast) == len(slow) == 2 * r9.config.slices
+    for (v1, c1, m1), (v2, c2, m2) in zip(fast, slow):
+        assert np.array_equal(v1, v2) and np.array_equal(c1, c2) and np.array_equal(m1, m2)
+
+
+def test_caller_precision_settings_change_nothing(coder, latent, r9, monkeypatch):
+    """bf16 autocast (the server's --precision bfloat16) or TF32-style matmul settings around the
+    coder do not reach the integer networks."""
+    monkeypatch.setenv("CPS_TILES_REUSE", "0")
+    y_hat = r9.quantize(latent, 4.2)[0].numpy()
+    data = coder.encode(y_hat, 4.2)
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert coder.encode(y_hat, 4.2) == data
+            assert np.array_equal(coder.decode(data)[0], y_hat)
+        assert torch.get_float32_matmul_precision() == "medium"  # restored for the caller
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.sampled_from([1, 3, 30, 3000, 30000]), st.floats(1, 8))
+def test_any_latent_round_trips(coder, seed, spread, quality):
+    """Any int16 latent, outliers far outside every table included (escapes), comes back exactly."""
+    rng = np.random.default_rng(seed)
+    y = np.clip(rng.normal(0, spread, (160, 4, 8)), -32768, 32767).astype(np.int16)
+    assert np.array_equal(coder.decode(coder.encode(y, quality))[0], y)
+
+
+def test_every_table_codes_every_symbol(r9):
+    tables = TableCoder(r9.integer.counts.numpy())
+    counts = r9.integer.counts.numpy().astype(np.int64)
+    ends = np.cumsum(2 * tables.radius + 1)
+    for t, (model, r) in enumerate(zip(tables.models, tables.radius)):
+        assert counts[ends[t] - 2 * r - 1 : ends[t]].sum() == 1 << 24 and counts.min() >= 1
+        syms = np.arange(2 * r + 1, dtype=np.int32)
+        enc = constriction.stream.stack.AnsCoder()
+        enc.encode_reverse(syms, model)
+        assert np.array_equal(constriction.stream.stack.AnsCoder(enc.get_compressed()).decode(model, len(syms)), syms)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 300), st.integers(0, 2**31 - 1), st.sampled_from([1, 32, 100, 1023]))
+def test_exact_groups_bound_every_partial_sum(outputs, inputs, seed, bound):
+    rng = np.random.default_rng(seed)
+    weight = torch.from_numpy(rng.integers(-integer.WEIGHT_MAX, integer.WEIGHT_MAX + 1, (outputs, inputs))).to(torch.int16)
+    bounds = torch.full((inputs,), bound, dtype=torch.int64)
+    groups = integer.exact_groups(weight, bounds)
+    assert groups[0][0] == 0 and groups[-1][1] == inputs and all(a[1] == b[0] for a, b in zip(groups, groups[1:]))
+    for a, b in groups:
+        assert int((weight[:, a:b].abs().long() * bound).sum(1).max()) < integer.FLOAT32_EXACT
+
+
+def test_integer_helpers_match_their_definitions(r9):
+    x = torch.arange(-5000, 5000, 7, dtype=torch.float64)
+    assert torch.equal(integer.leaky(x).long(), torch.where(x.long() >= 0, x.long(), (41 * x.long()) >> 12))
+    ref = ReferenceEntropy.of(r9)
+    lg = torch.arange(-3 << 16, 3 << 16, 997)
+    assert np.array_equal(r9.integer._exp2(lg).numpy(), ref._exp2(lg.numpy()))
+    assert [integer.table_radius(c) for c in (0, integer.FLAT_CLASS, integer.SIGMA_CLASSES - 1)] == [3, 42, 2562]
+
+
+def test_a_codec_that_could_overflow_is_refused(tmp_path):
+    """The exactness proof runs when a codec loads: a multiplier that could push a layer past 2^53
+    makes the codec unloadable instead of silently inexact."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from cps_tiles.transforms.weights import find_codec, sha256_file
+
+    src = find_codec(R9)
+    dst = tmp_path / "codecs" / "broken-r9"
+    shutil.copytree(src, dst)
+    shutil.copytree(src.parent / "cps-n96m160-r6", tmp_path / "codecs" / "cps-n96m160-r6")
+    state = load_file(str(dst / "integer.safetensors"))
+    state["integer.nets.0.1.mult"] = state["integer.nets.0.1.mult"] * (1 << 30)
+    save_file(state, str(dst / "integer.safetensors"))
+    meta = json.loads((dst / "codec.json").read_text())
+    meta["name"] = "broken-r9"
+    meta["parts"][1]["sha256"] = sha256_file(dst / "integer.safetensors")
+    (dst / "codec.json").write_text(json.dumps(meta))
+    with pytest.raises(CodecError, match="not provably exact"):
+        load_codec(str(dst))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_golden_chunks_on_cuda(r9):
+    """The integer networks on a GPU (cuBLAS, any algorithm) give the same latents."""
+    coder = ChunkCoder(r9, device="cuda")
+    for name, want in MANIFEST["chunks"].items():
+        assert _sha(coder.decode((GOLDEN / name).read_bytes())[0]) == want["latent_sha256"], name
