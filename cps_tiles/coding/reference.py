@@ -38,6 +38,8 @@ from ..transforms.integer import (
     SIGMA_STEP,
     U_BITS,
 )
+from .bitstream import ChunkCoder, streams
+from .tables import TableCoder
 
 
 def _layer(p: dict[str, np.ndarray], x: np.ndarray, activation: bool) -> np.ndarray:
