@@ -78,9 +78,15 @@ def test_refuses_overwrite_then_allows(src):
 
 
 def test_help_on_every_command():
-    for cmd in ("convert", "decode", "info", "export", "verify", "train", "train-context", "demo"):
+    for cmd in ("convert", "decode", "info", "export", "verify", "train", "train-context", "quantize-context", "demo"):
         r = run(cmd, "--help")
         assert r.returncode == 0 and "usage" in r.stdout
+
+
+def test_quantize_context_refuses_a_codec_without_a_spatial_context(tmp_path):
+    r = run("quantize-context", tmp_path, "--init", "cps-n96m160-r7", "--out", tmp_path / "q", "--name", "q")
+    assert r.returncode != 0 and "has no spatial entropy context" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "q").exists()
 
 
 def test_command_line_smoke(src):

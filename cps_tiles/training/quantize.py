@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..coding.tables import build_counts
+from ..errors import CodecError
 from ..transforms.integer import (
     ACT,
     CODE_ONE,
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None, parser: type[argparse.ArgumentParser] = 
     args = p.parse_args(argv)
     base = load_codec(args.init)
     if base.model.context is None or not base.model.config.spatial:
-        raise SystemExit(f"cps-tiles quantize-context: {base.name} has no spatial entropy context to quantize")
+        raise CodecError(f"{base.name} has no spatial entropy context to quantize (a cps-v3 codec is needed)")
     images = load_training_images([Path(d) for d in args.data], args.cells * 16)[: args.images or None]
     latents = [y for y in image_latents(base.model, images) if min(y.shape[1:]) >= args.cells]
     units = activation_units(base.model, latents, args.cells)
