@@ -20,12 +20,21 @@ from cps_tiles.errors import CorruptChunkError
 from cps_tiles.transforms.model import CPSModel, ModelConfig
 
 
-@pytest.fixture(scope="module", params=[(0, 0), (3, 0), (3, 3)], ids=["hyperprior", "channel-context", "spatial-context"])
+@pytest.fixture(scope="module", params=[(0, 0, False), (3, 0, False), (3, 3, False), (3, 3, True)],
+                ids=["hyperprior", "channel-context", "spatial-context", "integer"])
 def coder(request):
     """Every test below runs on all entropy models: hyperprior alone, with a 3-slice channel
-    context, and with a 3x3 checkerboard spatial context on top."""
-    slices, spatial = request.param
-    return ChunkCoder(tiny_model(torch.float32, slices=slices, spatial=spatial))
+    context, with a 3x3 checkerboard spatial context on top, and that last one quantized to the
+    exact integer networks and table coding (chunk format 2)."""
+    slices, spatial, integer = request.param
+    model = tiny_model(torch.float32, slices=slices, spatial=spatial)
+    if integer:
+        from cps_tiles.training.quantize import quantize_entropy
+
+        units = {name: 0.01 for name in ("hyper.1", "hyper.3", *(f"{part}.{k}{end}" for k in range(slices)
+                 for part, ends in (("nets", (".1", ".3")), ("heads", (".1", ".3")), ("convs", ("",))) for end in ends))}
+        model = quantize_entropy(model, units)
+    return ChunkCoder(model)
 
 
 def _latent(rng, m, h, w, spread=4.0):
@@ -96,7 +105,8 @@ def _reframe(body: bytes) -> bytes:
 
 def test_forged_headers_with_valid_crc(coder, rng):
     good = coder.encode(_latent(rng, coder.M, 8, 8), 4)[:-4]
-    for field, value in [(4, 2), (5, 1), (6, 99), (6, 801), (8, coder.M + 1), (10, 0), (10, MAX_CELLS + 1),
+    other_version = 3 - good[4]  # a format-1 chunk to an integer codec, or format 2 to a float one
+    for field, value in [(4, other_version), (4, 9), (5, 1), (6, 99), (6, 801), (8, coder.M + 1), (10, 0), (10, MAX_CELLS + 1),
                          (12, 60000), (18, 1 << 31), (22, 3)]:
         forged = bytearray(good)
         fmt = "<B" if field in (4, 5) else ("<I" if field in (18, 22) else "<H")

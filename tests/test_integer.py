@@ -113,6 +113,15 @@ def test_any_latent_round_trips(coder, seed, spread, quality):
     assert np.array_equal(coder.decode(coder.encode(y, quality))[0], y)
 
 
+@pytest.mark.parametrize("rows,cols", [(1, 1), (1, 17), (3, 1)])
+def test_thin_edge_chunks_round_trip(r9, coder, rows, cols):
+    """A 1x1 chunk has no second checkerboard half: an empty coding part (an image 16 px past a
+    chunk boundary ends in one). Fast path and reference both decode it."""
+    y = np.random.default_rng(rows * cols).integers(-20, 20, (160, rows, cols)).astype(np.int16)
+    data = coder.encode(y, 3.3)
+    assert np.array_equal(coder.decode(data)[0], y) and np.array_equal(reference_decode(r9, data), y)
+
+
 def test_every_table_codes_every_symbol(r9):
     tables = TableCoder(r9.integer.counts.numpy())
     counts = r9.integer.counts.numpy().astype(np.int64)

@@ -83,7 +83,7 @@ class TableCoder:
         table, center = self.select(np.asarray(cls, np.int64), np.asarray(mean3, np.int64))
         order = np.argsort(table, kind="stable")
         ts = table[order]
-        starts = np.flatnonzero(np.r_[True, ts[1:] != ts[:-1]])
+        starts = np.flatnonzero(np.r_[len(ts) > 0, ts[1:] != ts[:-1]])  # none for an empty part (a 1x1 chunk's second half)
         return order, np.r_[starts, len(ts)], ts[starts], center
 
     @staticmethod
@@ -124,7 +124,8 @@ class TableCoder:
         cells, cls, mean3 = next(parts)
         while True:
             order, bounds, tables, center = self._groups(cls, mean3)
-            sym = np.concatenate([decode(models[t], n) for t, n in zip(tables.tolist(), np.diff(bounds).tolist())])
+            sym = np.concatenate([np.zeros(0, np.int32)] + [decode(models[t], n) for t, n in
+                                                             zip(tables.tolist(), np.diff(bounds).tolist())])
             radius = np.repeat(self.radius[tables], np.diff(bounds))
             resid = sym.astype(np.int64) - radius
             for i in np.flatnonzero(np.abs(resid) == radius):  # escapes, in order
