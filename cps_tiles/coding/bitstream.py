@@ -50,7 +50,7 @@ from ..errors import CorruptChunkError
 from ..transforms.geometry import Geometry
 from ..transforms.integer import full_precision
 from ..transforms.model import CPSModel, check_quality, hyper_head
-from .entropy import GaussianConditional, snap_means, snap_scales
+from .entropy import GaussianConditional, run_parts, snap_means, snap_scales
 from .memo import ContentMemo, content_key, reuse_enabled
 from .tables import TableCoder
 
@@ -95,15 +95,17 @@ class ChunkCoder:
         self._model = model
         self._h_a = model.h_a
         self._hyper_block = Geometry.of(model).hyper_block
+        float_entropy = model.integer is None
         # A float64 copy of the hyper synthesis: the coder's parameters must be reproducible.
-        self._h_s64 = copy.deepcopy(model.h_s).to(torch.float64).eval()
+        self._h_s64 = copy.deepcopy(model.h_s).to(torch.float64).eval() if float_entropy else None
         self._context64 = None if model.context is None else copy.deepcopy(model.context).to(torch.float64).eval()
         self._level_code = model.level_code
         self._version = VERSIONS[model.config.entropy]
         self._integer = model.integer
         if model.integer is not None and torch.device(device) != torch.device("cpu"):
             self._integer = copy.deepcopy(model.integer).to(device)
-        self._tables = None if model.integer is None else TableCoder(model.integer.counts.numpy())
+        #: the stored coding tables of a cps-v4 codec (None for float entropy networks)
+        self.tables = None if float_entropy else TableCoder(model.integer.counts.numpy())
         self.z_density = model.z_density
         #: results reused for identical latent blocks and bitstreams (memo.py)
         self._encoded, self._decoded = ContentMemo(), ContentMemo()
@@ -173,7 +175,7 @@ class ChunkCoder:
         return self._integer.parts(mean, log, round(quality * 100))
 
     def _decode_tables(self, payload: bytes, z_hat: np.ndarray, h: int, w: int, quality: float) -> np.ndarray:
-        return self._tables.decompress(payload, self._integer_parts(z_hat, h, w, quality), self.M * h * w)
+        return self.tables.decompress(payload, self._integer_parts(z_hat, h, w, quality), self.M * h * w)
 
     # -- public -------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -210,7 +212,7 @@ class ChunkCoder:
         y_bytes = b""
         if hi > lo and self._integer is not None:
             parts = self._integer_parts(z_hat, h, w, q)
-            y_bytes = self._tables.compress(TableCoder.feed(parts, y_hat.astype(np.int64)))
+            y_bytes = self.tables.compress(run_parts(parts, y_hat.astype(np.int64)))
         elif hi > lo:
             ((means, scales),) = self._hyper([z_hat], [(h, w)])
             parts = self._y_params(means, scales, q)

@@ -41,6 +41,22 @@ def snap_means(means: np.ndarray) -> np.ndarray:
     return np.rint(m * _MEAN_STEPS) / _MEAN_STEPS
 
 
+def run_parts(parts: Generator[tuple, np.ndarray, None], values: np.ndarray) -> list[tuple]:
+    """Encoder side of the parts protocol: drive a generator that yields ``(cells, *parameters)``
+    and is sent each part's values back, over the known ``values`` -> ``(values[cells],
+    *parameters)`` per part, in coding order (the Gaussian and the table coder both use it)."""
+    flat = values.ravel()
+    out = []
+    cells, *params = next(parts)
+    while True:
+        cells = np.asarray(cells)
+        out.append((flat[cells], *params))
+        try:
+            cells, *params = parts.send(flat[cells])
+        except StopIteration:
+            return out
+
+
 class GaussianConditional:
     """Mean-scale Gaussian coding of integer y over ``[lo, hi]`` with snapped parameters.
 
@@ -55,17 +71,7 @@ class GaussianConditional:
     def feed(parts: Generator[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, None],
              values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Encoder side: run ``parts`` over the known ``values`` -> (symbols, means, scales) in coding order."""
-        flat = values.ravel()
-        order, means, scales = [], [], []
-        cells, m, s = next(parts)
-        while True:
-            order.append(cells)
-            means.append(m)
-            scales.append(s)
-            try:
-                cells, m, s = parts.send(flat[cells])
-            except StopIteration:
-                return flat[np.concatenate(order)], np.concatenate(means), np.concatenate(scales)
+        return tuple(np.concatenate(column) for column in zip(*run_parts(parts, values)))
 
     @staticmethod
     def compress(symbols: np.ndarray, means: np.ndarray, scales: np.ndarray, lo: int, hi: int) -> bytes:

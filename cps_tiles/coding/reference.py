@@ -39,7 +39,6 @@ from ..transforms.integer import (
     U_BITS,
 )
 from .bitstream import ChunkCoder, streams
-from .tables import TableCoder
 
 
 def _layer(p: dict[str, np.ndarray], x: np.ndarray, activation: bool) -> np.ndarray:
@@ -168,7 +167,8 @@ class ReferenceEntropy:
 def reference_decode(model, data: bytes) -> np.ndarray:
     """Decode one chunk of a cps-v4 ``model`` with the reference parameters -> y_hat int16
     ``[M, h, w]``. Header checks, the z stream and the y stream's ANS coder and tables are the
-    codec's own (:class:`~cps_tiles.coding.bitstream.ChunkCoder`); only the parameters differ."""
+    codec's own (:class:`~cps_tiles.coding.bitstream.ChunkCoder`); only the parameters differ.
+    Builds its coder each call: a checking tool, not a decoder."""
     coder = ChunkCoder(model)
     q, h, w, lo, hi, z_len, _ = coder.read_header(data)
     if lo == hi:
@@ -178,7 +178,7 @@ def reference_decode(model, data: bytes) -> np.ndarray:
     z_bytes, y_bytes = streams(data, z_len)
     z = coder.z_density.decompress(z_bytes, (coder.Nz, -(-h // block), -(-w // block)))
     parts = ref.parts(*ref.hyper(z, h, w), round(q * 100))
-    y = TableCoder(model.integer.counts.numpy()).decompress(y_bytes, parts, coder.M * h * w)
+    y = coder.tables.decompress(y_bytes, parts, coder.M * h * w)
     if y.min() < lo or y.max() > hi:
         raise CorruptChunkError("chunk stream decodes outside its declared range")
     return y.reshape(coder.M, h, w).astype(np.int16)

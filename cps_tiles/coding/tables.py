@@ -27,7 +27,7 @@ from collections.abc import Generator
 import constriction
 import numpy as np
 
-from ..transforms.integer import FLAT_CLASS, MEAN_FRAC_BITS, class_log, table_layout
+from ..transforms.integer import FLAT_CLASS, MEAN_FRAC_BITS, sigma_of_class, table_layout
 
 COUNT_BITS = 24  # constriction's categorical models work to 24 bits
 _ESCAPE_BITS = 17  # n = bit_length(e) for an excess e < 2^16 (centers are clipped to the int16 range)
@@ -37,11 +37,11 @@ Parts = Generator[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, None]
 
 def build_counts() -> np.ndarray:
     """Every table's counts, concatenated in ``table_layout()`` order (int32): discrete Gaussians
-    of sigma ``2^(class_log(c) / 256)`` around the mean fraction ``f / 8`` (0 for rounded means),
+    of sigma ``sigma_of_class(c)`` around the mean fraction ``f / 8`` (0 for rounded means),
     tails folded into the end symbols. Export-time only: decoders read the stored counts."""
     out = []
     for c, f, r in table_layout():
-        sigma, mu = 2.0 ** (class_log(c) / 256), f / (1 << MEAN_FRAC_BITS)
+        sigma, mu = sigma_of_class(c), f / (1 << MEAN_FRAC_BITS)
         edges = (np.arange(-r, r) + 0.5 - mu) / sigma  # bin edges between symbols 0..2r
         cdf = np.array([0.5 * math.erfc(-e / math.sqrt(2)) for e in edges])
         pmf = np.diff(np.concatenate([[0.0], cdf, [1.0]]))
@@ -86,20 +86,8 @@ class TableCoder:
         starts = np.flatnonzero(np.r_[len(ts) > 0, ts[1:] != ts[:-1]])  # none for an empty part (a 1x1 chunk's second half)
         return order, np.r_[starts, len(ts)], ts[starts], center
 
-    @staticmethod
-    def feed(parts: Parts, values: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Encoder side: run ``parts`` over the known ``values`` -> (values, classes, means) per part."""
-        flat = values.ravel()
-        out = []
-        cells, cls, mean3 = next(parts)
-        while True:
-            out.append((flat[np.asarray(cells)], np.asarray(cls), np.asarray(mean3)))
-            try:
-                cells, cls, mean3 = parts.send(flat[np.asarray(cells)])
-            except StopIteration:
-                return out
-
     def compress(self, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> bytes:
+        """(values, classes, means) per part (``entropy.run_parts``), in coding order -> bytes."""
         coder = constriction.stream.stack.AnsCoder()
         for values, cls, mean3 in reversed(parts):  # a stack: the last symbol goes in first
             order, bounds, tables, center = self._groups(cls, mean3)

@@ -135,28 +135,28 @@ def quantize_entropy(base: CPSModel, units: dict[str, float]) -> CPSModel:
     missing = model.load_state_dict(state, strict=False).missing_keys
     assert all(k.startswith("integer.") for k in missing), missing
     ie, ctx, M, L, w = model.integer, base.context, cfg.M, cfg.levels, cfg.M // cfg.slices
-    one = lambda n, u: torch.full((n,), u, dtype=torch.float64)  # noqa: E731
 
     up1, up2, out = ie.hyper_layers
-    quantize_layer(up1, *_up(base.h_s[0]), one(cfg.Nz, 1.0), one(4 * cfg.N, units["hyper.1"]))
-    quantize_layer(up2, *_up(base.h_s[2]), one(cfg.N, units["hyper.1"]), one(4 * (3 * M // 2), units["hyper.3"]))
-    quantize_layer(out, *_conv(base.h_s[4]), one(3 * M // 2, units["hyper.3"]), _units((M, MEAN_OUT), (M, RAW_OUT)))
+    quantize_layer(up1, *_up(base.h_s[0]), _units((cfg.Nz, 1.0)), _units((4 * cfg.N, units["hyper.1"])))
+    quantize_layer(up2, *_up(base.h_s[2]), _units((cfg.N, units["hyper.1"])), _units((4 * (3 * M // 2), units["hyper.3"])))
+    quantize_layer(out, *_conv(base.h_s[4]), _units((3 * M // 2, units["hyper.3"])), _units((M, MEAN_OUT), (M, RAW_OUT)))
     params_out = _units((w, MEAN_OUT), (w, LOG_OUT))
     for k in range(cfg.slices):
         net, fnet = ie.nets[k], ctx.nets[k]
         quantize_layer(net[0], *_conv(fnet[0]), _units((M, MEAN_IN), (M, LOG_IN), (L, 1 / CODE_ONE), (k * w, U_IN)),
-                       one(cfg.context_hidden, units[f"nets.{k}.1"]))
-        quantize_layer(net[1], *_conv(fnet[2]), one(cfg.context_hidden, units[f"nets.{k}.1"]),
-                       one(cfg.context_hidden, units[f"nets.{k}.3"]))
-        quantize_layer(net[2], *_conv(fnet[4]), one(cfg.context_hidden, units[f"nets.{k}.3"]), params_out)
+                       _units((cfg.context_hidden, units[f"nets.{k}.1"])))
+        quantize_layer(net[1], *_conv(fnet[2]), _units((cfg.context_hidden, units[f"nets.{k}.1"])),
+                       _units((cfg.context_hidden, units[f"nets.{k}.3"])))
+        quantize_layer(net[2], *_conv(fnet[4]), _units((cfg.context_hidden, units[f"nets.{k}.3"])), params_out)
         sh = cfg.spatial_hidden
-        quantize_layer(ie.convs[k], *_conv(ctx.convs[k]), one(ie.convs[k].weight.shape[1], U_IN), one(sh, units[f"convs.{k}"]))
+        quantize_layer(ie.convs[k], *_conv(ctx.convs[k]), _units((ie.convs[k].weight.shape[1], U_IN)),
+                       _units((sh, units[f"convs.{k}"])))
         head, fhead = ie.heads[k], ctx.heads[k]
         quantize_layer(head[0], *_conv(fhead[0]),
                        _units((sh, units[f"convs.{k}"]), (w, MEAN_IN), (w, LOG_IN), (L, 1 / CODE_ONE), (1, 1.0)),
-                       one(sh, units[f"heads.{k}.1"]))
-        quantize_layer(head[1], *_conv(fhead[2]), one(sh, units[f"heads.{k}.1"]), one(sh, units[f"heads.{k}.3"]))
-        quantize_layer(head[2], *_conv(fhead[4]), one(sh, units[f"heads.{k}.3"]), params_out)
+                       _units((sh, units[f"heads.{k}.1"])))
+        quantize_layer(head[1], *_conv(fhead[2]), _units((sh, units[f"heads.{k}.1"])), _units((sh, units[f"heads.{k}.3"])))
+        quantize_layer(head[2], *_conv(fhead[4]), _units((sh, units[f"heads.{k}.3"])), params_out)
     ie.log_table.copy_(torch.tensor(log_table_values(), dtype=torch.int64))
     ie.log_gain.copy_(torch.round(base.log_gain.detach().double() / _LN2 * 2**GAIN_BITS).to(torch.int64))
     ie.exp2_table.copy_(torch.round(2.0 ** (GAIN_BITS + torch.arange(1 << EXP2_BITS, dtype=torch.float64) / (1 << EXP2_BITS)))
