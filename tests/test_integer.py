@@ -65,6 +65,19 @@ def test_golden_chunk_decodes_to_its_latent(r9, coder, name, monkeypatch):
     assert _sha(reference_decode(r9, data)) == want["latent_sha256"]  # the independent numpy path too
 
 
+def test_golden_chunks_decode_together(coder, monkeypatch):
+    """decode_many runs the integer networks on chunks of one shape as a batch (each at its own
+    quality, in lockstep): every golden chunk decodes to its latent in batches of any size and order."""
+    monkeypatch.setenv("CPS_TILES_REUSE", "0")
+    names = sorted(MANIFEST["chunks"])
+    datas = [(GOLDEN / name).read_bytes() for name in names]
+    for batch in (1, 2, 3, len(datas) * 2):
+        monkeypatch.setattr("cps_tiles.coding.bitstream.BATCH", batch)
+        for order in (names, names[::-1]):
+            got = coder.decode_many([datas[names.index(n)] for n in order] * 2)
+            assert [_sha(y) for y, _ in got] == [MANIFEST["chunks"][n]["latent_sha256"] for n in order] * 2
+
+
 def test_golden_chunks_reencode_to_the_same_bytes(coder):
     """The encoder is as exact as the decoder: today's build writes the golden chunks' very bytes."""
     for name, want in MANIFEST["chunks"].items():

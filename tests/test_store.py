@@ -77,7 +77,7 @@ def test_chunk_cache_avoids_redecoding(big):
     fresh = cps_tiles.open(img.path)
     calls = []
     original = fresh._decode_chunk
-    fresh._decode_chunk = lambda ij, data: calls.append(ij) or original(ij, data)
+    fresh._decode_chunk = lambda ij, data, block=None: calls.append(ij) or original(ij, data, block)
     fresh[0:100, 0:100]
     n = len(calls)
     assert n == len(set(calls)) > 0  # each chunk decoded once, the region's and its halo's

@@ -79,20 +79,27 @@ class TableCoder:
         return table, np.clip(center, -32768, 32767)
 
     def _groups(self, cls: np.ndarray, mean3: np.ndarray):
-        """A part's coding order: (positions sorted by table, group bounds, tables, centers)."""
+        """Parts' coding order, for ``cls``, ``mean3`` ``[B, P]`` (a part of each of B chunks) ->
+        (positions sorted by table ``[B, P]``, tables in that order ``[B, P]``, centers ``[B, P]``)."""
         table, center = self.select(np.asarray(cls, np.int64), np.asarray(mean3, np.int64))
-        order = np.argsort(table, kind="stable")
-        ts = table[order]
-        starts = np.flatnonzero(np.r_[len(ts) > 0, ts[1:] != ts[:-1]])  # none for an empty part (a 1x1 chunk's second half)
-        return order, np.r_[starts, len(ts)], ts[starts], center
+        # table indices fit 16 bits, where numpy's stable sort is a radix sort
+        order = np.argsort(table.astype(np.uint16), axis=-1, kind="stable")
+        return order, np.take_along_axis(table, order, -1), center
+
+    @staticmethod
+    def _runs(ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted table indices ``[P]`` -> (bounds of each run of one table, its table)."""
+        starts = np.flatnonzero(np.concatenate([[len(ts) > 0], ts[1:] != ts[:-1]]))  # none for an empty part (a 1x1 chunk's second half)
+        return np.append(starts, len(ts)), ts[starts]
 
     def compress(self, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> bytes:
         """(values, classes, means) per part (``entropy.run_parts``), in coding order -> bytes."""
         coder = constriction.stream.stack.AnsCoder()
         for values, cls, mean3 in reversed(parts):  # a stack: the last symbol goes in first
-            order, bounds, tables, center = self._groups(cls, mean3)
+            order, ts, center = (a[0] for a in self._groups(np.asarray(cls)[None], np.asarray(mean3)[None]))
+            bounds, tables = self._runs(ts)
             resid = np.asarray(values, np.int64)[order] - center[order]
-            radius = np.repeat(self.radius[tables], np.diff(bounds))
+            radius = self.radius[ts]
             escaped = np.abs(resid) >= radius
             for e in (np.abs(resid[escaped]) - radius[escaped])[::-1]:  # the part's escapes follow its symbols
                 n = int(e).bit_length()
@@ -106,24 +113,44 @@ class TableCoder:
 
     def decompress(self, data: bytes, parts: Parts, size: int) -> np.ndarray:
         """Bytes -> the ``size`` integers of ``y_hat.ravel()``, part after part."""
-        coder = constriction.stream.stack.AnsCoder(np.frombuffer(data, dtype=np.uint32).copy())
-        out = np.zeros(size, dtype=np.int64)
-        models, decode = self.models, coder.decode
+        def batch_of_one():
+            cells, cls, mean3 = next(parts)
+            while True:
+                values = yield cells, np.asarray(cls)[None], np.asarray(mean3)[None]
+                try:
+                    cells, cls, mean3 = parts.send(values[0])
+                except StopIteration:
+                    return
+
+        return self.decompress_many([data], batch_of_one(), size)[0]
+
+    def decompress_many(self, datas: list[bytes], parts: Parts, size: int) -> list[np.ndarray]:
+        """B chunks' bytes -> the ``size`` integers of each ``y_hat.ravel()``, decoded in lockstep, part
+        after part: ``parts`` yields ``(cells [P], classes [B, P], means Q3 [B, P])``
+        (``IntegerEntropy.parts_many``) and is sent the decoded ``[B, P]``."""
+        coders = [constriction.stream.stack.AnsCoder(np.frombuffer(d, dtype=np.uint32).copy()) for d in datas]
+        out = np.zeros((len(datas), size), dtype=np.int64)
         cells, cls, mean3 = next(parts)
         while True:
-            order, bounds, tables, center = self._groups(cls, mean3)
-            sym = np.concatenate([np.zeros(0, np.int32)] + [decode(models[t], n) for t, n in
-                                                             zip(tables.tolist(), np.diff(bounds).tolist())])
-            radius = np.repeat(self.radius[tables], np.diff(bounds))
-            resid = sym.astype(np.int64) - radius
-            for i in np.flatnonzero(np.abs(resid) == radius):  # escapes, in order
-                n = int(decode(self._escape_length))
-                e = ((1 << (n - 1)) + int(decode(self._escape_bits[n - 1]))) if n >= 2 else n
-                resid[i] += e if resid[i] > 0 else -e
-            values = np.empty(len(order), dtype=np.int64)
-            values[order] = resid + center[order]
-            out[np.asarray(cells)] = values
+            orders, sorted_tables, centers = self._groups(cls, mean3)
+            values = np.empty(orders.shape, dtype=np.int64)
+            for coder, order, ts, center, row in zip(coders, orders, sorted_tables, centers, values):
+                row[order] = self._decode_part(coder, ts) + center[order]
+            out[:, np.asarray(cells)] = values
             try:
                 cells, cls, mean3 = parts.send(values)
             except StopIteration:
-                return out
+                return list(out)
+
+    def _decode_part(self, coder, ts: np.ndarray) -> np.ndarray:
+        """One chunk's part from ``coder``, given its symbols' tables in coding order -> residuals."""
+        bounds, tables = self._runs(ts)
+        decode, models, sizes = coder.decode, self.models, np.diff(bounds).tolist()
+        sym = np.concatenate([np.zeros(0, np.int32)] + [decode(models[t], k) for t, k in zip(tables.tolist(), sizes)])
+        radius = self.radius[ts]
+        resid = sym.astype(np.int64) - radius
+        for i in np.flatnonzero(np.abs(resid) == radius):  # escapes, in order
+            n = int(decode(self._escape_length))
+            e = ((1 << (n - 1)) + int(decode(self._escape_bits[n - 1]))) if n >= 2 else n
+            resid[i] += e if resid[i] > 0 else -e
+        return resid

@@ -362,27 +362,45 @@ class CPSImage(RegionIndexing):
         (edge chunks cropped). A missing or damaged chunk raises :class:`DamagedChunkError` naming it:
         zarr itself would read a missing chunk as the fill value."""
         raw = self._chunks.fetch(indices)
-        return {ij: self._decode_chunk(ij, raw[ij]) for ij in indices}
+        decoded = self._decode_together(raw)
+        return {ij: self._decode_chunk(ij, raw[ij], decoded.get(ij)) for ij in indices}
 
     def read_latent_chunk(self, i: int, j: int) -> np.ndarray:
         return self.read_latent_chunks([(i, j)])[i, j]
 
-    def _decode_chunk(self, ij: tuple[int, int], data: bytes | None) -> np.ndarray:
+    def _decode_together(self, raw: dict[tuple[int, int], bytes | None]) -> dict[tuple[int, int], np.ndarray]:
+        """The fetched chunks decoded in one ``decode_many`` call (a cps-v4 codec runs its entropy
+        networks on several chunks at once) -> ``{(i, j): int16 [M, cc, cc]}``; empty if any chunk is
+        missing or fails, and then each is decoded alone (``_decode_chunk``), so the error names it."""
+        if len(raw) < 2 or any(data is None for data in raw.values()):
+            return {}
+        cc, m = self.plan.chunk_cells, self.latent.shape[0]
+        try:
+            blocks = self._coder.decode_many(list(raw.values()), [(m, cc, cc)] * len(raw))
+        except CorruptChunkError:
+            return {}
+        return {ij: block for ij, (block, _) in zip(raw, blocks)}
+
+    def _decode_chunk(self, ij: tuple[int, int], data: bytes | None, block: np.ndarray | None = None) -> np.ndarray:
+        """Chunk ``ij``'s latent ``int16 [M, ch, cw]`` (edge chunks cropped) from its bytes, or from
+        ``block``, the same bytes already decoded."""
         key, (i, j) = self.chunk_key(*ij), ij
         if data is None:
             raise DamagedChunkError(f"{self.path}: chunk {key} is missing")
         cc, m = self.plan.chunk_cells, self.latent.shape[0]
-        try:
-            block, _ = self._coder.decode(data, shape=(m, cc, cc))
-        except CorruptChunkError as exc:
-            raise DamagedChunkError(f"{self.path}: chunk {key} is damaged ({exc})") from None
+        if block is None:
+            try:
+                block, _ = self._coder.decode(data, shape=(m, cc, cc))
+            except CorruptChunkError as exc:
+                raise DamagedChunkError(f"{self.path}: chunk {key} is damaged ({exc})") from None
         hl, wl = self.plan.latent
         return block[:, : min(cc, hl - i * cc), : min(cc, wl - j * cc)]
 
-    def _latent_chunk(self, i: int, j: int, data: bytes | None = None, fetched: bool = False) -> np.ndarray:
+    def _latent_chunk(self, i: int, j: int, data: bytes | None = None, fetched: bool = False,
+                      block: np.ndarray | None = None) -> np.ndarray:
         def make() -> np.ndarray:
             try:
-                return self._decode_chunk((i, j), data) if fetched else self.read_latent_chunk(i, j)
+                return self._decode_chunk((i, j), data, block) if fetched else self.read_latent_chunk(i, j)
             except DamagedChunkError:
                 if self.on_error == "raise":
                     raise
@@ -394,7 +412,8 @@ class CPSImage(RegionIndexing):
 
     def _prefetch(self, y0: int, y1: int, x0: int, x1: int) -> None:
         """Fetch, in one concurrent round, every latent chunk that the pixel chunks under rows
-        ``y0:y1`` and columns ``x0:x1`` need (halos included) and that no cache holds yet."""
+        ``y0:y1`` and columns ``x0:x1`` need (halos included) and that no cache holds yet, and
+        decode them together."""
         c, need = self.meta.chunk, set()
         for i in range(y0 // c, -(-y1 // c)):
             for j in range(x0 // c, -(-x1 // c)):
@@ -402,8 +421,10 @@ class CPSImage(RegionIndexing):
                     need.update(self.chunks_under(*self.plan.chunk_window(i, j).latent))
         need = sorted(ij for ij in need if (*self._cache_key, *ij) not in self.caches.latent)
         if len(need) > 1:
-            for ij, data in self._chunks.fetch(need).items():
-                self._latent_chunk(*ij, data=data, fetched=True)
+            raw = self._chunks.fetch(need)
+            decoded = self._decode_together(raw)
+            for ij, data in raw.items():
+                self._latent_chunk(*ij, data=data, fetched=True, block=decoded.get(ij))
 
     def _latent_window(self, ly0: int, ly1: int, lx0: int, lx1: int) -> np.ndarray:
         return self._latent_window_from(ly0, ly1, lx0, lx1, self._latent_chunk)

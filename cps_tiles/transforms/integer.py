@@ -42,6 +42,7 @@ import contextlib
 import math
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -174,18 +175,24 @@ class IntegerLinear(nn.Module):
             self._carried = (self.bias.double(), self.mult.double())
         return self._carried
 
-    def _plan(self, lo: int, hi: int) -> list[tuple[int, int, torch.Tensor]]:
-        """The exact float32 groups of columns ``lo:hi``, each with its weights ``[k, O]``."""
-        if (lo, hi) not in self._groups:
-            w = self.weight[:, lo:hi]
-            self._groups[(lo, hi)] = [(a, b, w[:, a:b].t().float().contiguous())
-                                      for a, b in exact_groups(w, self.bounds[lo:hi])]
-        return self._groups[(lo, hi)]
+    def _plan(self, lo: int, hi: int, taps: int) -> list[tuple[int, int, torch.Tensor]]:
+        """The exact float32 groups of columns ``lo:hi``, each with its weights ``[k, O]``; with
+        ``taps`` > 1 the block's columns (channel, tap) are taken in (tap, channel) order."""
+        if (lo, hi, taps) not in self._groups:
+            w, bounds = self.weight[:, lo:hi], self.bounds[lo:hi]
+            if taps > 1:
+                w = w.reshape(w.shape[0], -1, taps).transpose(1, 2).reshape(w.shape[0], -1)
+                bounds = bounds.view(-1, taps).t().reshape(-1)
+            self._groups[(lo, hi, taps)] = [(a, b, w[:, a:b].t().float().contiguous())
+                                            for a, b in exact_groups(w, bounds)]
+        return self._groups[(lo, hi, taps)]
 
-    def accumulate(self, x: torch.Tensor, lo: int = 0, hi: int | None = None) -> torch.Tensor:
-        """``x [N, hi-lo]`` (integers within ``bounds``) @ ``weight[:, lo:hi].T`` -> float64 ``[N, O]``, exact."""
+    def accumulate(self, x: torch.Tensor, lo: int = 0, hi: int | None = None, taps: int = 1) -> torch.Tensor:
+        """``x [N, hi-lo]`` (integers within ``bounds``) @ ``weight[:, lo:hi].T`` -> float64 ``[N, O]``,
+        exact. ``taps``: the block is a convolution's (channel, tap) columns, and ``x`` has them in
+        (tap, channel) order (``_patches``)."""
         x32 = x.float()
-        groups = self._plan(lo, self.weight.shape[1] if hi is None else hi)
+        groups = self._plan(lo, self.weight.shape[1] if hi is None else hi, taps)
         out = (x32[:, groups[0][0] : groups[0][1]] @ groups[0][2]).double()
         for a, b, w in groups[1:]:
             out += (x32[:, a:b] @ w).double()
@@ -208,11 +215,11 @@ class IntegerLinear(nn.Module):
 
 
 def _up(layer: IntegerLinear, x: torch.Tensor) -> torch.Tensor:
-    """A 2x2/stride-2 transposed convolution as one integer layer over cells: ``[C, a, b]`` ->
-    ``[O, 2a, 2b]`` (the layer's outputs ordered (channel, dy, dx); float64-carried integers)."""
-    c, a, b = x.shape
-    out = layer(x.reshape(c, a * b).t())  # [a*b, O*4]
-    return out.view(a, b, -1, 2, 2).permute(2, 0, 3, 1, 4).reshape(-1, 2 * a, 2 * b)
+    """A 2x2/stride-2 transposed convolution as one integer layer over cells: ``[B, C, a, b]`` ->
+    ``[B, O, 2a, 2b]`` (the layer's outputs ordered (channel, dy, dx); float-carried integers)."""
+    n, c, a, b = x.shape
+    out = layer(x.permute(0, 2, 3, 1).reshape(n * a * b, c))  # [B*a*b, O*4]
+    return out.view(n, a, b, -1, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(n, -1, 2 * a, 2 * b)
 
 
 def _net(inputs: int, hidden: int, outputs: int, bounds: list[int]) -> nn.ModuleList:
@@ -260,7 +267,7 @@ class IntegerEntropy(nn.Module):
         for layer in self.modules():
             if isinstance(layer, IntegerLinear):
                 layer.check()
-                layer._plan(0, layer.weight.shape[1])
+                layer._plan(0, layer.weight.shape[1], 1)
 
     # -- quality ------------------------------------------------------------------------------
     def _exp2(self, x: torch.Tensor) -> torch.Tensor:
@@ -282,13 +289,16 @@ class IntegerEntropy(nn.Module):
     @torch.inference_mode()
     @full_precision()
     def hyper(self, z_hat: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Integer z_hat ``[Nz, a, b]`` -> (mean Q6, log2 sigma Q8), int64 ``[M, h, w]`` (h <= 4a, w <= 4b)."""
+        """Integer z_hat ``[Nz, a, b]``, or a batch ``[B, Nz, a, b]`` -> (mean Q6, log2 sigma Q8), int64
+        ``[M, h, w]`` (or ``[B, M, h, w]``; h <= 4a, w <= 4b)."""
         up1, up2, out = self.hyper_layers
-        x = _up(up2, _up(up1, z_hat.to(self.log_gain.device, torch.float64)))[:, :h, :w]
-        params = out(x.reshape(x.shape[0], -1).t()).t().reshape(-1, h, w).to(torch.int64)
-        mean = params[: self.M].clamp(-MEAN_MAX, MEAN_MAX)
-        log = self.log_table[params[self.M :].clamp(-RAW_MAX, RAW_MAX) + RAW_MAX]
-        return mean, log
+        z = z_hat.to(self.log_gain.device, torch.float64)
+        x = _up(up2, _up(up1, z if z.dim() == 4 else z[None]))[:, :, :h, :w]
+        params = out(x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])).to(torch.int64)
+        params = params.view(-1, h, w, 2 * self.M).permute(0, 3, 1, 2)
+        mean = params[:, : self.M].clamp(-MEAN_MAX, MEAN_MAX)
+        log = self.log_table[params[:, self.M :].clamp(-RAW_MAX, RAW_MAX) + RAW_MAX]
+        return (mean, log) if z.dim() == 4 else (mean[0], log[0])
 
     # -- context ------------------------------------------------------------------------------
     def parts(self, mean: torch.Tensor, log: torch.Tensor, q100: int):
@@ -296,7 +306,22 @@ class IntegerEntropy(nn.Module):
         (int64 numpy, 1-D: flat indices into ``y_hat.ravel()``, the class of each, its mean in y_hat
         units Q3) and is sent back that part's y_hat values, slice after slice, anchors before the rest.
         Runs on the device of the model's buffers (and of ``mean``, ``log``)."""
-        parts = self._parts(mean, log, q100)
+        batch = self.parts_many(mean[None], log[None], [q100])
+        cells, cls, mean3 = next(batch)
+        while True:
+            values = yield cells, cls[0], mean3[0]
+            try:
+                cells, cls, mean3 = batch.send(np.asarray(values)[None])
+            except StopIteration:
+                return
+
+    def parts_many(self, mean: torch.Tensor, log: torch.Tensor, q100s: list[int]):
+        """``parts`` for a batch of B chunks of one shape, each at its own quality, in lockstep (the
+        networks run once per part for all of them, so their per-call cost is shared): ``mean``,
+        ``log`` ``[B, M, h, w]`` -> yields ``(cells [P], classes [B, P], means Q3 [B, P])`` (numpy) and
+        is sent ``values [B, P]``. Every chunk gets exactly the integers it gets alone (each cell's
+        arithmetic is its own)."""
+        parts = self._parts(mean, log, q100s)
         values = None
         while True:
             with torch.inference_mode(), full_precision():  # not across the yield: the caller's settings are its own
@@ -306,57 +331,62 @@ class IntegerEntropy(nn.Module):
                     return
             values = yield cells.numpy(force=True), cls.numpy(force=True), mean3.numpy(force=True)
 
-    def _parts(self, mean: torch.Tensor, log: torch.Tensor, q100: int):
+    def _parts(self, mean: torch.Tensor, log: torch.Tensor, q100s: list[int]):
+        # Rows are (chunk, cell); integers that feed a product are carried in float32 (|x| <= 2^15
+        # is exact there), the requantization in float64 (IntegerLinear), the rest in int64.
         dev = self.log_gain.device
-        m_ch, h, w = mean.shape
-        wd, n, pad = self.width, h * w, self.spatial // 2
-        gain, inv_gain, log_gain, code = self.quality(q100)
-        codes = code.double().view(1, -1).expand(n, -1)
+        nb, m_ch, h, w = mean.shape
+        wd, n, pad, taps = self.width, h * w, self.spatial // 2, self.spatial**2
+        gain, inv_gain, log_gain, code = (torch.stack(t) for t in zip(*map(self.quality, q100s)))  # [B, M] / [B, L]
+        code = code.float()[:, None].expand(nb, n, -1)  # [B, n, L]
         index = torch.arange(m_ch * n, device=dev).view(m_ch, n)
         anchor = ((torch.arange(h, device=dev).view(-1, 1) + torch.arange(w, device=dev)) % 2 == 0).ravel()
         halves = [torch.nonzero(anchor).ravel(), torch.nonzero(~anchor).ravel()]
-        flags = [torch.full((len(c), 1), float(half), dtype=torch.float64, device=dev) for half, c in enumerate(halves)]
-        inv_gain = inv_gain.double()
-        mean, log = mean.reshape(m_ch, n), log.reshape(m_ch, n)
-        # the channel nets' inputs that every slice shares: [n, 2M + levels]
-        common = torch.cat([_input(mean.t()), _input(log.t()), code.view(1, -1).expand(n, -1)], dim=1).double()
-        u = torch.zeros(n, m_ch, dtype=torch.float64, device=dev)  # unit-gain y_hat Q4 of the slices decoded so far
-        patches = []  # each decoded slice's 5x5 neighbourhoods [n, W * taps], made once
-        taps = self.spatial**2
+        flags = [torch.full((nb, len(c), 1), float(half), device=dev) for half, c in enumerate(halves)]
+        inv_gain = inv_gain.double()[:, None]  # [B, 1, M]
+        mean, log = mean.reshape(nb, m_ch, n).transpose(1, 2), log.reshape(nb, m_ch, n).transpose(1, 2)  # [B, n, M]
+        # the channel nets' inputs that every slice shares: [B*n, 2M + levels]
+        common = torch.cat([_input(mean).float(), _input(log).float(), code], dim=2).reshape(nb * n, -1)
+        u = torch.zeros(nb, n, m_ch, device=dev)  # unit-gain y_hat Q4 of the slices decoded so far
+        patches = []  # each decoded slice's 5x5 neighbourhoods [B*n, W * taps], made once
         for k in range(self.slices):
             cut = slice(k * wd, (k + 1) * wd)
             first, *rest = self.nets[k]
             acc = first.accumulate(common, 0, common.shape[1])
             if k:
-                acc += first.accumulate(u[:, : k * wd], common.shape[1])
-            d = _run(rest, first.requantize(acc)).to(torch.int64)
-            slice_mean = (mean[cut].t() + d[:, :wd]).clamp_(-MEAN_MAX, MEAN_MAX)
-            slice_log = (log[cut].t() + d[:, wd:]).clamp_(LOG_MIN, LOG_MAX)
+                acc += first.accumulate(u[:, :, : k * wd].reshape(nb * n, -1), common.shape[1])
+            d = _run(rest, first.requantize(acc)).to(torch.int64).view(nb, n, 2 * wd)
+            slice_mean = (mean[:, :, cut] + d[..., :wd]).clamp_(-MEAN_MAX, MEAN_MAX)  # [B, n, W]
+            slice_log = (log[:, :, cut] + d[..., wd:]).clamp_(LOG_MIN, LOG_MAX)
             conv, cols = self.convs[k], k * wd * taps
             shared = None
             for j, p in enumerate(patches):  # the slices before k, one column block each
-                part = conv.accumulate(p, j * wd * taps, (j + 1) * wd * taps)
+                part = conv.accumulate(p, j * wd * taps, (j + 1) * wd * taps, taps)
                 shared = part if shared is None else shared.add_(part)
+            shared = None if shared is None else shared.view(nb, n, -1)
+            hidden = conv.weight.shape[0]
             for half, cells in enumerate(halves):
-                acc = shared[cells] if k else torch.zeros(len(cells), conv.weight.shape[0], dtype=torch.float64, device=dev)
+                size = len(cells)  # explicit sizes below: a 1x1 chunk's second half is empty
+                acc = (shared[:, cells] if k else torch.zeros(nb, size, hidden, dtype=torch.float64,
+                                                                device=dev)).reshape(nb * size, hidden)
                 if half:  # the slice's anchors, decoded by now (zero elsewhere)
-                    own = _patches(u[:, cut] * anchor[:, None], h, w, pad)[cells]
-                    acc = acc + conv.accumulate(own, cols)
-                head_in = torch.cat([conv.requantize(acc), _input(slice_mean[cells]).double(),
-                                     _input(slice_log[cells]).double(), codes[cells], flags[half]], dim=1)
-                d = _run(self.heads[k], head_in).to(torch.int64)
-                m = (slice_mean[cells] + d[:, :wd]).clamp_(-MEAN_MAX, MEAN_MAX).t()  # [W, cells]
-                lg = (slice_log[cells] + d[:, wd:]).clamp_(LOG_MIN, LOG_MAX).t()
+                    own = _patches(u[:, :, cut] * anchor[:, None], h, w, pad).view(nb, n, -1)[:, cells]
+                    acc = acc + conv.accumulate(own.reshape(nb * size, wd * taps), cols, None, taps)
+                head_in = torch.cat([conv.requantize(acc).float().view(nb, size, hidden), _input(slice_mean[:, cells]).float(),
+                                     _input(slice_log[:, cells]).float(), code[:, cells], flags[half]], dim=2)
+                d = _run(self.heads[k], head_in.reshape(nb * size, head_in.shape[2])).to(torch.int64).view(nb, size, 2 * wd)
+                m = (slice_mean[:, cells] + d[..., :wd]).clamp_(-MEAN_MAX, MEAN_MAX).transpose(1, 2)  # [B, W, P]
+                lg = (slice_log[:, cells] + d[..., wd:]).clamp_(LOG_MIN, LOG_MAX).transpose(1, 2)
                 shift = GAIN_BITS + MEAN_BITS - MEAN_FRAC_BITS
-                mean3 = torch.bitwise_right_shift(m * gain[cut, None] + (1 << (shift - 1)), shift)
-                cls = torch.div(lg + log_gain[cut, None] - SIGMA_LOG0 + SIGMA_STEP // 2, SIGMA_STEP,
+                mean3 = torch.bitwise_right_shift(m * gain[:, cut, None] + (1 << (shift - 1)), shift)
+                cls = torch.div(lg + log_gain[:, cut, None] - SIGMA_LOG0 + SIGMA_STEP // 2, SIGMA_STEP,
                                 rounding_mode="floor").clamp_(0, SIGMA_CLASSES - 1)
-                values = yield index[cut][:, cells].ravel(), cls.ravel(), mean3.ravel()
-                y = torch.as_tensor(values, dtype=torch.float64, device=dev).view(wd, len(cells)).t()
-                u[cells, cut] = _floor_shift(y * inv_gain[cut] + float(1 << (GAIN_BITS - U_BITS - 1)),
-                                             GAIN_BITS - U_BITS).clamp_(-ACT, ACT)
+                values = yield index[cut][:, cells].ravel(), cls.reshape(nb, wd * size), mean3.reshape(nb, wd * size)
+                y = torch.as_tensor(values, dtype=torch.float64, device=dev).view(nb, wd, size).transpose(1, 2)
+                u[:, cells, cut] = _floor_shift(y * inv_gain[..., cut] + float(1 << (GAIN_BITS - U_BITS - 1)),
+                                                GAIN_BITS - U_BITS).clamp_(-ACT, ACT).float()
             if k + 1 < self.slices:
-                patches.append(_patches(u[:, cut], h, w, pad))
+                patches.append(_patches(u[:, :, cut], h, w, pad))
 
 
 def _input(x: torch.Tensor) -> torch.Tensor:
@@ -365,10 +395,14 @@ def _input(x: torch.Tensor) -> torch.Tensor:
 
 
 def _patches(x: torch.Tensor, h: int, w: int, pad: int) -> torch.Tensor:
-    """``[h*w, C]`` -> the zero-padded ``(2 pad + 1)^2`` neighbourhoods ``[h*w, C * taps]``, columns
-    ordered (channel, dy, dx) as a convolution weight flattens (a copy: exact)."""
-    x = x.t().reshape(1, -1, h, w)
-    return F.unfold(x, 2 * pad + 1, padding=pad)[0].t()
+    """``[B, h*w, C]`` -> the zero-padded ``(2 pad + 1)^2`` neighbourhoods ``[B*h*w, taps * C]``,
+    columns ordered (dy, dx, channel) so that the copy moves runs of C (``accumulate(..., taps=)``
+    reorders the weights to match; a copy: exact)."""
+    nb, n, c = x.shape
+    k = 2 * pad + 1
+    xp = F.pad(x.reshape(nb, h, w, c), (0, 0, pad, pad, pad, pad))  # [B, h + 2 pad, w + 2 pad, C], contiguous
+    sb, sy, sx, sc = xp.stride()
+    return xp.as_strided((nb, h, w, k, k, c), (sb, sy, sx, sy, sx, sc)).reshape(nb * n, k * k * c)
 
 
 def sigma_of_class(c: int) -> float:
