@@ -55,6 +55,11 @@ def test_train_cli_checkpoints_logs_and_resumes(tmp_path):
     assert (run / "checkpoint.pt").is_file() and (run / "log.png").is_file()
     state = torch.load(run / "checkpoint.pt", weights_only=False)
     assert state["step"] == 7 and "optimizer" in state
+    # a checkpoint written before a config field existed (here: entropy) resumes with its default
+    del state["config"]["entropy"]
+    torch.save(state, run / "checkpoint.pt")
+    main(args + ["--steps", "8", "--resume"])
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 8
     # continue from a committed codec's weights in a fresh run directory
     from cps_tiles.transforms.weights import load_codec
 

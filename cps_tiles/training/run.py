@@ -119,7 +119,8 @@ def load_checkpoint(path: Path, model: CPSModel, opt: torch.optim.Optimizer,
                     device: torch.device | str = "cpu") -> tuple[int, float]:
     """Restore model and optimizer from a run's checkpoint (same config) -> (step, seconds trained)."""
     state = torch.load(path, map_location=device, weights_only=False)
-    if state["config"] != model.config.to_dict():
+    # compared as configs: a checkpoint written before a field existed holds that field's default
+    if ModelConfig(**state["config"]) != model.config:
         raise ValueError(f"checkpoint config {state['config']} differs from {model.config}")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
