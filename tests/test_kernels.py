@@ -33,8 +33,11 @@ torch.use_deterministic_algorithms(deterministic)
 sha = lambda a: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 out = {name: sha(zarr.open_group(f"{root}/{path}", mode="r")["latent"][:]) for name, path in json.loads(sys.argv[4]).items()}
 coder = ChunkCoder(load_codec(sys.argv[5]).model)
-for name in json.loads(sys.argv[6]):
-    out[name] = sha(coder.decode(open(f"{root}/golden/{name}", "rb").read())[0])
+names = json.loads(sys.argv[6])
+datas = [open(f"{root}/golden/{name}", "rb").read() for name in names]
+for name, data, (together, _) in zip(names, datas, coder.decode_many(datas)):  # alone, and batched in lockstep
+    out[name] = sha(coder.decode(data)[0])
+    out[name + " together"] = sha(together)
 print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "latents": out}))
 """
 
@@ -56,6 +59,7 @@ def test_fixture_latents_under_every_kernel_set(capability, threads, determinist
     expected = {name: json.loads((FIXTURE / path.split("/")[0] / "expected.json").read_text())[name]["latent_sha256"]
                 for name, path in STORES.items()}
     expected |= {name: want["latent_sha256"] for name, want in GOLDEN["chunks"].items()}
+    expected |= {name + " together": want["latent_sha256"] for name, want in GOLDEN["chunks"].items()}
     env = {**os.environ, "ATEN_CPU_CAPABILITY": capability, "CPS_TILES_REUSE": "0"}
     run = subprocess.run([sys.executable, "-c", CHECK, str(threads), "1" if deterministic else "0", str(FIXTURE),
                           json.dumps(STORES), GOLDEN["codec"], json.dumps(sorted(GOLDEN["chunks"]))],
