@@ -120,3 +120,14 @@ def test_widen_refuses_to_shrink():
 
     with pytest.raises(ValueError, match="may only grow"):
         widen(CPSModel(ModelConfig(N=16, M=12, Nz=8)), ModelConfig(N=8, M=12, Nz=8))
+
+
+def test_train_levels_choose_the_levels_drawn():
+    from cps_tiles.training.train import trained_levels
+
+    assert trained_levels(None, 10) == (0, 9)
+    assert trained_levels("9-10", 10) == (8, 9)
+    assert trained_levels("4", 8) == (3, 3)
+    for bad in ("0-2", "9-11", "x", "5-3"):
+        with pytest.raises(ValueError, match="--train-levels"):
+            trained_levels(bad, 10)

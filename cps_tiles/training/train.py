@@ -63,6 +63,7 @@ def train(args: argparse.Namespace) -> None:
         step, elapsed = continue_log(codec_training_log(init), log_path)
         print(f"initialised from codec {init.name} ({init.sha256[:12]}...) at step {step}")
 
+    first, last = trained_levels(args.train_levels, model.config.levels)
     images = load_training_images([Path(d) for d in args.data], args.crop)
     sampler = CropSampler(images, args.crop, args.seed + step)
     print(f"{len(images)} training images, {sum(p.numel() for p in model.parameters())} parameters")
@@ -83,7 +84,7 @@ def train(args: argparse.Namespace) -> None:
         lr = args.lr * (0.1 if frac > args.decay_at else 1.0)
         for g in opt.param_groups:
             g["lr"] = lr
-        level = random.randrange(model.config.levels)
+        level = random.randrange(first, last + 1)
         x = sampler.batch(args.batch).to(device, non_blocking=True)
         with precision_context(precision, device):
             outp = model(x, level)
@@ -110,6 +111,20 @@ def train(args: argparse.Namespace) -> None:
     print(f"done: step {step}, {elapsed / 60:.1f} min")
 
 
+def trained_levels(spec: str | None, levels: int) -> tuple[int, int]:
+    """``--train-levels`` ("9-10", "8", or None for all) -> (first, last) level index, 0-based."""
+    if spec is None:
+        return 0, levels - 1
+    try:
+        lo, _, hi = spec.partition("-")
+        first, last = int(lo) - 1, int(hi or lo) - 1
+    except ValueError:
+        raise ValueError(f"--train-levels must be LEVEL or FIRST-LAST, got {spec!r}") from None
+    if not 0 <= first <= last < levels:
+        raise ValueError(f"--train-levels {spec} is outside the codec's levels 1-{levels}")
+    return first, last
+
+
 def main(argv: list[str] | None = None, parser: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> None:
     p = parser(prog="cps-tiles train", description=__doc__.split("\n")[0])
     add_run_arguments(p, lr=1e-3, minutes=60.0, decay_at=0.85)
@@ -117,6 +132,9 @@ def main(argv: list[str] | None = None, parser: type[argparse.ArgumentParser] = 
     p.add_argument("--M", type=int, default=160)
     p.add_argument("--Nz", type=int, default=0, help="hyper-latent channels (0: N)")
     p.add_argument("--levels", type=int, default=8, help="quality levels trained (the first of LAMBDAS)")
+    p.add_argument("--train-levels", default=None, metavar="FIRST-LAST",
+                   help="draw batches from these quality levels only (e.g. 9-10: a model for the top levels; "
+                        "default: every level)")
     p.add_argument("--slices", type=int, default=0, help="channel-context slices (0: hyperprior only; see train-context)")
     p.add_argument("--context-hidden", type=int, default=128, help="width of the channel-context networks")
     p.add_argument("--spatial", type=int, default=0, help="checkerboard spatial-context kernel (0: none; needs --slices)")
