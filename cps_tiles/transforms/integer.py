@@ -332,8 +332,9 @@ class IntegerEntropy(nn.Module):
             values = yield cells.numpy(force=True), cls.numpy(force=True), mean3.numpy(force=True)
 
     def _parts(self, mean: torch.Tensor, log: torch.Tensor, q100s: list[int]):
-        # Rows are (chunk, cell); integers that feed a product are carried in float32 (|x| <= 2^15
-        # is exact there), the requantization in float64 (IntegerLinear), the rest in int64.
+        # Rows are (chunk, cell). The networks' inputs are carried in float32 (they are bounded by
+        # ACT or CODE_ONE, far below 2^24: exact), requantization in float64 (IntegerLinear), the rest
+        # in int64.
         dev = self.log_gain.device
         nb, m_ch, h, w = mean.shape
         wd, n, pad, taps = self.width, h * w, self.spatial // 2, self.spatial**2
