@@ -1,12 +1,14 @@
 """Probe a high-fidelity training run against the codec it grew from, through the real store.
 
-The run (``cps-tiles train --init cps-n96m160-r6 --N 192 --M 320 --Nz 96 --levels 10 ...``) widens
-r6 function-preservingly and trains all ten quality levels; this script exports its checkpoint as
+The run grows from r6: ``cps-tiles train --init cps-n96m160-r6 --N 192 --M 320 --Nz 96 --levels 10
+...`` widens it function-preservingly and trains all ten quality levels (``widen_probe.md``);
+``--levels 10 --train-levels 9-10`` keeps its width and trains the top levels only. This script
+exports the checkpoint as
 a temporary codec and puts Kodak images through ``cps_tiles.convert`` and back, at each quality,
 for both codecs (whole store bytes, 256-px chunks). Both are hyperprior codecs without an entropy
 context, so the comparison isolates the transforms. It also decodes the *unquantized* latent at
 the top levels (``ceiling.py``'s measure): the transforms' ceiling. Each run appends one row to
-the progress table (``widen_probe.json``), so the file shows quality against training time.
+the progress table (``--out``'s .json), so the file shows quality against training time.
 
     python benchmarks/widen_probe.py RUN/checkpoint.pt --images 6
 """
@@ -58,6 +60,7 @@ def main() -> None:
     p.add_argument("--images", type=int, default=6, help="first N Kodak images")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "widen_probe.md")
     a = p.parse_args()
+    out_arg = "" if a.out == p.get_default("out") else f" --out {a.out.resolve().relative_to(ROOT)}"
     images = kodak_images(a.images)
     state = torch.load(a.checkpoint, map_location="cpu", weights_only=False)
     with tempfile.TemporaryDirectory() as tmp:
@@ -76,21 +79,21 @@ def main() -> None:
                     "ceiling_top": ceil_wide[float(levels)][1], "commit": git_rev()})
     history_path.write_text(json.dumps(history, indent=1) + "\n")
 
-    rows = [[name, f"{q:g}", f"{b:.4f}", f"{d:.3f}"] for name, c in (("r6", base), ("wide", test))
+    rows = [[name, f"{q:g}", f"{b:.4f}", f"{d:.3f}"] for name, c in (("r6", base), ("run", test))
             for q, b, d in zip(c["quality"], c["bpp"], c["psnr"])]
-    ceil_rows = [[name, f"{q:g}", f"{r:.3f}", f"{u:.3f}"] for name, c in (("r6", ceil_base), ("wide", ceil_wide))
+    ceil_rows = [[name, f"{q:g}", f"{r:.3f}", f"{u:.3f}"] for name, c in (("r6", ceil_base), ("run", ceil_wide))
                  for q, (r, u) in c.items()]
     prog = [[h["step"], h["minutes"], h["images"], "n/a" if h["bd_rate_vs_base"] is None else f"{h['bd_rate_vs_base']:+.1f}%",
              f"{h['top_psnr']:.2f} dB at {h['top_bpp']:.3f} bpp", f"{h['ceiling_top']:.2f} dB", h["commit"]]
             for h in history]
     a.out.write_text(
-        "# High-fidelity probe: the widened codec in training against r6\n\n"
-        f"Command: `python benchmarks/widen_probe.py CHECKPOINT --images {a.images}` (commit {git_rev()}); "
+        "# High-fidelity probe: a codec in training against r6\n\n"
+        f"Command: `python benchmarks/widen_probe.py CHECKPOINT --images {a.images}{out_arg}` (commit {git_rev()}); "
         f"checkpoint at step {state['step']}, {state['elapsed'] / 60:.1f} min of wall-clock training; "
         f"{len(images)} Kodak images; machine: {machine()}.\n\n"
         f"The run: `{' '.join(_command(state['args']))}`. Both codecs are hyperprior-only (no entropy context), "
         "so the comparison isolates the transforms; whole store bytes, 256-px chunks.\n\n"
-        f"BD-rate of the wide codec against r6 over their common PSNR range: "
+        f"BD-rate of the run's codec against r6 over their common PSNR range: "
         f"{'n/a' if bd is None else f'{bd:+.1f}%'} (negative: fewer bits).\n\n"
         + md_table(["codec", "quality", "bpp", "PSNR (dB)"], rows) + "\n\n"
         "Ceiling: decoded PSNR of the stored latent and of the same latent unquantized.\n\n"
@@ -109,7 +112,7 @@ def _command(args: dict) -> list[str]:
         return f".../{'/'.join(parts[-2:])}" if Path(path).is_absolute() else path
 
     out = ["cps-tiles train", *map(short, args["data"])]
-    for key in ("out", "init", "N", "M", "Nz", "levels", "lr", "minutes", "decay_at", "crop", "batch"):
+    for key in ("out", "init", "N", "M", "Nz", "levels", "train_levels", "lr", "minutes", "decay_at", "crop", "batch"):
         if args.get(key) not in (None, 0):
             out += [f"--{key.replace('_', '-')}", short(str(args[key])) if key == "out" else str(args[key])]
     return out
