@@ -89,7 +89,8 @@ class TableCoder:
     @staticmethod
     def _runs(ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Sorted table indices ``[P]`` -> (bounds of each run of one table, its table)."""
-        starts = np.flatnonzero(np.concatenate([[len(ts) > 0], ts[1:] != ts[:-1]]))  # none for an empty part (a 1x1 chunk's second half)
+        # none for an empty part (a 1x1 chunk's second half)
+        starts = np.flatnonzero(np.concatenate([[len(ts) > 0], ts[1:] != ts[:-1]]))
         return np.append(starts, len(ts)), ts[starts]
 
     def compress(self, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> bytes:
