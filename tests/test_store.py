@@ -85,6 +85,17 @@ def test_chunk_cache_avoids_redecoding(big):
     assert len(calls) == n
 
 
+def test_region_reads_decode_chunks_in_bounded_groups(big, monkeypatch):
+    """A region read decodes its fetched chunks together, a group at a time; the image is the same."""
+    _, img, whole = big
+    monkeypatch.setattr("cps_tiles.store.reader._DECODE_GROUP", 3)
+    fresh = cps_tiles.open(img.path, cache_mb=0)
+    sizes, original = [], fresh._coder.decode_many
+    fresh._coder.decode_many = lambda datas, shapes=None: sizes.append(len(datas)) or original(datas, shapes)
+    assert np.array_equal(np.asarray(fresh), whole)
+    assert sizes and max(sizes) == 3
+
+
 def test_zarr_open_in_fresh_process(big):
     _, img, _ = big
     expected = img.latent[:, :5, :5]
