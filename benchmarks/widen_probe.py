@@ -60,7 +60,8 @@ def main() -> None:
     p.add_argument("--images", type=int, default=6, help="first N Kodak images")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "widen_probe.md")
     a = p.parse_args()
-    out_arg = "" if a.out == p.get_default("out") else f" --out {a.out.resolve().relative_to(ROOT)}"
+    out = a.out.resolve()
+    out_arg = "" if a.out == p.get_default("out") else f" --out {out.relative_to(ROOT) if out.is_relative_to(ROOT) else a.out}"
     images = kodak_images(a.images)
     state = torch.load(a.checkpoint, map_location="cpu", weights_only=False)
     with tempfile.TemporaryDirectory() as tmp:

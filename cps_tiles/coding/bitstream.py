@@ -61,7 +61,8 @@ _HEADER = struct.Struct("<4sBBHHHHhhII")
 #: Largest chunk side in latent cells (2048 pixels): bounds memory and time of a forged header.
 MAX_CELLS = 128
 #: Chunks of a cps-v4 codec whose integer entropy networks run as one batch (``decode_many``): the
-#: per-call cost is shared; larger batches measured no faster on CPUs (their buffers leave the cache).
+#: per-call cost is shared. Batches of 16 and 32 decoded no faster than 4 in a profile on a 2-core
+#: EPYC (their buffers leave the cache); no committed benchmark sweeps this.
 BATCH = 4
 
 
@@ -172,17 +173,16 @@ class ChunkCoder:
                 values = yield cells, *params
                 decoded[cells] = values / unit[cells]
 
-    def _integer_parts(self, z_hat: np.ndarray, h: int, w: int, quality: float):
-        """The integer model's coded parts of y_hat ``[M, h, w]`` (``IntegerEntropy.parts``)."""
-        mean, log = self._integer.hyper(torch.from_numpy(np.asarray(z_hat)), h, w)
-        return self._integer.parts(mean, log, round(quality * 100))
+    def _integer_parts(self, z_hats: list[np.ndarray], h: int, w: int, qualities: list[float]):
+        """The integer model's coded parts of chunks ``[M, h, w]`` of one shape, in lockstep
+        (``IntegerEntropy.parts``; the encoder's is a batch of one)."""
+        mean, log = self._integer.hyper(torch.from_numpy(np.stack(z_hats)), h, w)
+        return self._integer.parts(mean, log, [round(q * 100) for q in qualities])
 
     def _decode_tables(self, payloads: list[bytes], z_hats: list[np.ndarray], h: int, w: int,
                        qualities: list[float]) -> list[np.ndarray]:
-        """The y streams of chunks of one shape ``[M, h, w]``, decoded in lockstep (``parts_many``)."""
-        mean, log = self._integer.hyper(torch.from_numpy(np.stack(z_hats)), h, w)
-        parts = self._integer.parts_many(mean, log, [round(q * 100) for q in qualities])
-        return self.tables.decompress_many(payloads, parts, self.M * h * w)
+        """The y streams of chunks of one shape ``[M, h, w]``, decoded in lockstep."""
+        return self.tables.decompress(payloads, self._integer_parts(z_hats, h, w, qualities), self.M * h * w)
 
     # -- public -------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -218,7 +218,7 @@ class ChunkCoder:
         # A constant block needs no y stream: the header's range already says everything.
         y_bytes = b""
         if hi > lo and self._integer is not None:
-            parts = self._integer_parts(z_hat, h, w, q)
+            parts = self._integer_parts([z_hat], h, w, [q])
             y_bytes = self.tables.compress(run_parts(parts, y_hat.astype(np.int64)))
         elif hi > lo:
             ((means, scales),) = self._hyper([z_hat], [(h, w)])
@@ -297,14 +297,13 @@ class ChunkCoder:
         coded = self._decode_integer(datas, heads, z_hats) if self._integer is not None else {}
         out = []
         for i, (data, (q, h, w, lo, hi, z_len, _)) in enumerate(zip(datas, heads)):
-            payload = data[_HEADER.size + z_len : -4]
             if lo == hi:
                 y_hat = np.full((self.M, h, w), lo, dtype=np.int16)
             elif self._integer is not None:
                 y_hat = coded[i].reshape(self.M, h, w)
             else:
-                y_hat = self._guard(GaussianConditional.decompress, payload, self._y_params(*params[i], q), lo, hi,
-                                    self.M * h * w).reshape(self.M, h, w)
+                y_hat = self._guard(GaussianConditional.decompress, streams(data, z_len)[1], self._y_params(*params[i], q),
+                                    lo, hi, self.M * h * w).reshape(self.M, h, w)
             if y_hat.size and (y_hat.min() < lo or y_hat.max() > hi):
                 raise CorruptChunkError("chunk stream decodes outside its declared range")
             out.append((y_hat.astype(np.int16), q))

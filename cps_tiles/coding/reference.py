@@ -158,7 +158,7 @@ class ReferenceEntropy:
                 cls = np.clip((lgs + log_gain[cut, None] - SIGMA_LOG0 + SIGMA_STEP // 2) // SIGMA_STEP, 0,
                               SIGMA_CLASSES - 1)
                 flat = (np.arange(k * wd, (k + 1) * wd)[:, None] * n + cells[None, :]).ravel()
-                values = yield flat, cls.ravel(), mean3.ravel()
+                values = yield flat, cls.reshape(1, -1), mean3.reshape(1, -1)  # a batch of one, as the fast path
                 y = np.asarray(values, dtype=np.int64).reshape(wd, len(cells))
                 unit = (y * inv_gain[cut, None] + (1 << (GAIN_BITS - U_BITS - 1))) >> (GAIN_BITS - U_BITS)
                 u[cut].reshape(wd, n)[:, cells] = np.clip(unit, -ACT, ACT)
@@ -178,7 +178,7 @@ def reference_decode(model, data: bytes) -> np.ndarray:
     z_bytes, y_bytes = streams(data, z_len)
     z = coder.z_density.decompress(z_bytes, (coder.Nz, -(-h // block), -(-w // block)))
     parts = ref.parts(*ref.hyper(z, h, w), round(q * 100))
-    y = coder.tables.decompress(y_bytes, parts, coder.M * h * w)
+    (y,) = coder.tables.decompress([y_bytes], parts, coder.M * h * w)
     if y.min() < lo or y.max() > hi:
         raise CorruptChunkError("chunk stream decodes outside its declared range")
     return y.reshape(coder.M, h, w).astype(np.int16)

@@ -32,6 +32,8 @@ from ..transforms.integer import FLAT_CLASS, MEAN_FRAC_BITS, sigma_of_class, tab
 COUNT_BITS = 24  # constriction's categorical models work to 24 bits
 _ESCAPE_BITS = 17  # n = bit_length(e) for an excess e < 2^16 (centers are clipped to the int16 range)
 
+#: the coded parts of a batch of chunks (``IntegerEntropy.parts``): yields (cells [P], classes [B, P],
+#: means Q3 [B, P]), is sent the values [B, P]
 Parts = Generator[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, None]
 
 
@@ -94,10 +96,11 @@ class TableCoder:
         return np.append(starts, len(ts)), ts[starts]
 
     def compress(self, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> bytes:
-        """(values, classes, means) per part (``entropy.run_parts``), in coding order -> bytes."""
+        """One chunk's (values [P], classes [1, P], means Q3 [1, P]) per part (``entropy.run_parts`` over
+        ``IntegerEntropy.parts`` for a batch of one), in coding order -> bytes."""
         coder = constriction.stream.stack.AnsCoder()
         for values, cls, mean3 in reversed(parts):  # a stack: the last symbol goes in first
-            order, ts, center = (a[0] for a in self._groups(np.asarray(cls)[None], np.asarray(mean3)[None]))
+            order, ts, center = (a[0] for a in self._groups(cls, mean3))
             bounds, tables = self._runs(ts)
             resid = np.asarray(values, np.int64)[order] - center[order]
             radius = self.radius[ts]
@@ -112,23 +115,10 @@ class TableCoder:
                 coder.encode_reverse(sym[bounds[g] : bounds[g + 1]], self.models[tables[g]])
         return coder.get_compressed().tobytes()
 
-    def decompress(self, data: bytes, parts: Parts, size: int) -> np.ndarray:
-        """Bytes -> the ``size`` integers of ``y_hat.ravel()``, part after part."""
-        def batch_of_one():
-            cells, cls, mean3 = next(parts)
-            while True:
-                values = yield cells, np.asarray(cls)[None], np.asarray(mean3)[None]
-                try:
-                    cells, cls, mean3 = parts.send(values[0])
-                except StopIteration:
-                    return
-
-        return self.decompress_many([data], batch_of_one(), size)[0]
-
-    def decompress_many(self, datas: list[bytes], parts: Parts, size: int) -> list[np.ndarray]:
-        """B chunks' bytes -> the ``size`` integers of each ``y_hat.ravel()``, decoded in lockstep, part
-        after part: ``parts`` yields ``(cells [P], classes [B, P], means Q3 [B, P])``
-        (``IntegerEntropy.parts_many``) and is sent the decoded ``[B, P]``."""
+    def decompress(self, datas: list[bytes], parts: Parts, size: int) -> list[np.ndarray]:
+        """B chunks' y streams -> the ``size`` integers of each ``y_hat.ravel()``, decoded in lockstep,
+        part after part (``IntegerEntropy.parts``: yields ``(cells [P], classes [B, P], means Q3
+        [B, P])``, is sent the decoded ``[B, P]``)."""
         coders = [constriction.stream.stack.AnsCoder(np.frombuffer(d, dtype=np.uint32).copy()) for d in datas]
         out = np.zeros((len(datas), size), dtype=np.int64)
         cells, cls, mean3 = next(parts)

@@ -42,7 +42,6 @@ import contextlib
 import math
 from collections.abc import Iterator
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -289,38 +288,26 @@ class IntegerEntropy(nn.Module):
     @torch.inference_mode()
     @full_precision()
     def hyper(self, z_hat: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Integer z_hat ``[Nz, a, b]``, or a batch ``[B, Nz, a, b]`` -> (mean Q6, log2 sigma Q8), int64
-        ``[M, h, w]`` (or ``[B, M, h, w]``; h <= 4a, w <= 4b)."""
+        """Integer z_hat of B chunks ``[B, Nz, a, b]`` -> (mean Q6, log2 sigma Q8), int64 ``[B, M, h, w]``
+        (h <= 4a, w <= 4b)."""
         up1, up2, out = self.hyper_layers
-        z = z_hat.to(self.log_gain.device, torch.float64)
-        x = _up(up2, _up(up1, z if z.dim() == 4 else z[None]))[:, :, :h, :w]
+        x = _up(up2, _up(up1, z_hat.to(self.log_gain.device, torch.float64)))[:, :, :h, :w]
         params = out(x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])).to(torch.int64)
         params = params.view(-1, h, w, 2 * self.M).permute(0, 3, 1, 2)
         mean = params[:, : self.M].clamp(-MEAN_MAX, MEAN_MAX)
         log = self.log_table[params[:, self.M :].clamp(-RAW_MAX, RAW_MAX) + RAW_MAX]
-        return (mean, log) if z.dim() == 4 else (mean[0], log[0])
+        return mean, log
 
     # -- context ------------------------------------------------------------------------------
-    def parts(self, mean: torch.Tensor, log: torch.Tensor, q100: int):
-        """Generator of the coded parts of y_hat ``[M, h, w]``: yields ``(cells, sigma class, mean Q3)``
-        (int64 numpy, 1-D: flat indices into ``y_hat.ravel()``, the class of each, its mean in y_hat
-        units Q3) and is sent back that part's y_hat values, slice after slice, anchors before the rest.
-        Runs on the device of the model's buffers (and of ``mean``, ``log``)."""
-        batch = self.parts_many(mean[None], log[None], [q100])
-        cells, cls, mean3 = next(batch)
-        while True:
-            values = yield cells, cls[0], mean3[0]
-            try:
-                cells, cls, mean3 = batch.send(np.asarray(values)[None])
-            except StopIteration:
-                return
-
-    def parts_many(self, mean: torch.Tensor, log: torch.Tensor, q100s: list[int]):
-        """``parts`` for a batch of B chunks of one shape, each at its own quality, in lockstep (the
-        networks run once per part for all of them, so their per-call cost is shared): ``mean``,
-        ``log`` ``[B, M, h, w]`` -> yields ``(cells [P], classes [B, P], means Q3 [B, P])`` (numpy) and
-        is sent ``values [B, P]``. Every chunk gets exactly the integers it gets alone (each cell's
-        arithmetic is its own)."""
+    def parts(self, mean: torch.Tensor, log: torch.Tensor, q100s: list[int]):
+        """Generator of the coded parts of B chunks' y_hat ``[B, M, h, w]`` (one shape, each chunk at its
+        own quality in hundredths; one chunk is a batch of one), in lockstep, slice after slice,
+        anchors before the rest: yields ``(cells [P], sigma classes [B, P], means Q3 [B, P])`` (int64
+        numpy: flat indices into each ``y_hat.ravel()``, and each symbol's class and its mean in y_hat
+        units Q3) and is sent back that part's y_hat values ``[B, P]`` (or ``[P]`` for one chunk).
+        The networks run once per part for the whole batch, sharing their per-call cost; each chunk
+        gets exactly the integers it gets alone (every cell's arithmetic is its own). ``mean``,
+        ``log``: ``hyper``'s. Runs on the device of the model's buffers."""
         parts = self._parts(mean, log, q100s)
         values = None
         while True:
