@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +71,41 @@ def git_rev() -> str:
     except OSError:
         return "unknown"
     return f"{rev} + uncommitted changes" if dirty else rev
+
+
+_STORE = """
+import sys, time, numpy as np, cps_tiles
+mode, codec, path, size, quality = sys.argv[1:6]
+if mode == "encode":
+    from cps_tiles.demo import sample_mosaic
+    n = int(size)
+    cps_tiles.convert(sample_mosaic()[:n, :n], path, quality=float(quality), chunk=256, levels=1, codec=codec, progress=False)
+else:
+    t = time.perf_counter()
+    np.asarray(cps_tiles.open(path, cache_mb=0))
+    print(time.perf_counter() - t)
+"""
+
+
+def store_decode_mps(runs: dict[str, tuple[str, float]], size: int, repeats: int) -> dict[str, float]:
+    """Whole-store decode speed in MP/s per label of ``runs`` (label -> (codec name or directory,
+    quality)): a ``size`` x ``size`` crop of the bundled sample mosaic, 256-px chunks, level 0 only,
+    decoded whole in a fresh process (the caller's environment: thread counts, CPS_TILES_REUSE),
+    the labels alternating, best of ``repeats``. A codec directory must be named as its codec: the
+    decoding process finds it by the name its store records, through ``CPS_TILES_CODEC_PATH``."""
+    best = dict.fromkeys(runs, float("inf"))
+    dirs = [str(Path(c).parent) for c, _q in runs.values() if Path(c).is_dir()]
+    env = {**os.environ, "CPS_TILES_CODEC_PATH": os.pathsep.join([*dirs, os.environ.get("CPS_TILES_CODEC_PATH", "")])}
+    with tempfile.TemporaryDirectory() as tmp:
+        stores = {label: f"{tmp}/{k}.zarr" for k, label in enumerate(runs)}
+        for label, (codec, quality) in runs.items():
+            subprocess.run([sys.executable, "-c", _STORE, "encode", codec, stores[label], str(size), str(quality)], check=True, env=env)
+        for _ in range(repeats):
+            for label, (codec, _q) in runs.items():
+                run = subprocess.run([sys.executable, "-c", _STORE, "decode", codec, stores[label], "0", "0"], check=True,
+                                     capture_output=True, text=True, env=env)
+                best[label] = min(best[label], float(run.stdout.split()[-1]))
+    return {label: size * size / 1e6 / s for label, s in best.items()}
 
 
 def md_table(header: list[str], rows: list[list]) -> str:

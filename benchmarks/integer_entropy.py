@@ -23,31 +23,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, git_rev, kodak_images, load_rgb, machine, md_table, psnr  # noqa: E402
+from common import ROOT, git_rev, kodak_images, load_rgb, machine, md_table, psnr, store_decode_mps  # noqa: E402
 from rd_kodak import bd_rate  # noqa: E402
 
 os.environ["CPS_TILES_REUSE"] = "0"  # decode every chunk: the speed of the coder, not of the memo
 R8, R9 = "cps-n96m160-r8", "cps-n96m160-r9"
-STORE = """
-import sys, time, numpy as np, cps_tiles
-mode, codec, path = sys.argv[1:4]
-if mode == "encode":
-    from cps_tiles.demo import sample_mosaic
-    cps_tiles.convert(sample_mosaic()[:2048, :2048], path, quality=5, chunk=256, levels=1, codec=codec, progress=False)
-else:
-    t = time.perf_counter()
-    np.asarray(cps_tiles.open(path, cache_mb=0))
-    print(time.perf_counter() - t)
-"""
 
 
 def kodak_run(count: int, qualities: list[int], reference: bool) -> dict:
@@ -129,19 +116,6 @@ def timed(cls: type, name: str) -> list[float]:
     return calls
 
 
-def store_run(repeats: int) -> dict[str, float]:
-    best = {R8: float("inf"), R9: float("inf")}
-    with tempfile.TemporaryDirectory() as tmp:
-        for codec in best:
-            subprocess.run([sys.executable, "-c", STORE, "encode", codec, f"{tmp}/{codec}.zarr"], check=True)
-        for _ in range(repeats):
-            for codec in best:
-                run = subprocess.run([sys.executable, "-c", STORE, "decode", codec, f"{tmp}/{codec}.zarr"], check=True,
-                                     capture_output=True, text=True)
-                best[codec] = min(best[codec], float(run.stdout.split()[-1]))
-    return {codec: 2048 * 2048 / 1e6 / s for codec, s in best.items()}
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--images", type=int, default=24)
@@ -157,7 +131,7 @@ def main() -> None:
     os.environ["OMP_NUM_THREADS"] = str(a.threads)
     qualities = [int(q) for q in a.qualities.split(",")]
     k = kodak_run(a.images, qualities, a.reference)
-    mps = store_run(2)
+    mps = store_decode_mps({R8: (R8, 5.0), R9: (R9, 5.0)}, 2048, 2)
     rows, r8c, r9c = [], {"bpp": [], "psnr": []}, {"bpp": [], "psnr": []}
     for q, c in k["per_quality"].items():
         p_mean = float(np.mean(c["psnr"]))
