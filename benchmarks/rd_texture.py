@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, dir_bytes, git_rev, machine, md_table, psnr  # noqa: E402
-from rd_kodak import baselines, bd_cell, per_chunk  # noqa: E402
+from rd_kodak import HIGH_RATES, baselines, bd_cell, per_chunk  # noqa: E402
 
 JPEG_Q = 90
 CHUNK = 256  # CPS chunks and JPEG tiles, pixels
@@ -140,7 +140,8 @@ def main() -> None:
     mean_curves = {label: {"bpp": np.mean([c["bpp"] for c in per_image.values()], 0).tolist(),
                            "psnr": np.mean([c["psnr"] for c in per_image.values()], 0).tolist()}
                    for label, per_image in curves.items()}
-    bd_rows = [[label, name, bd_cell(ref, mean_curves[label])] for label in curves for name, ref in ref_curves.items()]
+    bd_rows = [[label, name, bd_cell(ref, mean_curves[label]), bd_cell(ref, mean_curves[label], HIGH_RATES)]
+               for label in curves for name, ref in ref_curves.items()]
     cmd = "python benchmarks/rd_texture.py DEST/eval" + "".join(f" --codec {c}" for c in a.codec or []) + (
         " --checkpoint RUN/checkpoint.pt" if a.checkpoint else "")
     a.out.write_text(
@@ -151,7 +152,7 @@ def main() -> None:
         f"## Bits at JPEG q{JPEG_Q}'s PSNR (target: at most {TARGET:.0%} of JPEG q{JPEG_Q}'s bits)\n\n"
         + md_table(["codec", "image", f"JPEG q{JPEG_Q}", "its PSNR (dB)", "its bpp", "CPS bpp at that PSNR"], rows)
         + "\n\n## BD-rate over the set's mean curves (whole images; negative: fewer bits than the reference)\n\n"
-        + md_table(["codec", "reference", "BD-rate"], bd_rows)
+        + md_table(["codec", "reference", "BD-rate", f"over {HIGH_RATES[0]:g}-{HIGH_RATES[1]:g} bpp of the reference"], bd_rows)
         + "\n\n## CPS curves (bpp/PSNR dB at quality 1, 2, ...)\n\n" + md_table(["codec", "image", "points"], curve_rows) + "\n")
     print(a.out.read_text())
 
