@@ -31,7 +31,8 @@ A float of p mantissa bits represents every integer below 2^p exactly, and a sum
 such integers whose result stays below 2^p is computed exactly, in any order, with or without
 FMA, on any IEEE machine. The products ``x @ W.T`` run in float32 (p = 24) over groups of input
 columns small enough that no partial sum can reach 2^24 (``exact_groups``); the group sums, the
-bias and the requantizing product run in float64 (p = 53). ``IntegerLinear.check`` proves both
+bias and the requantizing product run in float64 (p = 53); hidden activations, bounded by ACT,
+are carried in float32. ``IntegerLinear.check`` proves both
 from the weights, the biases, the multipliers and the inputs' bounds when a codec loads, so a
 codec that could overflow is refused, not trusted. Gains, classes and means are int64.
 """
@@ -50,6 +51,8 @@ from torch.nn import functional as F
 ACT = 1023
 #: Integer leaky ReLU: x < 0 -> (LEAKY_MUL * x) >> LEAKY_SHIFT (a slope of 0.010).
 LEAKY_MUL, LEAKY_SHIFT = 41, 12
+#: Inputs below -LEAKY_CLIP leave the leaky ReLU below -ACT; 41 * LEAKY_CLIP < 2^24 (float32-exact).
+LEAKY_CLIP = -(-((ACT + 1) << LEAKY_SHIFT) // LEAKY_MUL)
 #: Formats: means Q6 (|mean| <= 2^15 units of 1/64), log2 sigma Q8, the hyper's raw scale Q5.
 MEAN_BITS, MEAN_MAX = 6, 1 << 15
 LOG_BITS, LOG_MIN, LOG_MAX = 8, -8 << 8, 12 << 8
@@ -96,7 +99,8 @@ def table_layout() -> list[tuple[int, int, int]]:
 
 
 def leaky(x: torch.Tensor) -> torch.Tensor:
-    """The integer leaky ReLU on float64-carried integers (``(41 x) >> 12`` below zero)."""
+    """The integer leaky ReLU on float-carried integers (``(41 x) >> 12`` below zero; exact while
+    ``41 |x|`` fits the float's mantissa)."""
     # max(x, floor(41 x / 4096)) is x above zero and the floor below: one op fewer than a where
     return torch.maximum(x, torch.floor(x * (LEAKY_MUL / (1 << LEAKY_SHIFT))))
 
@@ -168,10 +172,16 @@ class IntegerLinear(nn.Module):
             raise ValueError(f"an integer layer can reach {worst} >= 2^53: not exact in float64")
 
     def _requant_params(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(bias, mult) as float64, made once (checked first): the weights do not change once loaded."""
+        """(offset, scale) float64 ``[O]``: ``(bias * mult + 2^(shift-1)) / 2^shift`` and ``mult / 2^shift``,
+        made once (checked first: the weights do not change once loaded). Scaling by a power of two is
+        exact, so ``acc * scale + offset`` is ``((acc + bias) * mult + 2^(shift-1)) / 2^shift`` exactly:
+        both terms are integers over 2^shift whose sum's numerator ``check`` bounds below 2^53, so the
+        sum is representable and computed exactly, fused (FMA) or not."""
         if self._carried is None:
             self.check()
-            self._carried = (self.bias.double(), self.mult.double())
+            unit = 1.0 / (1 << int(self.shift))
+            offset = (self.bias * self.mult + (1 << (int(self.shift) - 1))).double() * unit
+            self._carried = (offset, self.mult.double() * unit)
         return self._carried
 
     def _plan(self, lo: int, hi: int, taps: int) -> list[tuple[int, int, torch.Tensor]]:
@@ -199,10 +209,13 @@ class IntegerLinear(nn.Module):
 
     def requantize(self, acc: torch.Tensor) -> torch.Tensor:
         """Accumulator (bias not yet added) -> the layer's output."""
-        bias, mult = self._requant_params()
-        shift = int(self.shift)
-        out = _floor_shift((acc + bias) * mult + float(1 << (shift - 1)), shift)
-        return leaky(out).clamp_(-ACT, ACT) if self.activation else out
+        offset, scale = self._requant_params()
+        out = torch.addcmul(offset, acc, scale).floor_()
+        if not self.activation:
+            return out
+        # Clamped first where that changes nothing (below -LEAKY_CLIP the leaky ReLU already gives less
+        # than -ACT): the rest, and the next layer's input, is then exact in float32.
+        return leaky(out.clamp_(-LEAKY_CLIP, ACT).float()).clamp_(min=-ACT)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.requantize(self.accumulate(x))
@@ -355,24 +368,25 @@ class IntegerEntropy(nn.Module):
             hidden = conv.weight.shape[0]
             for half, cells in enumerate(halves):
                 size = len(cells)  # explicit sizes below: a 1x1 chunk's second half is empty
-                acc = (shared[:, cells] if k else torch.zeros(nb, size, hidden, dtype=torch.float64,
-                                                                device=dev)).reshape(nb * size, hidden)
-                if half:  # the slice's anchors, decoded by now (zero elsewhere)
-                    own = _patches(u[:, :, cut] * anchor[:, None], h, w, pad).view(nb, n, -1)[:, cells]
-                    acc = acc + conv.accumulate(own.reshape(nb * size, wd * taps), cols, None, taps)
-                head_in = torch.cat([conv.requantize(acc).float().view(nb, size, hidden), _input(slice_mean[:, cells]).float(),
-                                     _input(slice_log[:, cells]).float(), code[:, cells], flags[half]], dim=2)
+                acc = (shared.index_select(1, cells) if k else torch.zeros(nb, size, hidden, dtype=torch.float64,
+                                                                             device=dev)).reshape(nb * size, hidden)
+                if half:  # the slice's anchors, decoded by now (the rest of the slice is still zero)
+                    own = _patches(u[:, :, cut], h, w, pad, cells)
+                    acc = acc + conv.accumulate(own, cols, None, taps)
+                half_mean, half_log = slice_mean.index_select(1, cells), slice_log.index_select(1, cells)
+                head_in = torch.cat([conv.requantize(acc).float().view(nb, size, hidden), _input(half_mean).float(),
+                                     _input(half_log).float(), code[:, :size], flags[half]], dim=2)
                 d = _run(self.heads[k], head_in.reshape(nb * size, head_in.shape[2])).to(torch.int64).view(nb, size, 2 * wd)
-                m = (slice_mean[:, cells] + d[..., :wd]).clamp_(-MEAN_MAX, MEAN_MAX).transpose(1, 2)  # [B, W, P]
-                lg = (slice_log[:, cells] + d[..., wd:]).clamp_(LOG_MIN, LOG_MAX).transpose(1, 2)
+                m = (half_mean + d[..., :wd]).clamp_(-MEAN_MAX, MEAN_MAX).transpose(1, 2)  # [B, W, P]
+                lg = (half_log + d[..., wd:]).clamp_(LOG_MIN, LOG_MAX).transpose(1, 2)
                 shift = GAIN_BITS + MEAN_BITS - MEAN_FRAC_BITS
                 mean3 = torch.bitwise_right_shift(m * gain[:, cut, None] + (1 << (shift - 1)), shift)
                 cls = torch.div(lg + log_gain[:, cut, None] - SIGMA_LOG0 + SIGMA_STEP // 2, SIGMA_STEP,
                                 rounding_mode="floor").clamp_(0, SIGMA_CLASSES - 1)
                 values = yield index[cut][:, cells].ravel(), cls.reshape(nb, wd * size), mean3.reshape(nb, wd * size)
                 y = torch.as_tensor(values, dtype=torch.float64, device=dev).view(nb, wd, size).transpose(1, 2)
-                u[:, cells, cut] = _floor_shift(y * inv_gain[..., cut] + float(1 << (GAIN_BITS - U_BITS - 1)),
-                                                GAIN_BITS - U_BITS).clamp_(-ACT, ACT).float()
+                u[:, :, cut].index_copy_(1, cells, _floor_shift(y * inv_gain[..., cut] + float(1 << (GAIN_BITS - U_BITS - 1)),
+                                                               GAIN_BITS - U_BITS).clamp_(-ACT, ACT).float())
             if k + 1 < self.slices:
                 patches.append(_patches(u[:, :, cut], h, w, pad))
 
@@ -382,15 +396,19 @@ def _input(x: torch.Tensor) -> torch.Tensor:
     return torch.bitwise_right_shift(x, INPUT_SHIFT).clamp(-ACT, ACT)
 
 
-def _patches(x: torch.Tensor, h: int, w: int, pad: int) -> torch.Tensor:
-    """``[B, h*w, C]`` -> the zero-padded ``(2 pad + 1)^2`` neighbourhoods ``[B*h*w, taps * C]``,
-    columns ordered (dy, dx, channel) so that the copy moves runs of C (``accumulate(..., taps=)``
-    reorders the weights to match; a copy: exact)."""
+def _patches(x: torch.Tensor, h: int, w: int, pad: int, cells: torch.Tensor | None = None) -> torch.Tensor:
+    """``[B, h*w, C]`` -> the zero-padded ``(2 pad + 1)^2`` neighbourhoods of every cell, or of
+    ``cells`` ``[P]`` (flat indices) only: ``[B*h*w or B*P, taps * C]``, columns ordered (dy, dx,
+    channel) so that the copy moves runs of C (``accumulate(..., taps=)`` reorders the weights to
+    match; a copy: exact)."""
     nb, n, c = x.shape
     k = 2 * pad + 1
     xp = F.pad(x.reshape(nb, h, w, c), (0, 0, pad, pad, pad, pad))  # [B, h + 2 pad, w + 2 pad, C], contiguous
     sb, sy, sx, sc = xp.stride()
-    return xp.as_strided((nb, h, w, k, k, c), (sb, sy, sx, sy, sx, sc)).reshape(nb * n, k * k * c)
+    windows = xp.as_strided((nb, h, w, k, k, c), (sb, sy, sx, sy, sx, sc))
+    if cells is None:
+        return windows.reshape(nb * n, k * k * c)
+    return windows[:, cells // w, cells % w].reshape(nb * len(cells), k * k * c)
 
 
 def sigma_of_class(c: int) -> float:
