@@ -196,19 +196,26 @@ class IntegerLinear(nn.Module):
                                             for a, b in exact_groups(w, bounds)]
         return self._groups[(lo, hi, taps)]
 
-    def accumulate(self, x: torch.Tensor, lo: int = 0, hi: int | None = None, taps: int = 1) -> torch.Tensor:
+    def accumulate(self, x: torch.Tensor, lo: int = 0, hi: int | None = None, taps: int = 1,
+                   final: bool = False) -> torch.Tensor:
         """``x [N, hi-lo]`` (integers within ``bounds``) @ ``weight[:, lo:hi].T`` -> float64 ``[N, O]``,
         exact. ``taps``: the block is a convolution's (channel, tap) columns, and ``x`` has them in
-        (tap, channel) order (``_patches``)."""
+        (tap, channel) order (``_patches``). ``final``: the caller adds nothing to the result, so a
+        block of one exact group may come back as its float32 product (exact; ``requantize`` reads it
+        into float64)."""
         x32 = x.float()
         groups = self._plan(lo, self.weight.shape[1] if hi is None else hi, taps)
-        out = (x32[:, groups[0][0] : groups[0][1]] @ groups[0][2]).double()
+        out = x32[:, groups[0][0] : groups[0][1]] @ groups[0][2]
+        if final and len(groups) == 1:
+            return out
+        out = out.double()
         for a, b, w in groups[1:]:
-            out += (x32[:, a:b] @ w).double()
+            out.add_(x32[:, a:b] @ w)  # the float32 product is read into float64 as it is added
         return out
 
     def requantize(self, acc: torch.Tensor) -> torch.Tensor:
-        """Accumulator (bias not yet added) -> the layer's output."""
+        """Accumulator (bias not yet added; exact integers, float32 or float64) -> the layer's output
+        (float64, or float32 for a hidden layer: see below)."""
         offset, scale = self._requant_params()
         out = torch.addcmul(offset, acc, scale).floor_()
         if not self.activation:
@@ -218,7 +225,7 @@ class IntegerLinear(nn.Module):
         return leaky(out.clamp_(-LEAKY_CLIP, ACT).float()).clamp_(min=-ACT)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.requantize(self.accumulate(x))
+        return self.requantize(self.accumulate(x, final=True))
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:
         self._carried = None
