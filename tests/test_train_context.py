@@ -12,7 +12,7 @@ from cps_tiles.training.run import export_checkpoint
 from cps_tiles.transforms.weights import load_codec
 
 
-def test_train_context_lowers_the_rate_and_keeps_the_transforms(tmp_path):
+def test_train_context_lowers_the_rate_and_keeps_the_transforms(tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()
     images = [smooth_image(160, 192, seed=s) for s in range(3)]
@@ -58,6 +58,21 @@ def test_train_context_lowers_the_rate_and_keeps_the_transforms(tmp_path):
     with torch.no_grad():
         rate = sum(context_bits(spatial.model, y.expand(len(levels), -1, -1, -1), levels).item() for y in crops)
     assert rate < 0.98 * rates[0]
+
+    # --context-from: a fresh run starts from another codec's trained context (here on the same
+    # transforms), and keeps its own transforms
+    common = ["--slices", "3", "--hidden", "16", "--spatial", "3", "--cells", "8", "--lr", "1e-12", "--steps", "1"]
+    assert main(["train-context", str(data), "--init", TINY, "--context-from", str(spatial.path),
+                 "--out", str(tmp_path / "carried"), *common]) == 0
+    carried = export_checkpoint(tmp_path / "carried" / "checkpoint.pt", tmp_path / "carried-codec", "tiny-carried").model
+    state = carried.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in start.items())
+    assert all(torch.allclose(state[k], v, atol=1e-8) for k, v in spatial.model.state_dict().items() if k.startswith("context."))
+    # a context of another shape (channel only) is refused in one line
+    capsys.readouterr()
+    assert main(["train-context", str(data), "--init", TINY, "--context-from", str(codec.path),
+                 "--out", str(tmp_path / "refused"), *common]) == 1
+    assert "has no entropy context of this shape" in capsys.readouterr().err
 
 
 def test_train_context_rejects_a_codec_of_other_channels(tmp_path, capsys):

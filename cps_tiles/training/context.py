@@ -66,6 +66,14 @@ def train_context(args: argparse.Namespace) -> None:
     missing = model.load_state_dict(base.model.state_dict(), strict=False).missing_keys
     if any(not k.startswith("context.") for k in missing):
         raise ValueError(f"codec {base.name} does not fit this model: missing {missing[:3]}")
+    if args.context_from:  # a context trained on other transforms of the same shape, trained on here
+        state = {k: v for k, v in load_codec(args.context_from).model.state_dict().items() if k.startswith("context.")}
+        own = model.state_dict()
+        if not state or state.keys() != {k for k in own if k.startswith("context.")} or any(
+                v.shape != own[k].shape for k, v in state.items()):
+            raise ValueError(f"codec {args.context_from} has no entropy context of this shape "
+                             f"(--slices {args.slices} --hidden {args.hidden} --spatial {args.spatial}, M={config.M})")
+        model.load_state_dict(state, strict=False)
     model.requires_grad_(False).context.requires_grad_(True)
     opt = torch.optim.Adam(model.context.parameters(), lr=args.lr)
     step, elapsed = 0, 0.0
@@ -129,5 +137,7 @@ def main(argv: list[str] | None = None, parser: type[argparse.ArgumentParser] = 
     p.add_argument("--spatial", type=int, default=0,
                    help="kernel of a checkerboard spatial context (odd; 0: channel context only)")
     p.add_argument("--cells", type=int, default=16, help="crop side in latent cells (16 pixels each)")
+    p.add_argument("--context-from", help="start from this codec's entropy context (trained on other transforms of "
+                   "the same shape: a run's earlier step, say) instead of --init's or a fresh one")
     train_context(p.parse_args(argv))
 
