@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 import pyvips
-from conftest import TINY, cli, cli_subprocess, smooth_image
+from conftest import TINY, cli, cli_subprocess, smooth_image, tiny_model
+
+from cps_tiles.transforms.weights import save_codec
 
 run = cli
 
@@ -86,6 +88,15 @@ def test_help_on_every_command():
 def test_quantize_context_refuses_a_codec_without_a_spatial_context(tmp_path):
     r = run("quantize-context", tmp_path, "--init", "cps-n96m160-r7", "--out", tmp_path / "q", "--name", "q")
     assert r.returncode != 0 and "has no spatial entropy context" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "q").exists()
+
+
+def test_quantize_context_refuses_a_codec_with_its_context_in_one_file(tmp_path):
+    """A train-context run exported whole (transforms and context in one file) cannot share its
+    transforms file with the integer codec: refused in one line, before the calibration."""
+    save_codec(tiny_model(slices=3, spatial=3), tmp_path / "whole", "tiny-whole")
+    r = run("quantize-context", tmp_path, "--init", tmp_path / "whole", "--out", tmp_path / "q", "--name", "q")
+    assert r.returncode == 1 and "in one file" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "q").exists()
 
 

@@ -40,7 +40,7 @@ from ..transforms.integer import (
     log_table_values,
 )
 from ..transforms.model import CPSModel, ModelConfig
-from ..transforms.weights import load_codec, save_codec_parts
+from ..transforms.weights import load_codec, save_codec_parts, transforms_part
 from .context import image_latents
 from .data import load_training_images
 
@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None, parser: type[argparse.ArgumentParser] = 
     base = load_codec(args.init)
     if base.model.context is None or not base.model.config.spatial:
         raise CodecError(f"{base.name} has no spatial entropy context to quantize (a cps-v3 codec is needed)")
+    transforms_part(base)  # refused now, not after the calibration
     images = load_training_images([Path(d) for d in args.data], args.cells * 16)[: args.images or None]
     latents = [y for y in image_latents(base.model, images) if min(y.shape[1:]) >= args.cells]
     units = activation_units(base.model, latents, args.cells)

@@ -152,22 +152,31 @@ def save_codec(model: CPSModel, out_dir: Path, name: str, training: dict | None 
     return load_codec(str(out_dir))
 
 
+def transforms_part(codec: Codec) -> tuple[Path, str]:
+    """(file, sha256) of the part of ``codec``'s weights that holds its transforms and no entropy
+    context, which a codec made from it shares; CodecError where one file holds both."""
+    meta = json.loads((codec.path / "codec.json").read_text())
+    free = [p for p in meta.get("parts", [{"file": "model.safetensors", "sha256": codec.sha256}])
+            if not any(k.startswith("context.") for k in load_file(str(codec.path / p["file"])))]
+    if len(free) != 1:
+        raise CodecError(f"codec {codec.name} keeps its transforms and its entropy context in one file; a codec "
+                         "made from it needs them as separate parts (save_codec_parts over its --init codec)")
+    return (codec.path / free[0]["file"]).resolve(), free[0]["sha256"]
+
+
 def save_codec_parts(model: CPSModel, out_dir: Path, name: str, base: Codec, prefix: str, training: dict) -> Codec:
     """Write ``model`` as a codec whose weights are ``base``'s transforms file (shared through
     ``parts``, not copied) plus its own tensors whose names start with ``prefix`` (in
     ``<prefix-without-dot>.safetensors``), and load it back. ``out_dir`` must sit beside ``base``'s
     directory, as the codecs in ``codecs/`` do."""
-    meta = json.loads((base.path / "codec.json").read_text())
-    shared = [p for p in meta.get("parts", [{"file": "model.safetensors", "sha256": base.sha256}])
-              if not any(k.startswith("context.") for k in load_file(str(base.path / p["file"])))]
-    (shared_file,) = [(base.path / p["file"]).resolve() for p in shared]
+    shared_file, shared_sha = transforms_part(base)
     out_dir.mkdir(parents=True, exist_ok=True)
     own = out_dir / f"{prefix.rstrip('.')}.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items() if k.startswith(prefix)}, str(own))
     own.chmod(0o644)
     sha = hashlib.sha256(composed_bytes(Codec(name, "", model, out_dir))).hexdigest()
     meta = {"name": name, "architecture": architecture(model.config), "config": model.config.to_dict(), "sha256": sha,
-            "parts": [{"file": os.path.relpath(shared_file, out_dir.resolve()), "sha256": shared[0]["sha256"]},
+            "parts": [{"file": os.path.relpath(shared_file, out_dir.resolve()), "sha256": shared_sha},
                       {"file": own.name, "sha256": sha256_file(own)}],
             "training": training}
     (out_dir / "codec.json").write_text(json.dumps(meta, indent=2) + "\n")
