@@ -8,8 +8,8 @@ level 0) and decodes it whole, each decode in a fresh process, the codecs altern
     python benchmarks/decode_cost.py --checkpoint RUN/checkpoint.pt
 
 Rows: r6 (the hyperprior codec the run grew from), r8 (float context), r9 (the default, integer
-context), and the run's checkpoint exported as a temporary codec (hyperprior only, as trained) at
-quality 8 and at its top level.
+context), and the run's checkpoint exported as a temporary codec (hyperprior only, as trained) and
+each ``--codec`` directory, at quality 8 and at its top level.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ R6, R8, R9 = "cps-n96m160-r6", "cps-n96m160-r8", "cps-n96m160-r9"
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", type=Path, required=True, help="a training run's checkpoint.pt")
+    p.add_argument("--codec", action="append", default=[], type=Path,
+                   help="also a codec directory made from the run (an entropy context added, say); repeatable")
     p.add_argument("--size", type=int, default=1024, help="side of the decoded crop, pixels")
     p.add_argument("--threads", type=int, default=1, help="torch threads per decode")
     p.add_argument("--repeats", type=int, default=2)
@@ -37,6 +39,7 @@ def main() -> None:
     import torch
 
     from cps_tiles.training.run import export_checkpoint
+    from cps_tiles.transforms.weights import architecture, load_codec
 
     os.environ["OMP_NUM_THREADS"] = str(a.threads)
     os.environ["CPS_TILES_REUSE"] = "0"  # every chunk decoded: the codec's cost, not the memo's
@@ -44,15 +47,17 @@ def main() -> None:
     state = torch.load(a.checkpoint, map_location="cpu", weights_only=False)
     with tempfile.TemporaryDirectory() as tmp:
         run = export_checkpoint(a.checkpoint, Path(tmp) / "decode-cost-probe", "decode-cost-probe")
-        top = float(run.model.config.levels)
-        c = run.model.config
-        label = f"run at step {state['step']} (N={c.N}, M={c.M})"
-        runs = {"r6 (N=96, M=160), quality 8": (R6, 8.0), "r8, quality 8": (R8, 8.0), "r9, quality 8": (R9, 8.0),
-                f"{label}, quality 8": (str(run.path), 8.0), f"{label}, quality {top:g}": (str(run.path), top)}
+        codecs = {f"run at step {state['step']}": run} | {d.name: load_codec(str(d)) for d in a.codec}
+        runs = {"r6 (N=96, M=160), quality 8": (R6, 8.0), "r8, quality 8": (R8, 8.0), "r9, quality 8": (R9, 8.0)}
+        for name, codec in codecs.items():
+            c = codec.model.config
+            label = f"{name} (N={c.N}, M={c.M}, {architecture(c)})"
+            runs |= {f"{label}, quality {q:g}": (str(codec.path), q) for q in (8.0, float(c.levels))}
         mps = store_decode_mps(runs, a.size, a.repeats)
     r6, r8 = mps["r6 (N=96, M=160), quality 8"], mps["r8, quality 8"]
     rows = [[name, f"{v:.3f}", f"{1 / v:.2f}", f"{r8 / v:.2f}x"] for name, v in mps.items()]
     cmd = "python benchmarks/decode_cost.py --checkpoint RUN/checkpoint.pt" + "".join(
+        f" --codec {d.name}" for d in a.codec) + "".join(
         f" --{k} {getattr(a, k)}" for k in ("size", "threads", "repeats") if getattr(a, k) != p.get_default(k))
     text = (
         "# Decode cost per pixel: a codec in training against r6, r8 and r9\n\n"
