@@ -1,6 +1,6 @@
 """Decode cost per pixel of a codec in training against the released ones, measured in one run.
 
-Issue 26's cost target: a high-fidelity codec may cost at most 2x r8 to decode per pixel, on the
+The cost target: a high-fidelity codec may cost at most 2x r8 to decode per pixel, on the
 same machine. Each codec converts the same crop of the bundled sample mosaic (256-px chunks,
 level 0) and decodes it whole, each decode in a fresh process, the codecs alternating, best of
 ``--repeats`` (``common.store_decode_mps``). Run it with training paused: it is timed.

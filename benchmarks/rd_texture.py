@@ -1,7 +1,7 @@
 """Texture-rich evaluation set: CPS against JPEG q90, JPEG XL and AVIF, per image.
 
-Issue 26's texture target: at the PSNR that JPEG q90 gives an image, CPS should need at most 60%
-of JPEG q90's bits. The set is the evaluation part of ``scripts/texture_data.sh`` (an
+The texture target for a high-fidelity codec: at the PSNR that JPEG q90 gives an image, CPS
+should need at most 60% of JPEG q90's bits. The set is the evaluation part of ``scripts/texture_data.sh`` (an
 immunohistochemistry micrograph and three greyscale textures from the scikit-image wheel), which
 no training run reads. Greyscale images are given to every codec as three equal channels.
 
