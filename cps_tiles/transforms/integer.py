@@ -31,10 +31,11 @@ A float of p mantissa bits represents every integer below 2^p exactly, and a sum
 such integers whose result stays below 2^p is computed exactly, in any order, with or without
 FMA, on any IEEE machine. The products ``x @ W.T`` run in float32 (p = 24) over groups of input
 columns small enough that no partial sum can reach 2^24 (``exact_groups``); the group sums, the
-bias and the requantizing product run in float64 (p = 53); hidden activations, bounded by ACT,
-are carried in float32. ``IntegerLinear.check`` proves both
-from the weights, the biases, the multipliers and the inputs' bounds when a codec loads, so a
-codec that could overflow is refused, not trusted. Gains, classes and means are int64.
+bias and the requantizing product run in float64 (p = 53). ``IntegerLinear.check`` proves both
+bounds from the weights, the biases, the multipliers and the inputs' bounds when a codec loads, so
+a codec that could overflow is refused, not trusted. Hidden activations (``|a| <= ACT``) are carried
+in float32, their leaky ReLU exact there once its input is clamped at ``-LEAKY_CLIP``. Gains,
+classes and means are int64.
 """
 
 from __future__ import annotations
