@@ -1,6 +1,7 @@
 """train-context: trains only the entropy context, on the exact coded rate, from a released codec."""
 
 import csv
+import json
 
 import pyvips
 import torch
@@ -27,6 +28,10 @@ def test_train_context_lowers_the_rate_and_keeps_the_transforms(tmp_path, capsys
 
     codec = export_checkpoint(run / "checkpoint.pt", tmp_path / "codec", "tiny-context")
     base = load_codec(TINY)
+    # exported as parts: the --init codec's transforms file, shared, and the trained context
+    parts = json.loads((codec.path / "codec.json").read_text())["parts"]
+    assert (codec.path / parts[0]["file"]).resolve() == (base.path / "model.safetensors").resolve()
+    assert parts[1]["file"] == "context.safetensors"
     assert codec.model.config.slices == 3 and (codec.path / "codec.json").read_text().count('"cps-v2"') == 1
     trained, start = codec.model.state_dict(), base.model.state_dict()
     assert all(torch.equal(trained[k], v) for k, v in start.items())  # transforms, hyperprior, gains untouched

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..transforms.model import CPSModel, ModelConfig
-from ..transforms.weights import Codec, save_codec
+from ..transforms.weights import Codec, load_codec, save_codec, save_codec_parts
 
 
 def _rows(csv_path: Path) -> list[dict[str, str]]:
@@ -137,7 +137,9 @@ def save_checkpoint(path: Path, model: CPSModel, opt: torch.optim.Optimizer, ste
 
 
 def export_checkpoint(checkpoint: Path, out_dir: Path, name: str, extra: dict | None = None) -> Codec:
-    """Training checkpoint -> codec directory ``out_dir`` (see :func:`save_codec`).
+    """Training checkpoint -> codec directory ``out_dir`` (see :func:`save_codec`). A ``train-context``
+    run, whose transforms are its ``--init`` codec's, is written as that codec's transforms file
+    (shared through ``parts``) plus its context (``save_codec_parts``), as ``quantize-context`` needs.
 
     Training time comes from the run's ``log.csv`` beside the checkpoint when there is one."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
@@ -148,4 +150,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, name: str, extra: dict | 
     minutes = training_minutes(log) if log.exists() else state["elapsed"] / 60
     training = {"steps": state["step"], "minutes": round(minutes, 1), "wall_minutes": round(state["elapsed"] / 60, 1),
                 **(extra or {})}
+    if "init" in state:  # written by train-context: the same weights as the codec it started from, checked by sha256
+        base = load_codec(state["args"]["init"], sha256=state["init"]["sha256"])
+        return save_codec_parts(model, out_dir, name, base, "context.", {**training, "init": state["init"]})
     return save_codec(model, out_dir, name, training)
