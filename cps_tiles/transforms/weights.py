@@ -160,7 +160,7 @@ def transforms_part(codec: Codec) -> tuple[Path, str]:
             if not any(k.startswith("context.") for k in load_file(str(codec.path / p["file"])))]
     if len(free) != 1:
         raise CodecError(f"codec {codec.name} keeps its transforms and its entropy context in one file; a codec "
-                         "made from it needs them as separate parts (save_codec_parts over its --init codec)")
+                         "made from it needs them as separate parts (export_checkpoint writes a train-context run so)")
     return (codec.path / free[0]["file"]).resolve(), free[0]["sha256"]
 
 
