@@ -73,6 +73,16 @@ def git_rev() -> str:
     return f"{rev} + uncommitted changes" if dirty else rev
 
 
+def store_point(codec: str, a: np.ndarray, quality: float, store: Path, chunk: int = 256) -> tuple[float, float]:
+    """``a`` through ``cps_tiles.convert`` (level 0 only) -> (bpp of every byte of the store on
+    disk, PSNR of the image the conversion returns)."""
+    import cps_tiles
+
+    img = cps_tiles.convert(a, store, quality=quality, chunk=chunk, codec=codec, levels=1, progress=False,
+                            scheduler="sync", overwrite=True)
+    return 8 * dir_bytes(store) / (a.shape[0] * a.shape[1]), psnr(np.asarray(img), a)
+
+
 _STORE = """
 import sys, time, numpy as np, cps_tiles
 mode, codec, path, size, quality = sys.argv[1:6]

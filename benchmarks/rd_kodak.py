@@ -48,6 +48,12 @@ def baselines():
     }
 
 
+def whole_image(encode, decode, a: np.ndarray, q) -> tuple[int, np.ndarray]:
+    """Bytes and decoded RGB of the whole image ``a`` through a baseline at setting ``q``."""
+    data = encode(a, q)
+    return len(data), decode(data)[:, :, :3]
+
+
 def per_chunk(encode, decode, a: np.ndarray, q, chunk: int) -> tuple[int, np.ndarray]:
     out = np.empty_like(a)
     nbytes = 0
@@ -61,10 +67,22 @@ def per_chunk(encode, decode, a: np.ndarray, q, chunk: int) -> tuple[int, np.nda
     return nbytes, out
 
 
+def rate_points(c: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A curve's (PSNR, log bpp), sorted by PSNR, repeated PSNRs dropped: ready for interpolation."""
+    p, r = np.asarray(c["psnr"], float), np.log(np.asarray(c["bpp"], float))
+    order = np.argsort(p)
+    p, r = p[order], r[order]
+    keep = np.concatenate([[True], np.diff(p) > 1e-9])
+    return p[keep], r[keep]
+
+
 def bd_rate(ref: dict, test: dict, bpp_range: tuple[float, float] | None = None) -> float | None:
     """Average bitrate difference (%) of ``test`` against ``ref`` at equal PSNR (negative = saving),
     over ``bd_span``'s PSNR range; None where there is none."""
-    span = bd_span(ref, test, bpp_range)
+    return _bd_of(bd_span(ref, test, bpp_range))
+
+
+def _bd_of(span) -> float | None:
     if span is None:
         return None
     f1, f2, lo, hi = span
@@ -79,15 +97,8 @@ def bd_span(ref: dict, test: dict, bpp_range: tuple[float, float] | None = None)
     bpp. None where that range is under 0.5 dB."""
     from scipy.interpolate import PchipInterpolator
 
-    def curve(c):
-        p, r = np.asarray(c["psnr"], float), np.log(np.asarray(c["bpp"], float))
-        order = np.argsort(p)
-        p, r = p[order], r[order]
-        keep = np.concatenate([[True], np.diff(p) > 1e-9])
-        return p[keep], r[keep]
-
-    p1, r1 = curve(ref)
-    p2, r2 = curve(test)
+    p1, r1 = rate_points(ref)
+    p2, r2 = rate_points(test)
     if len(p1) < 2 or len(p2) < 2:
         return None
     f1, f2 = PchipInterpolator(p1, r1), PchipInterpolator(p2, r2)
@@ -103,13 +114,11 @@ def bd_span(ref: dict, test: dict, bpp_range: tuple[float, float] | None = None)
 
 def bd_cell(ref: dict, test: dict, bpp_range: tuple[float, float] | None = None) -> str:
     """BD-rate as a table cell; with ``bpp_range``, also the PSNR span it covers."""
-    bd = bd_rate(ref, test, bpp_range)
-    if bd is None:
+    span = bd_span(ref, test, bpp_range)
+    if span is None:
         return "n/a (no PSNR overlap)" if bpp_range is None else "n/a (under 0.5 dB of overlap)"
-    if bpp_range is None:
-        return f"{bd:+.1f}%"
-    _, _, lo, hi = bd_span(ref, test, bpp_range)
-    return f"{bd:+.1f}% ({lo:.1f}-{hi:.1f} dB)"
+    bd = f"{_bd_of(span):+.1f}%"
+    return bd if bpp_range is None else f"{bd} ({span[2]:.1f}-{span[3]:.1f} dB)"
 
 
 def run_cps(images, qualities, chunk, codec, tmp: Path, precision: str = "float32") -> dict:
@@ -145,11 +154,7 @@ def run_baselines(images, chunk) -> dict:
             for q in settings:
                 b, p = [], []
                 for _, a in images:
-                    if mode == "whole":
-                        data = enc(a, q)
-                        n, out = len(data), dec(data)[:, :, :3]
-                    else:
-                        n, out = per_chunk(enc, dec, a, q, chunk)
+                    n, out = whole_image(enc, dec, a, q) if mode == "whole" else per_chunk(enc, dec, a, q, chunk)
                     b.append(8 * n / (a.shape[0] * a.shape[1]))
                     p.append(psnr(out, a))
                 bpps.append(float(np.mean(b)))

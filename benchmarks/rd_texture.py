@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, dir_bytes, git_rev, machine, md_table, psnr  # noqa: E402
-from rd_kodak import HIGH_RATES, baselines, bd_cell, per_chunk  # noqa: E402
+from common import ROOT, git_rev, machine, md_table, psnr, store_point  # noqa: E402
+from rd_kodak import HIGH_RATES, baselines, bd_cell, per_chunk, rate_points, run_baselines, whole_image  # noqa: E402
 
 JPEG_Q = 90
 CHUNK = 256  # CPS chunks and JPEG tiles, pixels
@@ -54,34 +54,23 @@ def load_image(path: Path) -> np.ndarray:
 
 def cps_curve(codec: str, a: np.ndarray, qualities: list[float], tmp: Path) -> dict:
     """bpp (whole store bytes) and PSNR of ``a`` at each quality."""
-    import cps_tiles
-
-    bpp, db = [], []
-    for q in qualities:
-        store = tmp / "store.zarr"
-        img = cps_tiles.convert(a, store, quality=q, chunk=CHUNK, levels=1, codec=codec, progress=False, scheduler="sync",
-                                overwrite=True)
-        bpp.append(8 * dir_bytes(store) / (a.shape[0] * a.shape[1]))
-        db.append(psnr(np.asarray(img), a))
-    return {"bpp": bpp, "psnr": db}
+    bpp, db = zip(*(store_point(codec, a, q, tmp / "store.zarr", CHUNK) for q in qualities))
+    return {"bpp": list(bpp), "psnr": list(db)}
 
 
 def bpp_at(curve: dict, target_psnr: float) -> float | None:
-    """The curve's bpp at ``target_psnr`` (PCHIP in log bpp), None above its top."""
+    """The curve's bpp at ``target_psnr`` (PCHIP in log bpp), None outside its PSNR range."""
     from scipy.interpolate import PchipInterpolator
 
-    p, r = np.asarray(curve["psnr"]), np.log(np.asarray(curve["bpp"]))
-    order = np.argsort(p)
-    p, r = p[order], r[order]
-    if target_psnr > p[-1] or target_psnr < p[0]:
+    p, r = rate_points(curve)
+    if not p[0] <= target_psnr <= p[-1]:
         return None
     return float(np.exp(PchipInterpolator(p, r)(target_psnr)))
 
 
-def whole(enc, dec, x: np.ndarray, q) -> tuple[float, float]:
-    """(bpp, PSNR) of the whole image ``x`` through a baseline codec at setting ``q``."""
-    data = enc(x, q)
-    return 8 * len(data) / (x.shape[0] * x.shape[1]), psnr(dec(data)[:, :, :3], x)
+def _point(nbytes: int, decoded: np.ndarray, a: np.ndarray) -> tuple[float, float]:
+    """(bpp, PSNR) of a baseline's bytes and decoded image of ``a``."""
+    return 8 * nbytes / (a.shape[0] * a.shape[1]), psnr(decoded, a)
 
 
 def main() -> None:
@@ -112,19 +101,14 @@ def main() -> None:
             levels = load_codec(codec).model.config.levels
             curves[label] = {k: cps_curve(codec, x, [float(q) for q in range(1, levels + 1)], tmp) for k, x in images.items()}
             print(f"{label} done", flush=True)
-    refs = {name: b for name, b in baselines().items() if name in ("JPEG", "JPEG XL", "AVIF")}
-    jpeg = {k: whole(*refs["JPEG"][1:], x, JPEG_Q) for k, x in images.items()}
-    tiled = {}
+    _, enc, dec = baselines()["JPEG"]
+    jpeg, tiled = {}, {}
     for k, x in images.items():
-        if max(x.shape[:2]) <= CHUNK:
-            continue  # one tile: the whole image
-        n, out = per_chunk(*refs["JPEG"][1:], x, JPEG_Q, CHUNK)
-        tiled[k] = (8 * n / (x.shape[0] * x.shape[1]), psnr(out, x))
-    ref_curves = {}
-    for name in ("JPEG XL", "AVIF"):
-        settings, enc, dec = refs[name]
-        pts = np.array([[whole(enc, dec, x, q) for x in images.values()] for q in settings]).mean(1)  # [settings, 2]
-        ref_curves[name] = {"bpp": pts[:, 0].tolist(), "psnr": pts[:, 1].tolist()}
+        jpeg[k] = _point(*whole_image(enc, dec, x, JPEG_Q), x)
+        if max(x.shape[:2]) > CHUNK:  # else one tile: the whole image
+            tiled[k] = _point(*per_chunk(enc, dec, x, JPEG_Q, CHUNK), x)
+    baseline_curves = run_baselines(list(images.items()), CHUNK)
+    ref_curves = {name: baseline_curves[f"{name} (whole)"] for name in ("JPEG XL", "AVIF")}
 
     rows = []
     for label, per_image in curves.items():

@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ceiling import decoded_psnrs  # noqa: E402
-from common import ROOT, dir_bytes, git_rev, kodak_images, load_rgb, machine, md_table, psnr  # noqa: E402
+from common import ROOT, git_rev, kodak_images, load_rgb, machine, md_table, store_point  # noqa: E402
 from rd_kodak import bd_rate  # noqa: E402
 
 BASE = "cps-n96m160-r6"
@@ -33,21 +33,9 @@ BASE = "cps-n96m160-r6"
 
 def rd_points(codec: str, images: list[Path], qualities: list[float], tmp: Path) -> dict:
     """Mean bpp (whole store bytes) and PSNR per quality over ``images``."""
-    import cps_tiles
-
-    bpp, db = [], []
-    for q in qualities:
-        bits = dists = 0.0
-        for k, path in enumerate(images):
-            a = load_rgb(path)
-            store = tmp / f"{Path(codec).name}-{q}-{k}.zarr"
-            img = cps_tiles.convert(a, store, quality=q, codec=codec, levels=1, progress=False, scheduler="sync",
-                                    overwrite=True)
-            bits += 8 * dir_bytes(store) / (a.shape[0] * a.shape[1])
-            dists += psnr(np.asarray(img), a)
-        bpp.append(bits / len(images))
-        db.append(dists / len(images))
-    return {"quality": qualities, "bpp": bpp, "psnr": db}
+    rgb = [load_rgb(path) for path in images]
+    points = np.array([[store_point(codec, a, q, tmp / "store.zarr") for a in rgb] for q in qualities]).mean(1)
+    return {"quality": qualities, "bpp": points[:, 0].tolist(), "psnr": points[:, 1].tolist()}
 
 
 def main() -> None:
