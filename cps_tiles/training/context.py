@@ -67,13 +67,12 @@ def train_context(args: argparse.Namespace) -> None:
     if any(not k.startswith("context.") for k in missing):
         raise ValueError(f"codec {base.name} does not fit this model: missing {missing[:3]}")
     if args.context_from:  # a context trained on other transforms of the same shape, trained on here
-        state = {k: v for k, v in load_codec(args.context_from).model.state_dict().items() if k.startswith("context.")}
-        own = model.state_dict()
-        if not state or state.keys() != {k for k in own if k.startswith("context.")} or any(
-                v.shape != own[k].shape for k, v in state.items()):
+        source = load_codec(args.context_from).model.context
+        try:  # strict: every tensor present, none extra, each of this shape
+            model.context.load_state_dict(source.state_dict() if source is not None else {})
+        except RuntimeError:
             raise ValueError(f"codec {args.context_from} has no entropy context of this shape "
-                             f"(--slices {args.slices} --hidden {args.hidden} --spatial {args.spatial}, M={config.M})")
-        model.load_state_dict(state, strict=False)
+                             f"(--slices {args.slices} --hidden {args.hidden} --spatial {args.spatial}, M={config.M})") from None
     model.requires_grad_(False).context.requires_grad_(True)
     opt = torch.optim.Adam(model.context.parameters(), lr=args.lr)
     step, elapsed = 0, 0.0

@@ -383,7 +383,7 @@ class IntegerEntropy(nn.Module):
                     acc = acc + conv.accumulate(own, cols, None, taps)
                 half_mean, half_log = slice_mean.index_select(1, cells), slice_log.index_select(1, cells)
                 head_in = torch.cat([conv.requantize(acc).float().view(nb, size, hidden), _input(half_mean).float(),
-                                     _input(half_log).float(), code[:, :size], flags[half]], dim=2)
+                                     _input(half_log).float(), code[:, :size], flags[half]], dim=2)  # code: one per chunk
                 d = _run(self.heads[k], head_in.reshape(nb * size, head_in.shape[2])).to(torch.int64).view(nb, size, 2 * wd)
                 m = (half_mean + d[..., :wd]).clamp_(-MEAN_MAX, MEAN_MAX).transpose(1, 2)  # [B, W, P]
                 lg = (half_log + d[..., wd:]).clamp_(LOG_MIN, LOG_MAX).transpose(1, 2)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save, save_file
 
 from ..errors import CodecError
@@ -152,12 +153,18 @@ def save_codec(model: CPSModel, out_dir: Path, name: str, training: dict | None 
     return load_codec(str(out_dir))
 
 
+def _tensor_names(path: Path) -> list[str]:
+    """The tensor names a safetensors file holds, read from its header only."""
+    with safe_open(str(path), "pt") as f:
+        return list(f.keys())
+
+
 def transforms_part(codec: Codec) -> tuple[Path, str]:
     """(file, sha256) of the part of ``codec``'s weights that holds its transforms and no entropy
     context, which a codec made from it shares; CodecError where one file holds both."""
     meta = json.loads((codec.path / "codec.json").read_text())
     free = [p for p in meta.get("parts", [{"file": "model.safetensors", "sha256": codec.sha256}])
-            if not any(k.startswith("context.") for k in load_file(str(codec.path / p["file"])))]
+            if not any(k.startswith("context.") for k in _tensor_names(codec.path / p["file"]))]
     if len(free) != 1:
         raise CodecError(f"codec {codec.name} keeps its transforms and its entropy context in one file; a codec "
                          "made from it needs them as separate parts (export_checkpoint writes a train-context run so)")
