@@ -198,8 +198,10 @@ def plot(results: dict, out: Path) -> None:
         ax.plot(r["bpp"], r["psnr"], style, label=name, markersize=4, linewidth=2.5 if name.startswith("CPS") else 1)
     ax.set_xlabel("bits per pixel")
     ax.set_ylabel("PSNR (dB, RGB)")
-    ax.set_xlim(0, 2.0)
-    ax.set_ylim(24, 42)
+    cps = [r for name, r in results.items() if name.startswith("CPS")]
+    # 0-2 bpp holds the default codec's levels; a high-fidelity codec's top levels widen the view
+    ax.set_xlim(0, max([2.0] + [1.05 * max(r["bpp"]) for r in cps]))
+    ax.set_ylim(24, max([42.0] + [np.ceil(max(r["psnr"])) + 1 for r in cps]))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     ax.set_title("Kodak (24 images): rate-distortion")

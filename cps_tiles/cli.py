@@ -324,7 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("src", help="input image (TIFF/BigTIFF/SVS/PNG/JPEG/WebP, 8-bit gray, RGB or RGBA; uint16 or "
                                "multi-band rasters and GeoTIFFs through rasterio: the geo extra)")
     c.add_argument("dst", help="output store: a directory (out.zarr), a single file (out.zarr.zip), or a URL")
-    c.add_argument("--quality", type=float, default=DEFAULT_QUALITY, help="1 (smallest) .. 8 (best); fractions allowed")
+    c.add_argument("--quality", type=float, default=DEFAULT_QUALITY,
+                   help="1 (smallest) .. 10 (best), fractions allowed; above 8 the high-fidelity codec "
+                        "(about 2x the decode cost)")
     c.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="storage chunk in pixels, multiple of 64")
     c.add_argument("--tile", type=int, default=DEFAULT_TILE, help="compute tile in pixels, multiple of --chunk")
     c.add_argument("--shard", type=int, default=None,
@@ -338,7 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--band-range", default=None,
                    help="multi-band rasters: LO,HI mapped to the codec's range for every band, or LO,HI;LO,HI;... "
                         "per band (default: each band's min and max)")
-    c.add_argument("--codec", default=None, help="trained codec name or directory (default: the bundled one)")
+    c.add_argument("--codec", default=None,
+                   help="trained codec name or directory (default: the default codec up to quality 8, "
+                        "the high-fidelity one above)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing store")
     c.add_argument("--resume", action="store_true", help="finish an interrupted conversion of the same source")
     c.add_argument("--scheduler", default="threads", help="threads (default), processes, sync, or tcp://HOST:PORT")
