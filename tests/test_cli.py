@@ -55,6 +55,7 @@ def test_convert_info_decode_export(src):
     (("convert", "/nonexistent.tif", "x.zarr"), "no such file"),
     (("convert", "{src}/in.tif", "{src}/bad.zarr", "--chunk", "100", "--codec", TINY), "multiple of 64"),
     (("convert", "{src}/in.tif", "{src}/bad.zarr", "--quality", "9", "--codec", TINY), "quality"),
+    (("convert", "{src}/in.tif", "{src}/bad.zarr", "--quality", "10.5"), "quality must be between 1 and 10"),
     (("decode", "{src}/nothere.zarr", "{src}/x.png"), "no such cps-tiles store"),
     (("info", "{src}"), "no such cps-tiles store"),
     (("decode", "{src}/in.tif", "{src}/x.png"), "no such cps-tiles store"),

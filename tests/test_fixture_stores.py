@@ -1,9 +1,10 @@
-"""Stores written by an earlier release keep decoding: committed under tests/fixture/stores/ and
-tests/fixture/stores_r9/.
+"""Stores written by an earlier release keep decoding: committed under tests/fixture/stores/,
+stores_r9/ and stores_r10/.
 
 The three stores of stores/ (store format 1: r8 at quality 5, r6 at 2.5 and an RGBA store with r7
-at 8, 64-px chunks) and the r9 store of stores_r9/ (store format 2 with levels, quality 3.37: the
-first integer-entropy codec and chunk format 2) and their expected latents and pixels were written
+at 8, 64-px chunks), the r9 store of stores_r9/ (store format 2 with levels, quality 3.37: the
+first integer-entropy codec and chunk format 2) and the r10 store of stores_r10/ (quality 9.5: the
+first high-fidelity codec, N=192/M=320) and their expected latents and pixels were written
 once, by the release named in each ``expected.json``, and are never regenerated. The latent must come back bit for bit on every
 machine; the pixels bit for bit too, except that a CPU with other float kernels may round a pixel
 at an exact .5 boundary the other way (the documented float tolerance, checked as such).
@@ -19,7 +20,7 @@ import zarr
 
 import cps_tiles
 
-FIXTURES = [Path(__file__).resolve().parent / "fixture" / d for d in ("stores", "stores_r9")]
+FIXTURES = sorted((Path(__file__).resolve().parent / "fixture").glob("stores*"))
 EXPECTED = {name: (root, want) for root in FIXTURES for name, want in json.loads((root / "expected.json").read_text()).items()}
 
 
@@ -45,7 +46,7 @@ def test_old_store_decodes_as_it_did(name):
 
 
 def test_fixture_is_intact():
-    """The fixture itself is what was committed: 4 stores, their expected arrays, nothing regenerated."""
-    assert sorted(EXPECTED) == ["r6-q2.5", "r7-q8-rgba", "r8-q5", "r9-q3.37"]
+    """The fixture itself is what was committed: 5 stores, their expected arrays, nothing regenerated."""
+    assert sorted(EXPECTED) == ["r10-q9.5", "r6-q2.5", "r7-q8-rgba", "r8-q5", "r9-q3.37"]
     for name, (root, want) in EXPECTED.items():
         assert _sha(np.load(root / "expected_pixels.npz")[name]) == want["sha256"]

@@ -1,10 +1,11 @@
 """The integer entropy path (cps-v4 codecs, chunk format 2): exact by construction, checked against
-its numpy reference, and against golden chunks written once (tests/fixture/golden, never
-regenerated). The kernel, thread and device matrix over the same golden chunks runs in
-test_kernels.py (slow tier)."""
+its numpy reference, and against golden chunks written once per release (tests/fixture/golden for
+r9, golden_r10 for r10; never regenerated). The kernel, thread and device matrix over the same
+golden chunks runs in test_kernels.py (slow tier)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -22,10 +23,13 @@ from cps_tiles.coding.reference import ReferenceEntropy, reference_decode
 from cps_tiles.coding.tables import TableCoder
 from cps_tiles.errors import CodecError
 from cps_tiles.transforms import integer
+from cps_tiles.transforms.model import CPSModel
 from cps_tiles.transforms.weights import load_codec
 
-GOLDEN = Path(__file__).resolve().parent / "fixture" / "golden"
-MANIFEST = json.loads((GOLDEN / "golden.json").read_text())
+FIXTURE = Path(__file__).resolve().parent / "fixture"
+#: Golden chunk sets, one per integer-entropy release: golden/ (r9), golden_r10/ (r10).
+GOLDEN = {d.name: json.loads((d / "golden.json").read_text()) for d in sorted(FIXTURE.glob("golden*"))}
+CHUNKS = [(golden, name) for golden, manifest in GOLDEN.items() for name in sorted(manifest["chunks"])]
 R9 = "cps-n96m160-r9"
 
 
@@ -33,16 +37,22 @@ def _sha(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a.astype(np.int16)).tobytes()).hexdigest()
 
 
+@functools.cache
+def golden_codec(golden: str) -> tuple[CPSModel, ChunkCoder]:
+    """The model and coder of a golden set's codec, whose weights must be the ones it was written with."""
+    codec = load_codec(GOLDEN[golden]["codec"])
+    assert codec.sha256 == GOLDEN[golden]["codec_sha256"]
+    return codec.model, ChunkCoder(codec.model)
+
+
 @pytest.fixture(scope="module")
 def r9():
-    codec = load_codec(R9)
-    assert codec.sha256 == MANIFEST["codec_sha256"]
-    return codec.model
+    return golden_codec("golden")[0]
 
 
 @pytest.fixture(scope="module")
-def coder(r9):
-    return ChunkCoder(r9)
+def coder():
+    return golden_codec("golden")[1]
 
 
 @pytest.fixture(scope="module")
@@ -55,33 +65,38 @@ def latent(r9):
         return r9.analysis(x)
 
 
-@pytest.mark.parametrize("name", sorted(MANIFEST["chunks"]))
-def test_golden_chunk_decodes_to_its_latent(r9, coder, name, monkeypatch):
+@pytest.mark.parametrize("golden,name", CHUNKS)
+def test_golden_chunk_decodes_to_its_latent(golden, name, monkeypatch):
     monkeypatch.setenv("CPS_TILES_REUSE", "0")
-    want = MANIFEST["chunks"][name]
-    data = (GOLDEN / name).read_bytes()
+    model, coder = golden_codec(golden)
+    want = GOLDEN[golden]["chunks"][name]
+    data = (FIXTURE / golden / name).read_bytes()
     y_hat, q = coder.decode(data)
     assert (q, list(y_hat.shape), _sha(y_hat)) == (want["quality"], want["shape"], want["latent_sha256"])
-    assert _sha(reference_decode(r9, data)) == want["latent_sha256"]  # the independent numpy path too
+    assert _sha(reference_decode(model, data)) == want["latent_sha256"]  # the independent numpy path too
 
 
-def test_golden_chunks_decode_together(coder, monkeypatch):
+@pytest.mark.parametrize("golden", sorted(GOLDEN))
+def test_golden_chunks_decode_together(golden, monkeypatch):
     """decode_many runs the integer networks on chunks of one shape as a batch (each at its own
     quality, in lockstep): every golden chunk decodes to its latent in batches of any size and order."""
     monkeypatch.setenv("CPS_TILES_REUSE", "0")
-    names = sorted(MANIFEST["chunks"])
-    datas = [(GOLDEN / name).read_bytes() for name in names]
+    coder, chunks = golden_codec(golden)[1], GOLDEN[golden]["chunks"]
+    names = sorted(chunks)
+    datas = [(FIXTURE / golden / name).read_bytes() for name in names]
     for batch in (1, 2, 3, len(datas) * 2):
         monkeypatch.setattr("cps_tiles.coding.bitstream.BATCH", batch)
         for order in (names, names[::-1]):
             got = coder.decode_many([datas[names.index(n)] for n in order] * 2)
-            assert [_sha(y) for y, _ in got] == [MANIFEST["chunks"][n]["latent_sha256"] for n in order] * 2
+            assert [_sha(y) for y, _ in got] == [chunks[n]["latent_sha256"] for n in order] * 2
 
 
-def test_golden_chunks_reencode_to_the_same_bytes(coder):
+@pytest.mark.parametrize("golden", sorted(GOLDEN))
+def test_golden_chunks_reencode_to_the_same_bytes(golden):
     """The encoder is as exact as the decoder: today's build writes the golden chunks' very bytes."""
-    for name, want in MANIFEST["chunks"].items():
-        data = (GOLDEN / name).read_bytes()
+    coder = golden_codec(golden)[1]
+    for name, want in GOLDEN[golden]["chunks"].items():
+        data = (FIXTURE / golden / name).read_bytes()
         assert coder.encode(coder.decode(data)[0], want["quality"]) == data, name
 
 
@@ -194,8 +209,9 @@ def test_a_codec_that_could_overflow_is_refused(tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
-def test_golden_chunks_on_cuda(r9):
+@pytest.mark.parametrize("golden", sorted(GOLDEN))
+def test_golden_chunks_on_cuda(golden):
     """The integer networks on a GPU (cuBLAS, any algorithm) give the same latents."""
-    coder = ChunkCoder(r9, device="cuda")
-    for name, want in MANIFEST["chunks"].items():
-        assert _sha(coder.decode((GOLDEN / name).read_bytes())[0]) == want["latent_sha256"], name
+    coder = ChunkCoder(golden_codec(golden)[0], device="cuda")
+    for name, want in GOLDEN[golden]["chunks"].items():
+        assert _sha(coder.decode((FIXTURE / golden / name).read_bytes())[0]) == want["latent_sha256"], name

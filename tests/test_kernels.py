@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 
 FIXTURE = Path(__file__).resolve().parent / "fixture"
-STORES = {name: f"{root}/{name}.zarr" for root in ("stores", "stores_r9")
-          for name in json.loads((FIXTURE / root / "expected.json").read_text())}
-GOLDEN = json.loads((FIXTURE / "golden" / "golden.json").read_text())
+STORES = {name: f"{root.name}/{name}.zarr" for root in sorted(FIXTURE.glob("stores*"))
+          for name in json.loads((root / "expected.json").read_text())}
+#: golden chunk set (directory) -> its manifest, one set per integer-entropy release
+GOLDEN = {d.name: json.loads((d / "golden.json").read_text()) for d in sorted(FIXTURE.glob("golden*"))}
 CHECK = """
 import hashlib, json, sys, numpy as np, torch, zarr
 import cps_tiles  # registers the codec
@@ -32,12 +33,12 @@ torch.set_num_threads(threads)
 torch.use_deterministic_algorithms(deterministic)
 sha = lambda a: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 out = {name: sha(zarr.open_group(f"{root}/{path}", mode="r")["latent"][:]) for name, path in json.loads(sys.argv[4]).items()}
-coder = ChunkCoder(load_codec(sys.argv[5]).model)
-names = json.loads(sys.argv[6])
-datas = [open(f"{root}/golden/{name}", "rb").read() for name in names]
-for name, data, (together, _) in zip(names, datas, coder.decode_many(datas)):  # alone, and batched in lockstep
-    out[name] = sha(coder.decode(data)[0])
-    out[name + " together"] = sha(together)
+for golden, (codec, names) in json.loads(sys.argv[5]).items():
+    coder = ChunkCoder(load_codec(codec).model)
+    datas = [open(f"{root}/{golden}/{name}", "rb").read() for name in names]
+    for name, data, (together, _) in zip(names, datas, coder.decode_many(datas)):  # alone, and batched in lockstep
+        out[f"{golden}/{name}"] = sha(coder.decode(data)[0])
+        out[f"{golden}/{name} together"] = sha(together)
 print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "latents": out}))
 """
 
@@ -58,11 +59,12 @@ def _capabilities() -> list[str]:
 def test_fixture_latents_under_every_kernel_set(capability, threads, deterministic):
     expected = {name: json.loads((FIXTURE / path.split("/")[0] / "expected.json").read_text())[name]["latent_sha256"]
                 for name, path in STORES.items()}
-    expected |= {name: want["latent_sha256"] for name, want in GOLDEN["chunks"].items()}
-    expected |= {name + " together": want["latent_sha256"] for name, want in GOLDEN["chunks"].items()}
+    for golden, manifest in GOLDEN.items():
+        expected |= {f"{golden}/{name}{how}": want["latent_sha256"] for name, want in manifest["chunks"].items()
+                     for how in ("", " together")}
     env = {**os.environ, "ATEN_CPU_CAPABILITY": capability, "CPS_TILES_REUSE": "0"}
     run = subprocess.run([sys.executable, "-c", CHECK, str(threads), "1" if deterministic else "0", str(FIXTURE),
-                          json.dumps(STORES), GOLDEN["codec"], json.dumps(sorted(GOLDEN["chunks"]))],
+                          json.dumps(STORES), json.dumps({g: [m["codec"], sorted(m["chunks"])] for g, m in GOLDEN.items()})],
                          env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
