@@ -50,9 +50,9 @@ def convert(source: Any, store: Any, *, quality: float = DEFAULT_QUALITY, chunk:
     noticeable share of a small image's store). Each tile, or each shard, is one Dask task.
     Pyramid levels (2x, 4x, ... reductions by area averaging of the source) are written until the
     longest side fits in one chunk; ``levels`` caps their number (1: level 0 only).
-    ``quality`` runs from 1 (smallest) to 10 (best), fractions allowed. Without a ``codec`` (a
-    name from ``codecs/`` or a codec directory), qualities up to 8 use the default codec and those
-    above 8 the high-fidelity codec, whose wider transforms cost about twice as much to decode.
+    ``quality`` runs from 1 (smallest) to 10 (best) with the default codec, fractions allowed;
+    ``codec`` names another (a name from ``codecs/`` or a codec directory), such as the faster
+    ``cps-n96m160-r9`` (qualities 1 to 8).
     ``scheduler`` is ``"threads"`` (default), ``"processes"``, ``"sync"`` or a distributed scheduler
     address; or pass a ``distributed.Client`` as ``client``. ``device`` is ``"cpu"``, ``"cuda"`` or
     ``"auto"``; CUDA tasks ask for a ``GPU`` worker resource. ``precision="bfloat16"`` runs the
@@ -70,11 +70,11 @@ def convert(source: Any, store: Any, *, quality: float = DEFAULT_QUALITY, chunk:
     from .pipeline.progress import ProgressBar
     from .pipeline.raster import convert_raster, open_image_source
     from .store.location import pack_zip, zip_work_folder
-    from .transforms.weights import codec_for_quality, load_codec
+    from .transforms.weights import DEFAULT_CODEC, load_codec
 
     src, multi_band = open_image_source(source, page=page, band_groups=band_groups, band_range=band_range)
     bar = ProgressBar(src.height * src.width, enabled=progress)
-    chosen = load_codec(codec or codec_for_quality(quality))
+    chosen = load_codec(codec or DEFAULT_CODEC)
     options = dict(quality=quality, chunk=chunk, tile=tile, shard=shard, levels=levels, overwrite=overwrite, resume=resume,
                    scheduler=scheduler, client=client, device=device, resources=resources, progress=bar,
                    precision=precision)

@@ -325,8 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "multi-band rasters and GeoTIFFs through rasterio: the geo extra)")
     c.add_argument("dst", help="output store: a directory (out.zarr), a single file (out.zarr.zip), or a URL")
     c.add_argument("--quality", type=float, default=DEFAULT_QUALITY,
-                   help="1 (smallest) .. 10 (best), fractions allowed; above 8 the high-fidelity codec "
-                        "(about 2x the decode cost)")
+                   help="1 (smallest) .. 10 (best), fractions allowed (the default codec's levels)")
     c.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="storage chunk in pixels, multiple of 64")
     c.add_argument("--tile", type=int, default=DEFAULT_TILE, help="compute tile in pixels, multiple of --chunk")
     c.add_argument("--shard", type=int, default=None,
@@ -341,8 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multi-band rasters: LO,HI mapped to the codec's range for every band, or LO,HI;LO,HI;... "
                         "per band (default: each band's min and max)")
     c.add_argument("--codec", default=None,
-                   help="trained codec name or directory (default: the default codec up to quality 8, "
-                        "the high-fidelity one above)")
+                   help="trained codec name or directory (default: the bundled default codec; "
+                        "cps-n96m160-r9 decodes about 1.9x faster, qualities 1-8, 5%% more bits)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing store")
     c.add_argument("--resume", action="store_true", help="finish an interrupted conversion of the same source")
     c.add_argument("--scheduler", default="threads", help="threads (default), processes, sync, or tcp://HOST:PORT")

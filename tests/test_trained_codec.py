@@ -1,12 +1,12 @@
 """The bundled trained codecs really compress: Kodak crops at quality 4 through the store, and the
-qualities above 8 go to the high-fidelity codec."""
+default codec's levels above 8."""
 
 import numpy as np
 import pytest
 from conftest import KODAK
 
 import cps_tiles
-from cps_tiles.transforms.weights import DEFAULT_CODEC, HIGH_FIDELITY_CODEC, load_codec
+from cps_tiles.transforms.weights import DEFAULT_CODEC, load_codec
 
 
 def _crop(name: str, y: int, x: int, size: int = 256) -> np.ndarray:
@@ -93,15 +93,15 @@ def test_a_damaged_part_is_refused(tmp_path):
     assert meta["sha256"] == load_codec("cps-n96m160-r7").sha256  # the identity did not move with the files
 
 
-def test_qualities_above_8_use_the_high_fidelity_codec(tmp_path):
-    """Without a codec, quality 8 is the default codec's top level and 9.5 the high-fidelity
-    codec's, which gives a higher PSNR on the same pixels; the default codec refuses 9."""
+def test_the_default_codec_goes_above_quality_8(tmp_path):
+    """The default codec has levels 9 and 10: quality 9.5 gives a higher PSNR than 8 on the same
+    pixels; r9, with 8 levels, refuses 9."""
     from cps_tiles.demo import sample_mosaic
 
     a = sample_mosaic(1)[200:328, 100:292]
     stores = {q: cps_tiles.convert(a, tmp_path / f"q{q}.zarr", quality=q, chunk=64, progress=False) for q in (8, 9.5)}
-    assert (stores[8].meta.codec, stores[9.5].meta.codec) == (DEFAULT_CODEC, HIGH_FIDELITY_CODEC)
+    assert stores[8].meta.codec == stores[9.5].meta.codec == DEFAULT_CODEC
     psnr = {q: 10 * np.log10(255**2 / np.mean((np.asarray(img).astype(np.float64) - a) ** 2)) for q, img in stores.items()}
-    assert psnr[9.5] > psnr[8] + 1, psnr
+    assert psnr[9.5] > psnr[8] + 0.5, psnr
     with pytest.raises(ValueError, match="between 1 and 8"):
-        cps_tiles.convert(a, tmp_path / "r9-q9.zarr", quality=9, codec=DEFAULT_CODEC, progress=False)
+        cps_tiles.convert(a, tmp_path / "r9-q9.zarr", quality=9, codec="cps-n96m160-r9", progress=False)

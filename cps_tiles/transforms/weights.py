@@ -30,10 +30,7 @@ from safetensors.torch import load_file, save, save_file
 from ..errors import CodecError
 from .model import CPSModel, ModelConfig
 
-DEFAULT_CODEC = "cps-n96m160-r9"
-#: The codec of the qualities above DEFAULT_CODEC's levels (above 8, up to 10) when none is named:
-#: wider transforms that reach higher fidelity, at about twice the decode cost per pixel.
-HIGH_FIDELITY_CODEC = "cps-n192m320-r10"
+DEFAULT_CODEC = "cps-n192m320-r10"
 #: cps-v1: transforms + hyperprior; cps-v2 adds the channel-conditional context (``slices`` > 0),
 #: cps-v3 the checkerboard spatial context on top (``spatial`` > 0), cps-v4 computes cps-v3's entropy
 #: networks in exact integer arithmetic (``entropy == "integer"``). A package that predates a
@@ -98,18 +95,6 @@ def load_codec(name: str = DEFAULT_CODEC, sha256: str | None = None, where: str 
         raise CodecError(f"{prefix}written with codec {name!r} sha256 {sha256[:12]}..., but the installed weights "
                          f"are {codec.sha256[:12]}...; install the matching codec to decode it")
     return codec
-
-
-def codec_for_quality(quality: float) -> str:
-    """The codec a store of ``quality`` is written with when none is named: DEFAULT_CODEC up to its
-    levels (1 to 8), HIGH_FIDELITY_CODEC above them. Quality q is the same trade-off (``LAMBDAS``)
-    in both, so the scale goes on upward without a jump."""
-    return DEFAULT_CODEC if float(quality) <= codec_levels(DEFAULT_CODEC) else HIGH_FIDELITY_CODEC
-
-
-def codec_levels(name: str) -> int:
-    """The number of quality levels a codec's ``codec.json`` declares, without loading its weights."""
-    return int(json.loads((find_codec(name) / "codec.json").read_text())["config"]["levels"])
 
 
 def codec_sha256(name: str) -> str:
