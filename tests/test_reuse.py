@@ -10,7 +10,7 @@ import cps_tiles
 from cps_tiles.coding.memo import ContentMemo, content_key
 
 
-def slide_like(h: int = 1100, w: int = 1200) -> np.ndarray:
+def slide_like(h: int = 1100, w: int = 900) -> np.ndarray:
     """Mostly flat 'glass' (one colour) with textured 'tissue' islands and a nodata-black band."""
     img = np.full((h, w, 3), (236, 232, 240), np.uint8)
     img[100:420, 150:520] = smooth_image(320, 370, seed=4)
