@@ -74,15 +74,14 @@ def convert(source: Any, store: Any, *, quality: float = DEFAULT_QUALITY, chunk:
 
     src, multi_band = open_image_source(source, page=page, band_groups=band_groups, band_range=band_range)
     bar = ProgressBar(src.height * src.width, enabled=progress)
-    chosen = load_codec(codec or DEFAULT_CODEC)
     options = dict(quality=quality, chunk=chunk, tile=tile, shard=shard, levels=levels, overwrite=overwrite, resume=resume,
                    scheduler=scheduler, client=client, device=device, resources=resources, progress=bar,
                    precision=precision)
+    if multi_band and str(store).endswith(".zip"):
+        raise StoreError("a multi-band store cannot be written as one .zip file yet; write a directory")
+    chosen = load_codec(codec or DEFAULT_CODEC)
     if multi_band:
-        if str(store).endswith(".zip"):
-            raise StoreError("a multi-band store cannot be written as one .zip file yet; write a directory")
-        convert_raster(src, store, chosen, band_groups=band_groups, band_range=band_range,
-                       **options)
+        convert_raster(src, store, chosen, band_groups=band_groups, band_range=band_range, **options)
         return open(store)
     target = zip_work_folder(store, overwrite) or store
     convert_store(src, target, chosen, **options)
