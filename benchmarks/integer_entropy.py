@@ -1,21 +1,28 @@
-"""The integer entropy codec (r9) against the float one it was made from (r8): bits, decoding
-speed, and the numpy reference's agreement, in one run on one machine.
+"""Integer entropy codecs against the float one they replace: bits, decoding speed, and the numpy
+reference's agreement, in one run on one machine.
 
-    python benchmarks/integer_entropy.py            # writes benchmarks/integer_entropy.md
+    python benchmarks/integer_entropy.py            # r9 against r8: writes benchmarks/integer_entropy.md
+    python benchmarks/integer_entropy.py --codecs cps-n96m160-r8 cps-n192m320-r10 cps-n192m320-r11 \\
+        --qualities 1,2,3,4,5,6,7,8,9,10 --reference-every 8 --out benchmarks/integer_entropy_r11.md
 
-* Bits and agreement: every 256-px chunk of the 24 Kodak images (6 per image) at qualities 1-8:
-  the latent once per image and quality, encoded by both codecs (the same latent: the codecs share
-  their transforms, so they decode to the same image), both chunks decoded, the r9 chunk also by
-  the numpy int64 reference (``cps_tiles.coding.reference``); every decode must give the latent
-  back. BD-rate of r9 against r8 from the latent bytes and the PSNR of the decoded image (one
-  synthesis per image and quality, shared by both).
-* Entropy decoding: ``ChunkCoder.decode`` per chunk (z stream, hyperprior, context networks, y
-  stream), r8 and r9 alternating chunk by chunk, content reuse off; mean ms per chunk. Then
-  ``decode_many`` over each image's 6 chunks at once (a cps-v4 codec runs them through its integer
-  networks as batches; r8 batches only its hyper synthesis), and the time r9 spends there in its
+The first of ``--codecs`` is the speed baseline (r8: float64 networks, Gaussian coder).
+
+* Bits and agreement: every 256-px chunk of the Kodak images (6 per image) at each quality a codec
+  has. Codecs with the same transforms (r8 and r9; r10 and r11) code the same latent, computed
+  once per image and quality, so they decode to the same image: their bits compare directly, and
+  each codec after the first of its transforms gets a BD-rate against that one (PCHIP, from the
+  chunk bytes and the PSNR of the decoded image, one synthesis per image, quality and transforms).
+  Every chunk is decoded back by its codec (it must give the latent), and every
+  ``--reference-every``-th chunk of each integer codec also by the numpy int64 reference
+  (``cps_tiles.coding.reference``).
+* Entropy decoding, at the qualities every codec has (so each decodes the same images at the same
+  qualities): ``ChunkCoder.decode`` per chunk (z stream, hyperprior, context networks, y stream),
+  the codecs alternating chunk by chunk, content reuse off; mean ms per chunk. Then ``decode_many``
+  over each image's 6 chunks at once (integer codecs run them through their networks as batches;
+  r8 batches only its hyper synthesis), and the time an integer codec spends there in its
   networks' products (``IntegerLinear.accumulate``).
 * Whole-store decode: a 2048 x 2048 crop of the bundled sample mosaic converted by each codec
-  (quality 5, 256-px chunks, level 0 only) and decoded whole, each in a fresh process, r8 and r9
+  (quality 5, 256-px chunks, level 0 only) and decoded whole, each in a fresh process, the codecs
   alternating, best of 2.
 
 The timed sections run first; the reference decodes (untimed, the slowest part) follow once the
@@ -37,71 +44,86 @@ from common import ROOT, git_rev, kodak_images, load_rgb, machine, md_table, psn
 from rd_kodak import bd_rate  # noqa: E402
 
 os.environ["CPS_TILES_REUSE"] = "0"  # decode every chunk: the speed of the coder, not of the memo
-R8, R9 = "cps-n96m160-r8", "cps-n96m160-r9"
+ARITHMETIC = {"float": "float64 networks, Gaussian coder", "integer": "integer networks, tables",
+              "integer8": "integer networks with int8 convolutions, tables"}
 
 
-def kodak_run(count: int, qualities: list[int], reference: bool) -> dict:
+def short(name: str) -> str:
+    return name.rsplit("-", 1)[-1]
+
+
+def transforms_key(codec) -> str:
+    """Codecs that share this key share their transforms (so code the same latents)."""
+    from cps_tiles.errors import CodecError
+    from cps_tiles.transforms.weights import transforms_part
+
+    try:
+        return transforms_part(codec)[1]
+    except CodecError:
+        return codec.sha256
+
+
+def kodak_run(names: list[str], count: int, qualities: list[int], reference_every: int) -> dict:
     import torch
 
     from cps_tiles.coding.bitstream import ChunkCoder
     from cps_tiles.transforms.integer import IntegerLinear
     from cps_tiles.transforms.weights import load_codec
 
-    m8, m9 = load_codec(R8).model, load_codec(R9).model
-    pending = []  # (r9 chunk, its latent) for the reference, decoded after the timed sections
-    c8, c9 = ChunkCoder(m8), ChunkCoder(m9)
-    out = {q: {"bytes8": 0, "bytes9": 0, "psnr": [], "bpp8": [], "bpp9": []} for q in qualities}
-    t8 = t9 = tb8 = tb9 = tp9 = 0.0
-    chunks = 0
-    products = timed(IntegerLinear, "accumulate")  # the integer networks' products alone, in r9's batched decode
+    codecs = {n: load_codec(n) for n in names}
+    coders = {n: ChunkCoder(c.model) for n, c in codecs.items()}
+    groups: dict[str, list[str]] = {}
+    for n, c in codecs.items():
+        groups.setdefault(transforms_key(c), []).append(n)
+    common = [q for q in qualities if all(q <= c.model.config.levels for c in codecs.values())]
+    stats = {n: {"one": 0.0, "many": 0.0, "products": 0.0, "chunks": 0, "bytes": {}, "bpp": {}, "psnr": {}} for n in names}
+    pending = []  # (codec name, chunk, latent) for the reference, decoded after the timed sections
+    seen: dict[str, int] = {}  # an integer codec's chunks so far
+    products = timed(IntegerLinear, "accumulate")  # the integer networks' products alone, in the batched decode
     for path in kodak_images(count):
         a = load_rgb(path)
         x = torch.from_numpy(a.transpose(2, 0, 1).copy()).float()[None] / 255
-        with torch.inference_mode():
-            y = m9.analysis(x)
-        for q in qualities:
-            y_hat = m9.quantize(y, q)[0].numpy()
-            n8 = n9 = 0
-            blocks, datas8, datas9 = [], [], []
-            for i in range(0, y_hat.shape[1], 16):
-                for j in range(0, y_hat.shape[2], 16):
-                    block = y_hat[:, i : i + 16, j : j + 16]
-                    d8, d9 = c8.encode(block, q), c9.encode(block, q)
-                    s = time.perf_counter()
-                    b8 = c8.decode(d8)[0]
-                    m = time.perf_counter()
-                    b9 = c9.decode(d9)[0]
-                    t8, t9 = t8 + m - s, t9 + time.perf_counter() - m
-                    assert np.array_equal(b8, block) and np.array_equal(b9, block), (path.name, q, i, j)
-                    if reference:
-                        pending.append((d9, block))
-                    chunks += 1
-                    n8, n9 = n8 + len(d8), n9 + len(d9)
-                    blocks.append(block)
-                    datas8.append(d8)
-                    datas9.append(d9)
-            # the image's chunks together, as a store's region read decodes them
-            s = time.perf_counter()
-            got8 = c8.decode_many(datas8)
-            m = time.perf_counter()
-            products.clear()
-            got9 = c9.decode_many(datas9)
-            e = time.perf_counter()
-            tb8, tb9, tp9 = tb8 + m - s, tb9 + e - m, tp9 + sum(products)
-            assert all(np.array_equal(g[0], b) for g, b in zip(got8 + got9, blocks + blocks)), (path.name, q)
+        pixels = a.shape[0] * a.shape[1]
+        for members in groups.values():
+            model = codecs[members[0]].model
             with torch.inference_mode():
-                img = (m9.synthesis(torch.from_numpy(y_hat)[None], q)[0].clamp(0, 1) * 255).round().byte()
-            pixels = a.shape[0] * a.shape[1]
-            cell = out[q]
-            cell["bytes8"] += n8
-            cell["bytes9"] += n9
-            cell["bpp8"].append(8 * n8 / pixels)
-            cell["bpp9"].append(8 * n9 / pixels)
-            cell["psnr"].append(psnr(img.permute(1, 2, 0).numpy(), a))
+                y = model.analysis(x)
+            for q in [q for q in qualities if q <= model.config.levels]:
+                timed_q = q in common
+                y_hat = model.quantize(y, q)[0].numpy()
+                blocks = [y_hat[:, i : i + 16, j : j + 16] for i in range(0, y_hat.shape[1], 16)
+                          for j in range(0, y_hat.shape[2], 16)]
+                datas = {n: [coders[n].encode(b, q) for b in blocks] for n in members}
+                for k, block in enumerate(blocks):
+                    for n in members:  # alternating chunk by chunk
+                        s = time.perf_counter()
+                        got = coders[n].decode(datas[n][k])[0]
+                        if timed_q:
+                            stats[n]["one"] += time.perf_counter() - s
+                            stats[n]["chunks"] += 1
+                        assert np.array_equal(got, block), (n, path.name, q, k)
+                        if codecs[n].model.integer is not None:
+                            seen[n] = seen.get(n, 0) + 1
+                            if reference_every and (seen[n] - 1) % reference_every == 0:
+                                pending.append((n, datas[n][k], block))
+                for n in members:  # the image's chunks together, as a store's region read decodes them
+                    products.clear()
+                    s = time.perf_counter()
+                    got = coders[n].decode_many(datas[n])
+                    if timed_q:
+                        stats[n]["many"] += time.perf_counter() - s
+                        stats[n]["products"] += sum(products)
+                    assert all(np.array_equal(g[0], b) for g, b in zip(got, blocks)), (n, path.name, q)
+                with torch.inference_mode():
+                    img = (model.synthesis(torch.from_numpy(y_hat)[None], q)[0].clamp(0, 1) * 255).round().byte()
+                quality_psnr = psnr(img.permute(1, 2, 0).numpy(), a)
+                for n in members:
+                    size = sum(map(len, datas[n]))
+                    stats[n]["bytes"][q] = stats[n]["bytes"].get(q, 0) + size
+                    stats[n]["bpp"].setdefault(q, []).append(8 * size / pixels)
+                    stats[n]["psnr"].setdefault(q, []).append(quality_psnr)
         print(f"{path.name} done", flush=True)
-    return {"per_quality": out, "ms8": 1000 * t8 / chunks, "ms9": 1000 * t9 / chunks, "batch8": 1000 * tb8 / chunks,
-            "batch9": 1000 * tb9 / chunks, "products9": 1000 * tp9 / chunks, "chunks": chunks,
-            "pending": pending}
+    return {"stats": stats, "groups": list(groups.values()), "common": common, "pending": pending, "seen": seen}
 
 
 def timed(cls: type, name: str) -> list[float]:
@@ -121,63 +143,83 @@ def timed(cls: type, name: str) -> list[float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--codecs", nargs="+", default=["cps-n96m160-r8", "cps-n96m160-r9"],
+                   help="the first is the speed baseline")
     p.add_argument("--images", type=int, default=24)
     p.add_argument("--qualities", default="1,2,3,4,5,6,7,8")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: what each of the tile server's default workers gets on 2 cores)")
-    p.add_argument("--no-reference", dest="reference", action="store_false", help="skip the numpy reference decodes")
+    p.add_argument("--reference-every", type=int, default=1,
+                   help="check every n-th chunk of each integer codec with the numpy reference (0: none)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "integer_entropy.md")
     a = p.parse_args()
     import torch
 
+    from cps_tiles.transforms.weights import load_codec
+
     torch.set_num_threads(a.threads)
     os.environ["OMP_NUM_THREADS"] = str(a.threads)
     qualities = [int(q) for q in a.qualities.split(",")]
-    k = kodak_run(a.images, qualities, a.reference)
-    mps = store_decode_mps({R8: (R8, 5.0), R9: (R9, 5.0)}, 2048, 2)
+    names = a.codecs
+    k = kodak_run(names, a.images, qualities, a.reference_every)
+    mps = store_decode_mps({n: (n, 5.0) for n in names}, 2048, 2)
     print("timed sections done; the reference decodes follow", flush=True)
-    if a.reference:
+    agreed = {}
+    if k["pending"]:
         from cps_tiles.coding.reference import reference_decode
-        from cps_tiles.transforms.weights import load_codec
 
-        m9 = load_codec(R9).model
-        k["agreed"] = sum(np.array_equal(reference_decode(m9, d), block) for d, block in k["pending"])
-    rows, r8c, r9c = [], {"bpp": [], "psnr": []}, {"bpp": [], "psnr": []}
-    for q, c in k["per_quality"].items():
-        p_mean = float(np.mean(c["psnr"]))
-        r8c["bpp"].append(float(np.mean(c["bpp8"])))
-        r9c["bpp"].append(float(np.mean(c["bpp9"])))
-        r8c["psnr"].append(p_mean)
-        r9c["psnr"].append(p_mean)
-        rows.append([q, f"{p_mean:.3f}", f"{r8c['bpp'][-1]:.4f}", f"{r9c['bpp'][-1]:.4f}",
-                     f"{100 * (c['bytes9'] / c['bytes8'] - 1):+.2f}%"])
-    bd = bd_rate(r8c, r9c)
+        for n, data, block in k["pending"]:
+            agreed[n] = agreed.get(n, 0) + bool(np.array_equal(reference_decode(load_codec(n).model, data), block))
+    st = k["stats"]
+    sections = []
+    for members in k["groups"]:
+        if len(members) < 2:
+            continue
+        first, qs = members[0], sorted(st[members[0]]["bytes"])
+        rows, curves = [], {}
+        for n in members:
+            curves[n] = {"bpp": [float(np.mean(st[n]["bpp"][q])) for q in qs],
+                         "psnr": [float(np.mean(st[n]["psnr"][q])) for q in qs]}
+        for i, q in enumerate(qs):
+            rows.append([q, f"{curves[first]['psnr'][i]:.3f}"] + [f"{curves[n]['bpp'][i]:.4f}" for n in members]
+                        + [f"{100 * (st[n]['bytes'][q] / st[first]['bytes'][q] - 1):+.2f}%" for n in members[1:]])
+        sections += [
+            md_table(["quality", "PSNR (dB)"] + [f"{short(n)} bpp" for n in members]
+                     + [f"{short(n)} bytes vs {short(first)}" for n in members[1:]], rows), "",
+            *[f"**BD-rate of {short(n)} against {short(first)}: {bd_rate(curves[first], curves[n]):+.2f}%** "
+              f"(PCHIP over qualities {', '.join(map(str, qs))})." for n in members[1:]], ""]
+    base = names[0]
+    speed_rows = []
+    for n in names:
+        s = st[n]
+        one, many = 1000 * s["one"] / s["chunks"], 1000 * s["many"] / s["chunks"]
+        b_one, b_many = (1000 * st[base][t] / st[base]["chunks"] for t in ("one", "many"))
+        model = load_codec(n).model
+        speed_rows.append([f"{n} ({ARITHMETIC[model.config.entropy]})", f"{one:.1f}", f"{one / b_one:.2f}",
+                           f"{many:.1f}", f"{many / b_many:.2f}",
+                           f"{1000 * s['products'] / s['chunks']:.1f}" if model.integer is not None else "",
+                           f"{mps[n]:.3f}", f"{mps[n] / mps[base]:.2f}"])
+    total = {n: sum(1 for c in k["pending"] if c[0] == n) for n in names}
     cmd = "python benchmarks/integer_entropy.py" + "".join(f" {x}" for x in sys.argv[1:])
     lines = [
-        "# Integer entropy codec (r9) against r8", "",
+        f"# Integer entropy codecs against {short(base)}: {', '.join(short(n) for n in names[1:])}", "",
         f"Command: `{cmd}` (commit {git_rev()}); {a.images} Kodak images; machine: {machine()}. "
         "Method: the script's docstring.", "",
         "## Bits", "",
-        "The same latents (same decoded images) coded by both codecs; bpp counts the chunk bitstreams only "
-        "(what a store adds per pixel is the same for both).", "",
-        md_table(["quality", "PSNR (dB)", "r8 bpp", "r9 bpp", "r9 bytes vs r8"], rows), "",
-        f"**BD-rate of r9 against r8: {bd:+.2f}%** (PCHIP over qualities {a.qualities}).", "",
+        "Codecs with the same transforms code the same latents (so decode to the same images); bpp counts the chunk "
+        "bitstreams only (what a store adds per pixel is the same for all).", "",
+        *sections,
         "## Exactness", "",
-        f"{k['chunks']} chunks: every one decoded to its latent by both codecs"
-        + (f"; the numpy int64 reference decoded {k['agreed']} of {k['chunks']} r9 chunks to the same latent."
-           if a.reference else "."), "",
+        "Every chunk decoded to its latent by its codec. The numpy int64 reference decoded "
+        + "; ".join(f"{agreed.get(n, 0)} of the {total[n]} {short(n)} chunks it checked (of {k['seen'][n]})"
+                    for n in names if total[n]) + " to the same latent.", "",
         "## Decoding speed", "",
-        md_table(["", "r8 (float64 networks, Gaussian coder)", "r9 (integer networks, tables)", "r9 / r8"], [
-            ["entropy decoding, ms per 256-px chunk, one chunk at a time (`decode`)", f"{k['ms8']:.1f}",
-             f"{k['ms9']:.1f}", f"{k['ms9'] / k['ms8']:.2f}"],
-            ["entropy decoding, ms per 256-px chunk, an image's chunks together (`decode_many`)", f"{k['batch8']:.1f}",
-             f"{k['batch9']:.1f}", f"{k['batch9'] / k['batch8']:.2f}"],
-            ["whole-store decode, 2048 x 2048, MP/s", f"{mps[R8]:.3f}", f"{mps[R9]:.3f}", f"{mps[R9] / mps[R8]:.2f}"]]),
-        "",
-        f"Of r9's {k['batch9']:.1f} ms per chunk together, {k['products9']:.1f} ms are the integer networks' "
-        "products (`IntegerLinear.accumulate`: the float32 matrix products and their exact float64 sums), "
-        f"against a target of {k['ms8'] / 4:.1f} ms (a quarter of r8's one-chunk time).",
-        "",
+        f"Entropy decoding in ms per 256-px chunk, at qualities {', '.join(map(str, k['common']))} (each codec the "
+        f"same chunks, {st[base]['chunks']} of them); ratios against {short(base)} in this run.", "",
+        md_table(["codec", "one chunk at a time (`decode`)", "vs " + short(base), "an image's chunks together "
+                  "(`decode_many`)", "vs " + short(base), "of which the networks' products", "whole-store decode, "
+                  "2048 x 2048, MP/s", "vs " + short(base)], speed_rows), "",
+        f"A quarter of {short(base)}'s one-chunk time is {1000 * st[base]['one'] / st[base]['chunks'] / 4:.1f} ms.", "",
     ]
     a.out.write_text("\n".join(lines))
     print("\n".join(lines))

@@ -4,8 +4,9 @@ Layout (little endian)::
 
     offset size  field
     0      4     magic b"CPSC"
-    4      1     format version: 1, float entropy networks (cps-v1..v3 codecs), or 2, integer
-                 entropy networks and table coding (cps-v4; :mod:`cps_tiles.coding.tables`)
+    4      1     format version: 1, float entropy networks (cps-v1..v3 codecs); 2, integer
+                 entropy networks and table coding (cps-v4; :mod:`cps_tiles.coding.tables`);
+                 3, the same with int8 spatial convolutions (cps-v5)
     5      1     flags (0; reserved)
     6      2     quality * 100 (100 .. 100 * the codec's quality levels)
     8      2     M, latent channels
@@ -18,7 +19,7 @@ Layout (little endian)::
     26     z_len z stream: ANS, factorized density, z_hat [Nz, ceil(h/b), ceil(w/b)], b the
                  hyperprior block (4 cells: ``Geometry.hyper_block``)
     ..     y_len y stream: ANS, y_hat [M, h, w]: version 1 a Gaussian conditional over [y_lo, y_hi],
-                 version 2 the stored tables
+                 versions 2 and 3 the stored tables
     -4     4     CRC32 of all preceding bytes
 
 The hyperprior of a chunk comes from that chunk alone (``z = h_a(y_hat / gain)``, the block edge-
@@ -29,7 +30,7 @@ every field before it allocates anything, bounds the declared shape, and reports
 Version 1: the means/scales fed to the coder come from ``h_s`` (and, for a codec with a channel
 context, the context networks, slice after slice: :mod:`cps_tiles.transforms.context`) evaluated in
 float64, then snapped to fixed grids (see :mod:`cps_tiles.coding.entropy`): encoder and decoder agree
-unless a last-bit difference straddles a grid line. Version 2: integer sigma classes and means from
+unless a last-bit difference straddles a grid line. Versions 2 and 3: integer sigma classes and means from
 exact integer networks (:mod:`cps_tiles.transforms.integer`) select stored tables: they agree on every
 machine, by construction. The y stream is one ANS stream either way, its symbols in ``[M, h, w]`` order, except
 that a spatial context (cps-v3 codecs) codes each slice's checkerboard anchors before its other cells.
@@ -56,7 +57,7 @@ from .tables import TableCoder
 
 MAGIC = b"CPSC"
 #: chunk format version by the arithmetic of the codec's entropy networks
-VERSIONS = {"float": 1, "integer": 2}
+VERSIONS = {"float": 1, "integer": 2, "integer8": 3}
 _HEADER = struct.Struct("<4sBBHHHHhhII")
 #: Largest chunk side in latent cells (2048 pixels): bounds memory and time of a forged header.
 MAX_CELLS = 128

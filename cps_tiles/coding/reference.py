@@ -21,6 +21,7 @@ from ..transforms.geometry import Geometry
 from ..transforms.integer import (
     ACT,
     CODE_ONE,
+    CONV_FORMATS,
     EXP2_BITS,
     GAIN_BITS,
     INPUT_SHIFT,
@@ -72,7 +73,10 @@ def _conv(p: dict[str, np.ndarray], x: np.ndarray, first: int, k: int) -> np.nda
 class ReferenceEntropy:
     """The integer entropy model from a codec's stored parameters (``model.integer.state_dict()``)."""
 
-    def __init__(self, state: dict, M: int, slices: int, levels: int, spatial: int) -> None:
+    def __init__(self, state: dict, M: int, slices: int, levels: int, spatial: int, entropy: str = "integer") -> None:
+        """``entropy``: the codec's arithmetic (``ModelConfig.entropy``), which sets the convolutions'
+        input format (``CONV_FORMATS``)."""
+        self.conv_format = CONV_FORMATS[entropy]
         arrays = {k: np.asarray(v).astype(np.int64) for k, v in state.items()}
         self.M, self.slices, self.width, self.levels, self.k = M, slices, M // slices, levels, spatial
 
@@ -87,10 +91,10 @@ class ReferenceEntropy:
 
     @classmethod
     def of(cls, model) -> ReferenceEntropy:
-        """From a loaded cps-v4 :class:`~cps_tiles.transforms.model.CPSModel`."""
+        """From a loaded cps-v4 or cps-v5 :class:`~cps_tiles.transforms.model.CPSModel`."""
         c = model.config
         state = {k: v.numpy() for k, v in model.integer.state_dict().items()}
-        return cls(state, c.M, c.slices, c.levels, c.spatial)
+        return cls(state, c.M, c.slices, c.levels, c.spatial, c.entropy)
 
     def _exp2(self, x: np.ndarray) -> np.ndarray:
         e, frac = x >> GAIN_BITS, x & ((1 << GAIN_BITS) - 1)
@@ -131,7 +135,9 @@ class ReferenceEntropy:
         codes = np.broadcast_to(code, (n, self.levels))
         rows, cols = np.divmod(np.arange(n), w)
         anchor = (rows + cols) % 2 == 0
-        u = np.zeros((m_ch, h, w), dtype=np.int64)
+        u = np.zeros((m_ch, h, w), dtype=np.int64)  # y_hat / gain, Q4: the channel nets' input
+        uc = np.zeros((m_ch, h, w), dtype=np.int64)  # the same in the convolutions' format
+        fmt = self.conv_format
         to_input = lambda x: np.clip(x >> INPUT_SHIFT, -ACT, ACT)  # noqa: E731
         hyper_in = [to_input(mean.reshape(m_ch, n).T), to_input(log.reshape(m_ch, n).T)]
         for k in range(self.slices):
@@ -142,10 +148,10 @@ class ReferenceEntropy:
             slice_mean = np.clip(mean[cut].reshape(wd, n).T + x[:, :wd], -MEAN_MAX, MEAN_MAX)
             slice_log = np.clip(log[cut].reshape(wd, n).T + x[:, wd:], LOG_MIN, LOG_MAX)
             conv = self.convs[k]
-            shared = _conv(conv, u[: k * wd], 0, self.k)
+            shared = _conv(conv, uc[: k * wd], 0, self.k)
             for half in (0, 1):
                 cells = np.flatnonzero(anchor == (half == 0))
-                acc = shared + (_conv(conv, u[cut] * anchor.reshape(h, w), k * wd, self.k) if half else 0)
+                acc = shared + (_conv(conv, uc[cut] * anchor.reshape(h, w), k * wd, self.k) if half else 0)
                 feat = _requant(conv, acc, True)[cells]
                 x = np.concatenate([feat, to_input(slice_mean[cells]), to_input(slice_log[cells]), codes[cells],
                                     np.full((len(cells), 1), half, dtype=np.int64)], axis=1)
@@ -160,12 +166,13 @@ class ReferenceEntropy:
                 flat = (np.arange(k * wd, (k + 1) * wd)[:, None] * n + cells[None, :]).ravel()
                 values = yield flat, cls.reshape(1, -1), mean3.reshape(1, -1)  # a batch of one, as the fast path
                 y = np.asarray(values, dtype=np.int64).reshape(wd, len(cells))
-                unit = (y * inv_gain[cut, None] + (1 << (GAIN_BITS - U_BITS - 1))) >> (GAIN_BITS - U_BITS)
-                u[cut].reshape(wd, n)[:, cells] = np.clip(unit, -ACT, ACT)
+                for out, bits, bound in ((u, U_BITS, ACT), (uc, fmt.u_bits, fmt.act)):
+                    unit = (y * inv_gain[cut, None] + (1 << (GAIN_BITS - bits - 1))) >> (GAIN_BITS - bits)
+                    out[cut].reshape(wd, n)[:, cells] = np.clip(unit, -bound, bound)
 
 
 def reference_decode(model, data: bytes) -> np.ndarray:
-    """Decode one chunk of a cps-v4 ``model`` with the reference parameters -> y_hat int16
+    """Decode one chunk of a cps-v4 or cps-v5 ``model`` with the reference parameters -> y_hat int16
     ``[M, h, w]``. Header checks, the z stream and the y stream's ANS coder and tables are the
     codec's own (:class:`~cps_tiles.coding.bitstream.ChunkCoder`); only the parameters differ.
     Builds its coder each call: a checking tool, not a decoder."""

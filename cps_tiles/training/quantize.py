@@ -4,7 +4,7 @@ quantize-context --init CODEC --out DIR --name NAME DATA_DIR...``.
 Post-training quantization of the hyper synthesis and the channel and spatial context of a cps-v3
 codec (transforms, ``h_a`` and the z tables unchanged, so every decoded image stays the same;
 only the rate moves). Per layer: each input column's fixed-point unit is folded into the weights,
-each output row gets a scale (its largest weight maps to ``WEIGHT_MAX``), and the output's unit is the
+each output row gets a scale (its largest weight maps to the layer's ``weight_max``), and the output's unit is the
 format the spec fixes (means Q6, log2 sigma Q8, raw scale Q5) or, for a hidden layer, the
 activation's range on the calibration latents (``--cells`` crops of the training images at every
 quality) spread over ``ACT``. The coding tables are built here, once, and stored.
@@ -28,6 +28,7 @@ from ..errors import CodecError
 from ..transforms.integer import (
     ACT,
     CODE_ONE,
+    CONV_FORMATS,
     EXP2_BITS,
     GAIN_BITS,
     INPUT_SHIFT,
@@ -35,7 +36,6 @@ from ..transforms.integer import (
     MEAN_BITS,
     RAW_BITS,
     U_BITS,
-    WEIGHT_MAX,
     IntegerLinear,
     log_table_values,
 )
@@ -58,7 +58,7 @@ def quantize_layer(layer: IntegerLinear, weight: torch.Tensor, bias: torch.Tenso
     """Set ``layer``'s buffers from a float layer ``weight [O, K]``, ``bias [O]``, the real value of
     one unit of each input ``unit_in [K]`` and of each output ``unit_out [O]``."""
     w = weight.double() * unit_in.double()
-    scale = (w.abs().amax(1) / WEIGHT_MAX).clamp_min(1e-30)
+    scale = (w.abs().amax(1) / layer.weight_max).clamp_min(1e-30)
     ratio = scale / unit_out.double()
     shift = max(1, _MULT_BITS - math.ceil(math.log2(float(ratio.max()))))
     layer.weight.copy_(torch.round(w / scale[:, None]).to(torch.int16))
@@ -127,14 +127,16 @@ def activation_units(model: CPSModel, latents: list[torch.Tensor], cells: int, s
     return {name: float(np.quantile(torch.cat(v).numpy(), 0.99999)) / ACT for name, v in samples.items()}
 
 
-def quantize_entropy(base: CPSModel, units: dict[str, float]) -> CPSModel:
-    """A cps-v4 model: ``base``'s transforms, its entropy networks quantized (see the module docstring)."""
+def quantize_entropy(base: CPSModel, units: dict[str, float], entropy: str = "integer") -> CPSModel:
+    """A cps-v4 (``entropy`` "integer") or cps-v5 ("integer8") model: ``base``'s transforms, its entropy
+    networks quantized (see the module docstring)."""
     cfg = base.config
-    model = CPSModel(ModelConfig(**{**cfg.to_dict(), "entropy": "integer"}))
+    model = CPSModel(ModelConfig(**{**cfg.to_dict(), "entropy": entropy}))
     state = {k: v for k, v in base.state_dict().items() if not k.startswith("context.")}
     missing = model.load_state_dict(state, strict=False).missing_keys
     assert all(k.startswith("integer.") for k in missing), missing
     ie, ctx, M, L, w = model.integer, base.context, cfg.M, cfg.levels, cfg.M // cfg.slices
+    conv_in = 2.0 ** -CONV_FORMATS[entropy].u_bits  # real value of one unit of the convolutions' input
 
     up1, up2, out = ie.hyper_layers
     quantize_layer(up1, *_up(base.h_s[0]), _units((cfg.Nz, 1.0)), _units((4 * cfg.N, units["hyper.1"])))
@@ -149,7 +151,7 @@ def quantize_entropy(base: CPSModel, units: dict[str, float]) -> CPSModel:
                        _units((cfg.context_hidden, units[f"nets.{k}.3"])))
         quantize_layer(net[2], *_conv(fnet[4]), _units((cfg.context_hidden, units[f"nets.{k}.3"])), params_out)
         sh = cfg.spatial_hidden
-        quantize_layer(ie.convs[k], *_conv(ctx.convs[k]), _units((ie.convs[k].weight.shape[1], U_IN)),
+        quantize_layer(ie.convs[k], *_conv(ctx.convs[k]), _units((ie.convs[k].weight.shape[1], conv_in)),
                        _units((sh, units[f"convs.{k}"])))
         head, fhead = ie.heads[k], ctx.heads[k]
         quantize_layer(head[0], *_conv(fhead[0]),
@@ -174,6 +176,9 @@ def main(argv: list[str] | None = None, parser: type[argparse.ArgumentParser] = 
     p.add_argument("--name", required=True, help="the new codec's name")
     p.add_argument("--cells", type=int, default=16, help="calibration crop side in latent cells")
     p.add_argument("--images", type=int, default=0, help="calibration images (the first, sorted; 0: all)")
+    p.add_argument("--entropy", choices=("integer", "integer8"), default="integer",
+                   help="integer: every layer 10-bit (cps-v4); integer8: the spatial convolutions in 7-bit operands, "
+                   "computed as int8 products (cps-v5, faster to decode)")
     args = p.parse_args(argv)
     base = load_codec(args.init)
     if base.model.context is None or not base.model.config.spatial:
@@ -182,7 +187,7 @@ def main(argv: list[str] | None = None, parser: type[argparse.ArgumentParser] = 
     images = load_training_images([Path(d) for d in args.data], args.cells * 16)[: args.images or None]
     latents = [y for y in image_latents(base.model, images) if min(y.shape[1:]) >= args.cells]
     units = activation_units(base.model, latents, args.cells)
-    model = quantize_entropy(base.model, units)
+    model = quantize_entropy(base.model, units, args.entropy)
     base_training = json.loads((base.path / "codec.json").read_text()).get("training", {})
     save_codec_parts(model, args.out, args.name, base, "integer.", {**base_training, "integer_entropy": {
         "init": {"name": base.name, "sha256": base.sha256},

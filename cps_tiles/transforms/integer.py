@@ -26,6 +26,16 @@ integer weights ``W`` (a per-output-channel scale folded into ``mult``), ``act``
 ReLU ``x >= 0 ? x : (41 x) >> 12`` or none, and activations bounded by ``ACT``. ``>>`` is a floor
 (arithmetic) shift and ``//`` a floor division, everywhere.
 
+The spatial convolutions carry most of the products (about two thirds of them). Their operands
+have a format of their own, ``CONV_FORMATS[arithmetic]``: in ``"integer"`` codecs (cps-v4) the
+other layers' (u Q4 within ``ACT``, 10-bit weights); in ``"integer8"`` codecs (cps-v5) 7-bit
+operands, u Q1 within +-63 and weights within +-63, whose products run as int8 x int8 -> int32
+matrix products (``torch._int_mm``). 7 bits, not 8: without VNNI, x86 int8 kernels multiply an
+unsigned byte (the signed one plus 128) by a signed one and add pairs in a saturating 16-bit
+``vpmaddubsw``; with both operands within 63 a pair stays within 2 * 191 * 63 < 2^15, so no kernel
+saturates (``benchmarks/int8_products.md`` shows 8-bit operands going wrong there). The int32
+sums are bounded below 2^31 by ``IntegerLinear.check``.
+
 The fast path carries these integers in floating point, so that torch's BLAS does the products.
 A float of p mantissa bits represents every integer below 2^p exactly, and a sum or product of
 such integers whose result stays below 2^p is computed exactly, in any order, with or without
@@ -43,6 +53,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -67,6 +78,8 @@ CODE_ONE = 100
 GAIN_BITS, EXP2_BITS = 16, 10
 #: Largest weight magnitude (10-bit weights, stored as int16).
 WEIGHT_MAX = 511
+#: Largest operand of an exact int8 product (see the module docstring) and largest int32 sum.
+INT8_EXACT, INT32_EXACT = 63, 1 << 31
 #: Integers float32 and float64 hold exactly: every partial sum stays below these.
 FLOAT32_EXACT, FLOAT64_EXACT = 1 << 24, 1 << 53
 
@@ -78,6 +91,32 @@ SIGMA_CLASSES, SIGMA_LOG0, SIGMA_STEP = 64, -815, 48
 #: from there on the fraction changes the distribution too little and the mean is rounded instead.
 MEAN_FRAC_BITS = 3
 FLAT_CLASS = -(-((2 << 8) - SIGMA_LOG0) // SIGMA_STEP)
+
+
+@dataclass(frozen=True)
+class ConvFormat:
+    """Operands of the spatial context's convolutions: their input is u = y_hat / gain in Q``u_bits``,
+    clipped to ``+-act``, and their weights lie within ``+-weight_max``."""
+
+    u_bits: int
+    act: int
+    weight_max: int
+
+    @property
+    def int8(self) -> bool:
+        """Whether the products run as exact int8 products (both operands within ``INT8_EXACT``)."""
+        return max(self.act, self.weight_max) <= INT8_EXACT
+
+
+#: The convolutions' operands by entropy arithmetic (``ModelConfig.entropy``).
+CONV_FORMATS = {"integer": ConvFormat(U_BITS, ACT, WEIGHT_MAX), "integer8": ConvFormat(1, INT8_EXACT, INT8_EXACT)}
+
+
+def unit_latent(y: torch.Tensor, inv_gain: torch.Tensor, bits: int, bound: int) -> torch.Tensor:
+    """y_hat / gain in Q``bits`` within ``+-bound``: ``clip((y * inv_gain + 2^(15 - bits)) >> (16 - bits))``
+    on float64-carried integers (``inv_gain`` Q16; every product stays far below 2^53)."""
+    shift = GAIN_BITS - bits
+    return _floor_shift(y * inv_gain + float(1 << (shift - 1)), shift).clamp_(-bound, bound)
 
 
 def class_log(c: int) -> int:
@@ -144,13 +183,18 @@ def full_precision() -> Iterator[None]:
 class IntegerLinear(nn.Module):
     """One integer layer ``[N, K] -> [N, O]`` (integers carried in float64): see the module docstring.
 
-    Buffers (the codec's weights): ``weight`` int16 ``[O, K]`` (``|w| <= WEIGHT_MAX``), ``bias`` and
+    Buffers (the codec's weights): ``weight`` int16 ``[O, K]`` (``|w| <= weight_max``), ``bias`` and
     ``mult`` int64 ``[O]`` (accumulator units, and the requantizing multiplier), ``shift`` int64
     ``[]``. ``bounds`` ``[K]`` (not stored: the architecture's input bounds) make the exactness proof.
+    With ``weight_max`` and every bound within ``INT8_EXACT``, the products run as int8 products on
+    the CPU (``accumulate``).
     """
 
-    def __init__(self, inputs: int, outputs: int, bounds: list[int], activation: bool) -> None:
+    def __init__(self, inputs: int, outputs: int, bounds: list[int], activation: bool,
+                 weight_max: int = WEIGHT_MAX) -> None:
         super().__init__()
+        self.weight_max = weight_max
+        self.int8 = max(weight_max, *bounds) <= INT8_EXACT
         self.register_buffer("weight", torch.zeros(outputs, inputs, dtype=torch.int16))
         self.register_buffer("bias", torch.zeros(outputs, dtype=torch.int64))
         self.register_buffer("mult", torch.ones(outputs, dtype=torch.int64))
@@ -160,14 +204,17 @@ class IntegerLinear(nn.Module):
         self.bounds = torch.tensor(bounds, dtype=torch.int64)
         self.activation = activation
         self._carried: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._groups: dict[tuple[int, int], list[tuple[int, int, torch.Tensor]]] = {}
+        self._groups: dict[tuple[int, int, int, bool], list[tuple[int, int, torch.Tensor]]] = {}
 
     def check(self) -> None:
         """Prove that every accumulator and requantizing product stays below 2^53 (else ValueError);
         the float32 groups are proven as they are made (``exact_groups``)."""
-        if int(self.weight.abs().max()) > WEIGHT_MAX or int(self.mult.min()) < 0 or not 1 <= int(self.shift) < 62:
+        if int(self.weight.abs().max()) > self.weight_max or int(self.mult.min()) < 0 or not 1 <= int(self.shift) < 62:
             raise ValueError("integer layer parameters out of range")
-        acc = (self.weight.abs().to(torch.int64) * self.bounds).sum(1) + self.bias.abs()  # |x @ W.T + bias|
+        products = (self.weight.abs().to(torch.int64) * self.bounds).sum(1)  # |x @ W.T|
+        if self.int8 and int(products.max()) >= INT32_EXACT:
+            raise ValueError("an int8 layer's products can reach 2^31: not exact in int32")
+        acc = products + self.bias.abs()  # |x @ W.T + bias|
         worst = max(int(a) * int(m) for a, m in zip(acc, self.mult)) + (1 << (int(self.shift) - 1))
         if worst >= FLOAT64_EXACT:
             raise ValueError(f"an integer layer can reach {worst} >= 2^53: not exact in float64")
@@ -185,17 +232,19 @@ class IntegerLinear(nn.Module):
             self._carried = (offset, self.mult.double() * unit)
         return self._carried
 
-    def _plan(self, lo: int, hi: int, taps: int) -> list[tuple[int, int, torch.Tensor]]:
-        """The exact float32 groups of columns ``lo:hi``, each with its weights ``[k, O]``; with
-        ``taps`` > 1 the block's columns (channel, tap) are taken in (tap, channel) order."""
-        if (lo, hi, taps) not in self._groups:
+    def _plan(self, lo: int, hi: int, taps: int, int8: bool = False) -> list[tuple[int, int, torch.Tensor]]:
+        """The exact float32 groups of columns ``lo:hi``, each with its weights ``[k, O]``, or with
+        ``int8`` one group, its weights int8 (exact whole: ``check``); with ``taps`` > 1 the block's
+        columns (channel, tap) are taken in (tap, channel) order."""
+        if (lo, hi, taps, int8) not in self._groups:
             w, bounds = self.weight[:, lo:hi], self.bounds[lo:hi]
             if taps > 1:
                 w = w.reshape(w.shape[0], -1, taps).transpose(1, 2).reshape(w.shape[0], -1)
                 bounds = bounds.view(-1, taps).t().reshape(-1)
-            self._groups[(lo, hi, taps)] = [(a, b, w[:, a:b].t().float().contiguous())
-                                            for a, b in exact_groups(w, bounds)]
-        return self._groups[(lo, hi, taps)]
+            self._groups[(lo, hi, taps, int8)] = ([(0, w.shape[1], w.t().to(torch.int8).contiguous())] if int8 else
+                                                  [(a, b, w[:, a:b].t().float().contiguous())
+                                                   for a, b in exact_groups(w, bounds)])
+        return self._groups[(lo, hi, taps, int8)]
 
     def accumulate(self, x: torch.Tensor, lo: int = 0, hi: int | None = None, taps: int = 1,
                    final: bool = False) -> torch.Tensor:
@@ -203,9 +252,13 @@ class IntegerLinear(nn.Module):
         exact. ``taps``: the block is a convolution's (channel, tap) columns, and ``x`` has them in
         (tap, channel) order (``_patches``). ``final``: the caller adds nothing to the result, so a
         block of one exact group may come back as its float32 product (exact; ``requantize`` reads it
-        into float64)."""
+        into float64). An int8 layer on the CPU takes ``x`` as int8 and multiplies in int8 -> int32
+        (``torch._int_mm``); elsewhere it takes the float32 path, its weights split into exact groups."""
+        hi = self.weight.shape[1] if hi is None else hi
+        if self.int8 and x.device.type == "cpu":
+            return torch._int_mm(x.to(torch.int8), self._plan(lo, hi, taps, True)[0][2]).double()
         x32 = x.float()
-        groups = self._plan(lo, self.weight.shape[1] if hi is None else hi, taps)
+        groups = self._plan(lo, hi, taps)
         out = x32[:, groups[0][0] : groups[0][1]] @ groups[0][2]
         if final and len(groups) == 1:
             return out
@@ -259,11 +312,13 @@ class IntegerEntropy(nn.Module):
     parts of a chunk in turn, each part's symbol parameters from the values before it)."""
 
     def __init__(self, M: int, N: int, Nz: int, slices: int, hidden: int, levels: int, spatial: int,
-                 spatial_hidden: int, z_support: int) -> None:
+                 spatial_hidden: int, z_support: int, conv: ConvFormat = CONV_FORMATS["integer"]) -> None:
+        """``conv``: the spatial convolutions' operand format (``CONV_FORMATS``)."""
         super().__init__()
         if not (slices and spatial):
             raise ValueError("the integer entropy model has a channel and a spatial context")
         self.M, self.slices, self.width, self.levels, self.spatial = M, slices, M // slices, levels, spatial
+        self.conv_format = conv
         w, taps = self.width, spatial * spatial
         self.hyper_layers = nn.ModuleList([
             IntegerLinear(Nz, 4 * N, [z_support] * Nz, True),
@@ -271,8 +326,8 @@ class IntegerEntropy(nn.Module):
             IntegerLinear(3 * M // 2, 2 * M, [ACT] * (3 * M // 2), False)])
         self.nets = nn.ModuleList(_net(2 * M + levels + k * w, hidden, 2 * w,
                                        [ACT] * (2 * M) + [CODE_ONE] * levels + [ACT] * (k * w)) for k in range(slices))
-        self.convs = nn.ModuleList(IntegerLinear((k + 1) * w * taps, spatial_hidden, [ACT] * ((k + 1) * w * taps), True)
-                                   for k in range(slices))
+        self.convs = nn.ModuleList(IntegerLinear((k + 1) * w * taps, spatial_hidden, [conv.act] * ((k + 1) * w * taps), True,
+                                                 conv.weight_max) for k in range(slices))
         self.heads = nn.ModuleList(_net(spatial_hidden + 2 * w + levels + 1, spatial_hidden, 2 * w,
                                         [ACT] * (spatial_hidden + 2 * w) + [CODE_ONE] * levels + [1])
                                    for _ in range(slices))
@@ -287,7 +342,7 @@ class IntegerEntropy(nn.Module):
         for layer in self.modules():
             if isinstance(layer, IntegerLinear):
                 layer.check()
-                layer._plan(0, layer.weight.shape[1], 1)
+                layer._plan(0, layer.weight.shape[1], 1)  # the float32 groups (an int8 layer off the CPU)
 
     # -- quality ------------------------------------------------------------------------------
     def _exp2(self, x: torch.Tensor) -> torch.Tensor:
@@ -357,6 +412,10 @@ class IntegerEntropy(nn.Module):
         # the channel nets' inputs that every slice shares: [B*n, 2M + levels]
         common = torch.cat([_input(mean).float(), _input(log).float(), code], dim=2).reshape(nb * n, -1)
         u = torch.zeros(nb, n, m_ch, device=dev)  # unit-gain y_hat Q4 of the slices decoded so far
+        fmt = self.conv_format
+        own_input = (fmt.u_bits, fmt.act) != (U_BITS, ACT)  # the convolutions read u in a format of their own
+        int8 = fmt.int8 and dev.type == "cpu"
+        uc = torch.zeros(nb, n, m_ch, dtype=torch.int8 if int8 else torch.float32, device=dev) if own_input else u
         patches = []  # each decoded slice's 5x5 neighbourhoods [B*n, W * taps], made once
         for k in range(self.slices):
             cut = slice(k * wd, (k + 1) * wd)
@@ -379,7 +438,7 @@ class IntegerEntropy(nn.Module):
                 acc = (shared.index_select(1, cells) if k else torch.zeros(nb, size, hidden, dtype=torch.float64,
                                                                              device=dev)).reshape(nb * size, hidden)
                 if half:  # the slice's anchors, decoded by now (the rest of the slice is still zero)
-                    own = _patches(u[:, :, cut], h, w, pad, cells)
+                    own = _patches(uc[:, :, cut], h, w, pad, cells)
                     acc = acc + conv.accumulate(own, cols, None, taps)
                 half_mean, half_log = slice_mean.index_select(1, cells), slice_log.index_select(1, cells)
                 head_in = torch.cat([conv.requantize(acc).float().view(nb, size, hidden), _input(half_mean).float(),
@@ -393,10 +452,11 @@ class IntegerEntropy(nn.Module):
                                 rounding_mode="floor").clamp_(0, SIGMA_CLASSES - 1)
                 values = yield index[cut][:, cells].ravel(), cls.reshape(nb, wd * size), mean3.reshape(nb, wd * size)
                 y = torch.as_tensor(values, dtype=torch.float64, device=dev).view(nb, wd, size).transpose(1, 2)
-                u[:, :, cut].index_copy_(1, cells, _floor_shift(y * inv_gain[..., cut] + float(1 << (GAIN_BITS - U_BITS - 1)),
-                                                               GAIN_BITS - U_BITS).clamp_(-ACT, ACT).float())
+                u[:, :, cut].index_copy_(1, cells, unit_latent(y, inv_gain[..., cut], U_BITS, ACT).float())
+                if own_input:
+                    uc[:, :, cut].index_copy_(1, cells, unit_latent(y, inv_gain[..., cut], fmt.u_bits, fmt.act).to(uc.dtype))
             if k + 1 < self.slices:
-                patches.append(_patches(u[:, :, cut], h, w, pad))
+                patches.append(_patches(uc[:, :, cut], h, w, pad))
 
 
 def _input(x: torch.Tensor) -> torch.Tensor:

@@ -33,13 +33,15 @@ from .model import CPSModel, ModelConfig
 DEFAULT_CODEC = "cps-n192m320-r10"
 #: cps-v1: transforms + hyperprior; cps-v2 adds the channel-conditional context (``slices`` > 0),
 #: cps-v3 the checkerboard spatial context on top (``spatial`` > 0), cps-v4 computes cps-v3's entropy
-#: networks in exact integer arithmetic (``entropy == "integer"``). A package that predates a
-#: version refuses its codecs by name instead of misreading them.
-ARCHITECTURES = ("cps-v1", "cps-v2", "cps-v3", "cps-v4")
+#: networks in exact integer arithmetic (``entropy == "integer"``), cps-v5 with the spatial
+#: convolutions in 7-bit operands, computed as int8 products (``entropy == "integer8"``). A package
+#: that predates a version refuses its codecs by name instead of misreading them.
+ARCHITECTURES = ("cps-v1", "cps-v2", "cps-v3", "cps-v4", "cps-v5")
 
 
 def architecture(config: ModelConfig) -> str:
-    return ARCHITECTURES[(config.slices > 0) + (config.spatial > 0) + (config.entropy == "integer")]
+    integer = {"float": 0, "integer": 1, "integer8": 2}[config.entropy]
+    return ARCHITECTURES[(config.slices > 0) + (config.spatial > 0) + integer]
 
 
 def codec_roots() -> list[Path]:
