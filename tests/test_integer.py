@@ -1,6 +1,7 @@
-"""The integer entropy path (cps-v4 codecs, chunk format 2): exact by construction, checked against
-its numpy reference, and against golden chunks written once per release (tests/fixture/golden for
-r9, golden_r10 for r10; never regenerated). The kernel, thread and device matrix over the same
+"""The integer entropy path (cps-v4 codecs, chunk format 2, and cps-v5, chunk format 3, whose spatial
+convolutions run as int8 products): exact by construction, checked against its numpy reference, and
+against golden chunks written once per release (tests/fixture/golden for r9, golden_r10 for r10,
+golden_r11 for r11; never regenerated). The kernel, thread and device matrix over the same
 golden chunks runs in test_kernels.py (slow tier)."""
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from cps_tiles.transforms.model import CPSModel
 from cps_tiles.transforms.weights import load_codec
 
 FIXTURE = Path(__file__).resolve().parent / "fixture"
-#: Golden chunk sets, one per integer-entropy release: golden/ (r9), golden_r10/ (r10).
+#: Golden chunk sets, one per integer-entropy release: golden/ (r9), golden_r10/ (r10), golden_r11/ (r11).
 GOLDEN = {d.name: json.loads((d / "golden.json").read_text()) for d in sorted(FIXTURE.glob("golden*"))}
 CHUNKS = [(golden, name) for golden, manifest in GOLDEN.items() for name in sorted(manifest["chunks"])]
 R9 = "cps-n96m160-r9"
