@@ -101,18 +101,27 @@ def test_golden_chunks_reencode_to_the_same_bytes(golden):
         assert coder.encode(coder.decode(data)[0], want["quality"]) == data, name
 
 
-@pytest.mark.parametrize("quality,rows,cols", [(1.0, 16, 16), (3.37, 13, 20), (7.99, 5, 3), (8.0, 16, 24)])
-def test_fast_path_and_reference_agree_on_every_parameter(r9, latent, quality, rows, cols):
-    y_hat = r9.quantize(latent, quality)[0].numpy()[:, :rows, :cols].astype(np.int64)
+@pytest.mark.parametrize("golden,quality,rows,cols", [("golden", 1.0, 16, 16), ("golden", 3.37, 13, 20),
+                                                      ("golden", 7.99, 5, 3), ("golden", 8.0, 16, 24),
+                                                      ("golden_r11", 2.5, 16, 16), ("golden_r11", 9.87, 7, 13)])
+def test_fast_path_and_reference_agree_on_every_parameter(golden, quality, rows, cols):
+    """r9 (every layer 10-bit) and r11 (int8 convolutions): the torch path and the numpy reference
+    give every symbol the same class and mean, for a real latent and a random hyperprior."""
+    from cps_tiles.demo import sample_mosaic
+
+    model = golden_codec(golden)[0]
+    x = torch.from_numpy(sample_mosaic(1)[200:456, 100:484].transpose(2, 0, 1).copy()).float()[None] / 255
+    with torch.inference_mode():
+        y_hat = model.quantize(model.analysis(x), quality)[0].numpy()[:, :rows, :cols].astype(np.int64)
     q100 = round(quality * 100)
-    z = np.random.default_rng(rows).integers(-4, 5, (r9.config.Nz, -(-rows // 4), -(-cols // 4)))
-    ref = ReferenceEntropy.of(r9)
-    mean, log = r9.integer.hyper(torch.from_numpy(z)[None], rows, cols)
+    z = np.random.default_rng(rows).integers(-4, 5, (model.config.Nz, -(-rows // 4), -(-cols // 4)))
+    ref = ReferenceEntropy.of(model)
+    mean, log = model.integer.hyper(torch.from_numpy(z)[None], rows, cols)
     ref_mean, ref_log = ref.hyper(z, rows, cols)
     assert np.array_equal(mean[0].numpy(), ref_mean) and np.array_equal(log[0].numpy(), ref_log)
-    fast = run_parts(r9.integer.parts(mean, log, [q100]), y_hat)
+    fast = run_parts(model.integer.parts(mean, log, [q100]), y_hat)
     slow = run_parts(ref.parts(ref_mean, ref_log, q100), y_hat)
-    assert len(fast) == len(slow) == 2 * r9.config.slices
+    assert len(fast) == len(slow) == 2 * model.config.slices
     for (v1, c1, m1), (v2, c2, m2) in zip(fast, slow):
         assert np.array_equal(v1, v2) and np.array_equal(c1, c2) and np.array_equal(m1, m2)
 
@@ -207,6 +216,41 @@ def test_a_codec_that_could_overflow_is_refused(tmp_path):
     (dst / "codec.json").write_text(json.dumps(meta))
     with pytest.raises(CodecError, match="not provably exact"):
         load_codec(str(dst))
+
+
+def test_int8_products_are_exact_on_both_paths():
+    """An int8 layer's products (r11's largest convolution, operands at random within +-63, and at
+    their extremes) equal the int64 product, through int8 (CPU) and through the float32 groups that
+    other devices take."""
+    conv = golden_codec("golden_r11")[0].integer.convs[-1]
+    assert conv.int8
+    rng = np.random.default_rng(7)
+    k = conv.weight.shape[1]
+    x = np.concatenate([rng.integers(-63, 64, (40, k)), np.full((1, k), 63), np.full((1, k), -63),
+                        63 * np.sign(conv.weight.numpy()).astype(np.int64)])  # the last row: every product at its largest
+    want = x @ conv.weight.numpy().T.astype(np.int64)
+    assert np.array_equal(conv.accumulate(torch.from_numpy(x).to(torch.int8)).numpy(), want)
+    float_path = conv._plan(0, k, 1)  # what accumulate uses off the CPU
+    got = sum(torch.from_numpy(x[:, a:b]).float() @ w for a, b, w in float_path).double()
+    assert np.array_equal(got.numpy(), want)
+
+
+def test_int8_layer_that_could_pass_int32_is_refused():
+    layer = integer.IntegerLinear(600_000, 1, [63] * 600_000, False, 63)
+    layer.weight.fill_(63)
+    assert layer.int8
+    with pytest.raises(ValueError, match="2\\^31"):
+        layer.check()
+
+
+def test_chunk_formats_are_not_mixed_up():
+    """r10 and r11 code the same latents in chunk formats 2 and 3: each codec refuses the other's chunks."""
+    from cps_tiles.errors import CorruptChunkError
+
+    name = sorted(GOLDEN["golden_r11"]["chunks"])[0]
+    for mine, other in (("golden_r10", "golden_r11"), ("golden_r11", "golden_r10")):
+        with pytest.raises(CorruptChunkError, match="chunk format version"):
+            golden_codec(mine)[1].decode((FIXTURE / other / name).read_bytes())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")

@@ -4,7 +4,8 @@ algorithms (and on CUDA where there is a GPU: test_integer.py).
 
 For r6-r8 the entropy parameters come from float64 networks snapped to grids, and this checks
 that no kernel choice lands a parameter on the other side of a grid line for these chunks; for r9
-(chunk format 2) they are exact integers by construction, and this checks the construction.
+and r10 (chunk format 2) and r11 (format 3, int8 convolutions: also under every oneDNN instruction
+set) they are exact integers by construction, and this checks the construction.
 (Pixels may differ by float rounding; not checked here.) Each setting runs in a fresh process, as
 ``ATEN_CPU_CAPABILITY`` is read at start."""
 
@@ -53,20 +54,43 @@ def _capabilities() -> list[str]:
     return found
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("capability", _capabilities())
-@pytest.mark.parametrize("threads,deterministic", [(1, False), (2, False), (2, True)])
-def test_fixture_latents_under_every_kernel_set(capability, threads, deterministic):
+def _decode_fixtures(env: dict, threads: int = 1, deterministic: bool = False) -> dict:
+    """Decode every fixture latent and golden chunk in a fresh process under ``env`` -> CHECK's result,
+    after asserting that every latent came out as expected."""
     expected = {name: json.loads((FIXTURE / path.split("/")[0] / "expected.json").read_text())[name]["latent_sha256"]
                 for name, path in STORES.items()}
     for golden, manifest in GOLDEN.items():
         expected |= {f"{golden}/{name}{how}": want["latent_sha256"] for name, want in manifest["chunks"].items()
                      for how in ("", " together")}
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability, "CPS_TILES_REUSE": "0"}
     run = subprocess.run([sys.executable, "-c", CHECK, str(threads), "1" if deterministic else "0", str(FIXTURE),
                           json.dumps(STORES), json.dumps({g: [m["codec"], sorted(m["chunks"])] for g, m in GOLDEN.items()})],
-                         env=env, capture_output=True, text=True, timeout=600)
+                         env={**os.environ, "CPS_TILES_REUSE": "0", **env}, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
-    assert result["capability"].lower() == capability  # torch ran the kernels asked for
     assert result["latents"] == expected
+    return result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("capability", _capabilities())
+@pytest.mark.parametrize("threads,deterministic", [(1, False), (2, False), (2, True)])
+def test_fixture_latents_under_every_kernel_set(capability, threads, deterministic):
+    result = _decode_fixtures({"ATEN_CPU_CAPABILITY": capability}, threads, deterministic)
+    assert result["capability"].lower() == capability  # torch ran the kernels asked for
+
+
+def _onednn_isas() -> list[str]:
+    """The oneDNN instruction sets this CPU runs, from plain SSE4.1 up to VNNI."""
+    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
+    need = {"SSE41": {"sse4_1"}, "AVX2": {"avx2"}, "AVX512_CORE": {"avx512f", "avx512bw", "avx512vl"},
+            "AVX512_CORE_VNNI": {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"}}
+    return [isa for isa, want in need.items() if want <= flags]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("isa", _onednn_isas())
+def test_int8_products_under_every_onednn_isa(isa):
+    """cps-v5's int8 products (oneDNN, through torch._int_mm) are exact with or without VNNI: below
+    VNNI, oneDNN adds byte products in pairs with a saturating 16-bit instruction, which 7-bit
+    operands keep clear of. ``ONEDNN_MAX_CPU_ISA`` is read at start, so each runs in a fresh process."""
+    _decode_fixtures({"ONEDNN_MAX_CPU_ISA": isa})

@@ -3,6 +3,7 @@ default codec's levels above 8."""
 
 import numpy as np
 import pytest
+import zarr
 from conftest import KODAK
 
 import cps_tiles
@@ -62,10 +63,28 @@ def test_r7_r8_r9_are_r6_in_fewer_bits(tmp_path):
     assert size[names[3]] < 1.015 * size[names[2]], size
 
 
-@pytest.mark.parametrize("name", ["cps-n96m160-r6", "cps-n96m160-r7", "cps-n96m160-r8", "cps-n96m160-r9"])
+@pytest.mark.skipif(not KODAK.is_dir(), reason="shared Kodak data not present")
+def test_r11_is_r10_with_int8_convolutions(tmp_path):
+    """r11 = r10's transforms and r10's context with 7-bit spatial convolutions: the same latent and
+    decoded image, in chunks of format 3 within 1% of r10's bytes (the quantization's cost on one crop)."""
+    a = _crop("kodim23.png", 128, 256)
+    stores = {name: cps_tiles.convert(a, tmp_path / f"{name}.zarr", quality=9.2, chunk=128, progress=False, codec=name)
+              for name in ("cps-n192m320-r10", "cps-n192m320-r11")}
+    r10, r11 = (np.asarray(img) for img in stores.values())
+    assert np.array_equal(r10, r11)
+    latents = {name: zarr.open_group(str(tmp_path / f"{name}.zarr"), mode="r")["latent"] for name in stores}
+    assert np.array_equal(latents["cps-n192m320-r10"][:], latents["cps-n192m320-r11"][:])
+    chunks = {name: sorted(p for p in (tmp_path / f"{name}.zarr" / "latent" / "c").rglob("*") if p.is_file()) for name in stores}
+    assert {p.read_bytes()[4] for p in chunks["cps-n192m320-r11"]} == {3}  # chunk format 3
+    size = {name: sum(p.stat().st_size for p in files) for name, files in chunks.items()}
+    assert abs(size["cps-n192m320-r11"] / size["cps-n192m320-r10"] - 1) < 0.01, size
+
+
+@pytest.mark.parametrize("name", ["cps-n96m160-r6", "cps-n96m160-r7", "cps-n96m160-r8", "cps-n96m160-r9",
+                                  "cps-n192m320-r10", "cps-n192m320-r11"])
 def test_bundled_codecs_compose_to_their_released_weights(name):
-    """r7, r8 and r9 share r6's transforms file (``parts``): saved as one file, their tensors are the
-    exact bytes whose sha256 the release (and every store written with it) records."""
+    """r7, r8 and r9 share r6's transforms file (``parts``), r11 r10's: saved as one file, their
+    tensors are the exact bytes whose sha256 the release (and every store written with it) records."""
     import hashlib
 
     from cps_tiles.transforms.weights import composed_bytes
