@@ -341,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "per band (default: each band's min and max)")
     c.add_argument("--codec", default=None,
                    help="trained codec name or directory (default: the bundled default codec; "
-                        "cps-n96m160-r9 decodes about 1.9x faster, qualities 1-8, 5%% more bits)")
+                        "cps-n96m160-r9 decodes about 1.7x faster, qualities 1-8, 5%% more bits)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing store")
     c.add_argument("--resume", action="store_true", help="finish an interrupted conversion of the same source")
     c.add_argument("--scheduler", default="threads", help="threads (default), processes, sync, or tcp://HOST:PORT")
