@@ -64,6 +64,7 @@ def test_wrong_weights_are_refused():
         codec.encode(np.zeros((12, 4, 4), np.int16))
 
 
+@pytest.mark.slow  # builds the wheel: a packaging test, run by .ci/run
 def test_wheel_carries_the_codecs(tmp_path):
     root = TESTS.parent
     out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",

@@ -30,7 +30,7 @@ def src(tmp_path_factory):
     return d, store_bytes(ref)
 
 
-@pytest.mark.parametrize("scheduler", ["sync", "processes"])
+@pytest.mark.parametrize("scheduler", ["sync", pytest.param("processes", marks=pytest.mark.slow)])
 def test_local_schedulers_byte_identical(src, scheduler):
     d, ref = src
     out = d / f"{scheduler}.zarr"
@@ -38,6 +38,7 @@ def test_local_schedulers_byte_identical(src, scheduler):
     assert store_bytes(out) == ref
 
 
+@pytest.mark.slow  # worker processes: a system test, run by .ci/run
 def test_bfloat16_stores_are_deterministic_too(src):
     """bf16 encoding (the fast CPU path) writes the same bytes with threads and processes."""
     d, ref = src
@@ -51,6 +52,7 @@ def test_bfloat16_stores_are_deterministic_too(src):
     assert cps_tiles.open(d / "bf16-threads.zarr").meta.precision == "bfloat16"
 
 
+@pytest.mark.slow
 def test_local_cluster_byte_identical(src):
     """A real LocalCluster: 2 worker processes on loopback."""
     from distributed import Client, LocalCluster
