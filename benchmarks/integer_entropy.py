@@ -54,17 +54,14 @@ def short(name: str) -> str:
 
 def transforms_key(codec) -> str:
     """Codecs that share this key share their transforms (so code the same latents): the sha256 of
-    the weights file that holds the analysis transform, where the codec lists its files as parts."""
-    import json
+    their transforms file (``transforms_part``), or the codec's own where one file holds everything."""
+    from cps_tiles.errors import CodecError
+    from cps_tiles.transforms.weights import transforms_part
 
-    from safetensors import safe_open
-
-    meta = json.loads((codec.path / "codec.json").read_text())
-    for part in meta.get("parts", []):
-        with safe_open(str(codec.path / part["file"]), "pt") as f:
-            if any(k.startswith("g_a.") for k in f.keys()):  # noqa: SIM118 - safe_open has keys(), no __iter__
-                return part["sha256"]
-    return codec.sha256
+    try:
+        return transforms_part(codec)[1]
+    except CodecError:
+        return codec.sha256
 
 
 def kodak_run(names: list[str], count: int, qualities: list[int], reference_every: int) -> dict:

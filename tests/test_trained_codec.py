@@ -93,6 +93,19 @@ def test_bundled_codecs_compose_to_their_released_weights(name):
     assert hashlib.sha256(composed_bytes(codec)).hexdigest() == codec.sha256
 
 
+def test_codecs_made_from_a_release_find_its_transforms_file():
+    """A codec built on a release (``train-context --init``, ``quantize-context``) shares the file
+    holding its transforms and no entropy networks, float or integer: r6's for r6-r9, r10's for r10 and r11."""
+    from cps_tiles.transforms.weights import transforms_part
+
+    for names, file in ((("cps-n96m160-r6", "cps-n96m160-r7", "cps-n96m160-r8", "cps-n96m160-r9"),
+                         "cps-n96m160-r6/model.safetensors"),
+                        (("cps-n192m320-r10", "cps-n192m320-r11"), "cps-n192m320-r10/transforms.safetensors")):
+        for name in names:
+            path, _ = transforms_part(load_codec(name))
+            assert path.as_posix().endswith(file), (name, path)
+
+
 def test_a_damaged_part_is_refused(tmp_path):
     import json
     import shutil

@@ -161,12 +161,17 @@ def _tensor_names(path: Path) -> list[str]:
         return list(f.keys())
 
 
+#: Tensor-name prefixes of the entropy networks: a float context (cps-v2/v3) or integer networks (cps-v4/v5).
+ENTROPY_PREFIXES = ("context.", "integer.")
+
+
 def transforms_part(codec: Codec) -> tuple[Path, str]:
     """(file, sha256) of the part of ``codec``'s weights that holds its transforms and no entropy
-    context, which a codec made from it shares; CodecError where one file holds both."""
+    networks, which a codec made from it shares (and codecs that share it decode the same latents);
+    CodecError where one file holds both."""
     meta = json.loads((codec.path / "codec.json").read_text())
     free = [p for p in meta.get("parts", [{"file": "model.safetensors", "sha256": codec.sha256}])
-            if not any(k.startswith("context.") for k in _tensor_names(codec.path / p["file"]))]
+            if not any(k.startswith(ENTROPY_PREFIXES) for k in _tensor_names(codec.path / p["file"]))]
     if len(free) != 1:
         raise CodecError(f"codec {codec.name} keeps its transforms and its entropy context in one file; a codec "
                          "made from it needs them as separate parts (export_checkpoint writes a train-context run so)")
