@@ -56,14 +56,18 @@ def coder():
     return golden_codec("golden")[1]
 
 
-@pytest.fixture(scope="module")
-def latent(r9):
-    """A real latent: the bundled sample photo's analysis, [M, 16, 24]."""
+def sample_latent(model: CPSModel) -> torch.Tensor:
+    """A real latent: the bundled sample photo's analysis by ``model``, [1, M, 16, 24]."""
     from cps_tiles.demo import sample_mosaic
 
     x = torch.from_numpy(sample_mosaic(1)[200:456, 100:484].transpose(2, 0, 1).copy()).float()[None] / 255
     with torch.inference_mode():
-        return r9.analysis(x)
+        return model.analysis(x)
+
+
+@pytest.fixture(scope="module")
+def latent(r9):
+    return sample_latent(r9)
 
 
 @pytest.mark.parametrize("golden,name", CHUNKS)
@@ -107,12 +111,8 @@ def test_golden_chunks_reencode_to_the_same_bytes(golden):
 def test_fast_path_and_reference_agree_on_every_parameter(golden, quality, rows, cols):
     """r9 (every layer 10-bit) and r11 (int8 convolutions): the torch path and the numpy reference
     give every symbol the same class and mean, for a real latent and a random hyperprior."""
-    from cps_tiles.demo import sample_mosaic
-
     model = golden_codec(golden)[0]
-    x = torch.from_numpy(sample_mosaic(1)[200:456, 100:484].transpose(2, 0, 1).copy()).float()[None] / 255
-    with torch.inference_mode():
-        y_hat = model.quantize(model.analysis(x), quality)[0].numpy()[:, :rows, :cols].astype(np.int64)
+    y_hat = model.quantize(sample_latent(model), quality)[0].numpy()[:, :rows, :cols].astype(np.int64)
     q100 = round(quality * 100)
     z = np.random.default_rng(rows).integers(-4, 5, (model.config.Nz, -(-rows // 4), -(-cols // 4)))
     ref = ReferenceEntropy.of(model)

@@ -44,14 +44,17 @@ print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "latent
 """
 
 
+def _cpu_flags() -> set[str]:
+    return set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
+
+
+AVX512 = {"avx512f", "avx512bw", "avx512vl"}
+
+
 def _capabilities() -> list[str]:
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    found = ["default"]
-    if " avx2" in flags:
-        found.append("avx2")
-    if " avx512f" in flags and " avx512bw" in flags and " avx512vl" in flags:
-        found.append("avx512")
-    return found
+    """The ATen CPU capabilities this CPU runs."""
+    flags = _cpu_flags()
+    return [name for name, want in (("default", set()), ("avx2", {"avx2"}), ("avx512", AVX512)) if want <= flags]
 
 
 def _decode_fixtures(env: dict, threads: int = 1, deterministic: bool = False) -> dict:
@@ -81,10 +84,8 @@ def test_fixture_latents_under_every_kernel_set(capability, threads, determinist
 
 def _onednn_isas() -> list[str]:
     """The oneDNN instruction sets this CPU runs, from plain SSE4.1 up to VNNI."""
-    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
-    need = {"SSE41": {"sse4_1"}, "AVX2": {"avx2"}, "AVX512_CORE": {"avx512f", "avx512bw", "avx512vl"},
-            "AVX512_CORE_VNNI": {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"}}
-    return [isa for isa, want in need.items() if want <= flags]
+    need = {"SSE41": {"sse4_1"}, "AVX2": {"avx2"}, "AVX512_CORE": AVX512, "AVX512_CORE_VNNI": AVX512 | {"avx512_vnni"}}
+    return [isa for isa, want in need.items() if want <= _cpu_flags()]
 
 
 @pytest.mark.slow

@@ -28,7 +28,6 @@ from ..errors import CodecError
 from ..transforms.integer import (
     ACT,
     CODE_ONE,
-    CONV_FORMATS,
     EXP2_BITS,
     GAIN_BITS,
     INPUT_SHIFT,
@@ -136,7 +135,7 @@ def quantize_entropy(base: CPSModel, units: dict[str, float], entropy: str = "in
     missing = model.load_state_dict(state, strict=False).missing_keys
     assert all(k.startswith("integer.") for k in missing), missing
     ie, ctx, M, L, w = model.integer, base.context, cfg.M, cfg.levels, cfg.M // cfg.slices
-    conv_in = 2.0 ** -CONV_FORMATS[entropy].u_bits  # real value of one unit of the convolutions' input
+    conv_in = 2.0 ** -ie.conv_format.u_bits  # real value of one unit of the convolutions' input
 
     up1, up2, out = ie.hyper_layers
     quantize_layer(up1, *_up(base.h_s[0]), _units((cfg.Nz, 1.0)), _units((4 * cfg.N, units["hyper.1"])))

@@ -102,21 +102,16 @@ class ConvFormat:
     act: int
     weight_max: int
 
-    @property
-    def int8(self) -> bool:
-        """Whether the products run as exact int8 products (both operands within ``INT8_EXACT``)."""
-        return max(self.act, self.weight_max) <= INT8_EXACT
-
 
 #: The convolutions' operands by entropy arithmetic (``ModelConfig.entropy``).
 CONV_FORMATS = {"integer": ConvFormat(U_BITS, ACT, WEIGHT_MAX), "integer8": ConvFormat(1, INT8_EXACT, INT8_EXACT)}
 
 
-def unit_latent(y: torch.Tensor, inv_gain: torch.Tensor, bits: int, bound: int) -> torch.Tensor:
-    """y_hat / gain in Q``bits`` within ``+-bound``: ``clip((y * inv_gain + 2^(15 - bits)) >> (16 - bits))``
-    on float64-carried integers (``inv_gain`` Q16; every product stays far below 2^53)."""
+def unit_latent(scaled: torch.Tensor, bits: int, bound: int) -> torch.Tensor:
+    """y_hat / gain in Q``bits`` within ``+-bound``, from ``scaled`` = y_hat * inv_gain (Q16, float64-carried
+    integers, far below 2^53): ``clip((scaled + 2^(15 - bits)) >> (16 - bits))``."""
     shift = GAIN_BITS - bits
-    return _floor_shift(y * inv_gain + float(1 << (shift - 1)), shift).clamp_(-bound, bound)
+    return _floor_shift(scaled + float(1 << (shift - 1)), shift).clamp_(-bound, bound)
 
 
 def class_log(c: int) -> int:
@@ -246,6 +241,11 @@ class IntegerLinear(nn.Module):
                                                    for a, b in exact_groups(w, bounds)])
         return self._groups[(lo, hi, taps, int8)]
 
+    def takes_int8(self, device: torch.device) -> bool:
+        """Whether ``accumulate`` multiplies in int8 on ``device`` (an int8 layer, on the CPU), so its
+        input is best made int8."""
+        return self.int8 and device.type == "cpu"
+
     def accumulate(self, x: torch.Tensor, lo: int = 0, hi: int | None = None, taps: int = 1,
                    final: bool = False) -> torch.Tensor:
         """``x [N, hi-lo]`` (integers within ``bounds``) @ ``weight[:, lo:hi].T`` -> float64 ``[N, O]``,
@@ -255,7 +255,7 @@ class IntegerLinear(nn.Module):
         into float64). An int8 layer on the CPU takes ``x`` as int8 and multiplies in int8 -> int32
         (``torch._int_mm``); elsewhere it takes the float32 path, its weights split into exact groups."""
         hi = self.weight.shape[1] if hi is None else hi
-        if self.int8 and x.device.type == "cpu":
+        if self.takes_int8(x.device):
             return torch._int_mm(x.to(torch.int8), self._plan(lo, hi, taps, True)[0][2]).double()
         x32 = x.float()
         groups = self._plan(lo, hi, taps)
@@ -414,8 +414,8 @@ class IntegerEntropy(nn.Module):
         u = torch.zeros(nb, n, m_ch, device=dev)  # unit-gain y_hat Q4 of the slices decoded so far
         fmt = self.conv_format
         own_input = (fmt.u_bits, fmt.act) != (U_BITS, ACT)  # the convolutions read u in a format of their own
-        int8 = fmt.int8 and dev.type == "cpu"
-        uc = torch.zeros(nb, n, m_ch, dtype=torch.int8 if int8 else torch.float32, device=dev) if own_input else u
+        conv_dtype = torch.int8 if self.convs[0].takes_int8(dev) else torch.float32
+        uc = torch.zeros(nb, n, m_ch, dtype=conv_dtype, device=dev) if own_input else u
         patches = []  # each decoded slice's 5x5 neighbourhoods [B*n, W * taps], made once
         for k in range(self.slices):
             cut = slice(k * wd, (k + 1) * wd)
@@ -452,9 +452,10 @@ class IntegerEntropy(nn.Module):
                                 rounding_mode="floor").clamp_(0, SIGMA_CLASSES - 1)
                 values = yield index[cut][:, cells].ravel(), cls.reshape(nb, wd * size), mean3.reshape(nb, wd * size)
                 y = torch.as_tensor(values, dtype=torch.float64, device=dev).view(nb, wd, size).transpose(1, 2)
-                u[:, :, cut].index_copy_(1, cells, unit_latent(y, inv_gain[..., cut], U_BITS, ACT).float())
+                scaled = y * inv_gain[..., cut]
+                u[:, :, cut].index_copy_(1, cells, unit_latent(scaled, U_BITS, ACT).float())
                 if own_input:
-                    uc[:, :, cut].index_copy_(1, cells, unit_latent(y, inv_gain[..., cut], fmt.u_bits, fmt.act).to(uc.dtype))
+                    uc[:, :, cut].index_copy_(1, cells, unit_latent(scaled, fmt.u_bits, fmt.act).to(uc.dtype))
             if k + 1 < self.slices:
                 patches.append(_patches(uc[:, :, cut], h, w, pad))
 

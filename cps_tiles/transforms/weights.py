@@ -28,7 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save, save_file
 
 from ..errors import CodecError
-from .model import CPSModel, ModelConfig
+from .model import ENTROPY_ARITHMETIC, CPSModel, ModelConfig
 
 DEFAULT_CODEC = "cps-n192m320-r11"
 #: cps-v1: transforms + hyperprior; cps-v2 adds the channel-conditional context (``slices`` > 0),
@@ -40,8 +40,8 @@ ARCHITECTURES = ("cps-v1", "cps-v2", "cps-v3", "cps-v4", "cps-v5")
 
 
 def architecture(config: ModelConfig) -> str:
-    integer = {"float": 0, "integer": 1, "integer8": 2}[config.entropy]
-    return ARCHITECTURES[(config.slices > 0) + (config.spatial > 0) + integer]
+    # ENTROPY_ARITHMETIC's order: float, integer (cps-v4), integer8 (cps-v5)
+    return ARCHITECTURES[(config.slices > 0) + (config.spatial > 0) + ENTROPY_ARITHMETIC.index(config.entropy)]
 
 
 def codec_roots() -> list[Path]:
