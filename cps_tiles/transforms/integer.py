@@ -26,7 +26,7 @@ integer weights ``W`` (a per-output-channel scale folded into ``mult``), ``act``
 ReLU ``x >= 0 ? x : (41 x) >> 12`` or none, and activations bounded by ``ACT``. ``>>`` is a floor
 (arithmetic) shift and ``//`` a floor division, everywhere.
 
-The spatial convolutions carry most of the products (about two thirds of them). Their operands
+The spatial convolutions carry about half of the multiply-adds (52% in r11: ``benchmarks/int8_conv_probe.md``). Their operands
 have a format of their own, ``CONV_FORMATS[arithmetic]``: in ``"integer"`` codecs (cps-v4) the
 other layers' (u Q4 within ``ACT``, 10-bit weights); in ``"integer8"`` codecs (cps-v5) 7-bit
 operands, u Q1 within +-63 and weights within +-63, whose products run as int8 x int8 -> int32
