@@ -34,7 +34,8 @@ def test_two_kodak_crops_at_quality_4(tmp_path):
         assert bpp < BPP_MAX[name], (name, psnr, bpp)
 
 
-# Measured with cps-n192m320-r10, the default: kodim04 35.59 dB at 0.338 bpp, kodim23 35.24 dB at 0.454 bpp.
+# Measured with cps-n192m320-r11, the default: kodim04 35.59 dB at 0.338 bpp, kodim23 35.24 dB at 0.456 bpp; r10
+# (the same images): 0.338 and 0.454 bpp.
 # With cps-n96m160-r8 (whole store bytes of a 256x256 crop, one-line metadata): kodim04
 # 35.48 dB at 0.325 bpp, kodim23 34.99 dB at 0.443 bpp (r6's images, fewer bits: its channel and
 # spatial contexts); r7 35.48 / 0.334 and 34.99 / 0.462; r6 35.48 / 0.354 and 34.99 / 0.482; r5 35.44 / 0.350 and 34.92 / 0.476; r4
