@@ -84,3 +84,35 @@ def test_train_context_rejects_a_codec_of_other_channels(tmp_path, capsys):
     assert main(["train-context", str(tmp_path), "--init", TINY, "--out", str(tmp_path / "r"), "--slices", "5"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("cps-tiles: error:") and "12 latent channels do not split into 5 slices" in err
+
+
+def test_quantization_aware_training_rounds_as_quantize_context(tmp_path):
+    """--qat-weight-max trains through the rounding quantize-context applies: the fake-quantized
+    weights are already on quantize_layer's grid (rounding them again changes nothing), and a run
+    trains and exports like any other, here from an integer codec's transforms."""
+    from cps_tiles.training.quantize import fake_quantized, quantize_layer
+    from cps_tiles.transforms.integer import ACT, IntegerLinear
+
+    gen = torch.Generator().manual_seed(0)
+    weight, units = torch.randn(8, 12, generator=gen, dtype=torch.float64), torch.rand(12, generator=gen, dtype=torch.float64) + 0.1
+    rounded = fake_quantized(weight, units, 63)
+    assert torch.allclose(fake_quantized(rounded, units, 63), rounded, rtol=1e-12)
+    layer = IntegerLinear(12, 8, [ACT] * 12, True, 63)
+    quantize_layer(layer, rounded, torch.zeros(8, dtype=torch.float64), units, torch.full((8,), 1e-3, dtype=torch.float64))
+    scale = (weight * units).abs().amax(1, keepdim=True) / 63
+    assert torch.allclose(layer.weight.double() * scale, rounded * units, rtol=1e-9)
+    assert int(layer.weight.abs().max()) == 63
+    straight = weight.clone().requires_grad_(True)
+    fake_quantized(straight, units, 63).sum().backward()
+    assert torch.allclose(straight.grad, torch.ones_like(weight))  # straight-through
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for k in range(2):
+        pyvips.Image.new_from_array(smooth_image(160, 192, seed=k)).write_to_file(str(data / f"{k}.png"))
+    run = tmp_path / "qat"
+    # from an integer codec (r9): its transforms, and a float context to train
+    assert main(["train-context", str(data), "--init", "cps-n96m160-r9", "--out", str(run), "--spatial", "5",
+                 "--cells", "8", "--lr", "1e-3", "--steps", "2", "--qat-weight-max", "63"]) == 0
+    config = export_checkpoint(run / "checkpoint.pt", tmp_path / "codec", "r9-qat").model.config
+    assert (config.entropy, config.slices, config.spatial) == ("float", 5, 5)

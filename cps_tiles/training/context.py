@@ -41,26 +41,50 @@ def image_latents(model: CPSModel, images: list[np.ndarray]) -> list[torch.Tenso
     return out
 
 
-def context_bits(model: CPSModel, y: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+def context_bits(model: CPSModel, y: torch.Tensor, levels: torch.Tensor,
+                 weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Exact bits of y_hat ``[B, M, h, w]`` for unit-gain latents ``y`` coded at integer ``levels`` ``[B]``
-    (0-based), with the hyperprior fixed and the context trainable (gradients reach only the context)."""
+    (0-based), with the hyperprior fixed and the context trainable (gradients reach only the context).
+    ``weights``: context parameters to use instead of the module's, by name (``fake_quantized`` ones)."""
     gain = torch.exp(model.log_gain[levels]).detach().view(*levels.shape, -1, 1, 1)
     with torch.no_grad():
         y_hat = torch.round(y * gain)
         z_hat = torch.round(model.h_a(y_hat / gain)).clamp_(-model.z_density.support, model.z_density.support)
         means, scales = model.hyper_params(z_hat)
-    means, scales = model.context(y_hat / gain, means, scales, F.one_hot(levels, model.config.levels).to(y.dtype))
+    inputs = (y_hat / gain, means, scales, F.one_hot(levels, model.config.levels).to(y.dtype))
+    means, scales = model.context(*inputs) if weights is None else torch.func.functional_call(model.context, weights, inputs)
     return -torch.log2(gaussian_likelihood(y_hat, means * gain, scales * gain)).sum()
+
+
+#: Training images whose latents calibrate the activation units for quantization-aware training
+#: (the first, as ``quantize-context --images 60`` takes them for r10 and r11).
+QAT_CALIBRATION = 60
+
+
+def quantization_aware(model: CPSModel, latents: list[torch.Tensor],
+                       cells: int) -> dict[str, tuple[torch.nn.Module, torch.Tensor]]:
+    """Every layer of ``model.context`` by name, with the real value of one unit of each of its inputs as
+    ``quantize-context`` will fold them into its weights (hidden activations calibrated now, on crops of
+    the first ``QAT_CALIBRATION`` ``latents``): what quantization-aware training rounds each step. The
+    units only matter where a layer's inputs differ in unit (the first layers): a common unit cancels
+    out of each output's scale, so the convolutions' input is given unit 1."""
+    from .quantize import activation_units, context_layers
+
+    units = activation_units(model, latents[:QAT_CALIBRATION], cells)
+    layers = dict(model.context.named_modules())
+    return {name: (layers[name], unit_in) for _, name, unit_in, _ in context_layers(model.config, units, 1.0)}
 
 
 def train_context(args: argparse.Namespace) -> None:
     from ..transforms.weights import load_codec
+    from .quantize import fake_quantized
 
     ckpt_path, log_path = start_run(args, "context_log.csv")
 
     base = load_codec(args.init)
-    config = ModelConfig(**{**base.model.config.to_dict(),
-                            "slices": args.slices, "context_hidden": args.hidden, "spatial": args.spatial})
+    # a float context, whatever --init's entropy networks are (an integer codec's are made from one)
+    config = ModelConfig(**{**base.model.config.to_dict(), "slices": args.slices, "context_hidden": args.hidden,
+                            "spatial": args.spatial, "entropy": "float"})
     model = CPSModel(config)
     # the released codec's transforms and hyperprior (a v1 codec has no context to carry over)
     missing = model.load_state_dict(base.model.state_dict(), strict=False).missing_keys
@@ -96,6 +120,7 @@ def train_context(args: argparse.Namespace) -> None:
         writer.writerow(["step", "minutes", "lr", "bpp_y"])
     levels = torch.arange(model.config.levels)
     block = Geometry.of(model).hyper_block
+    qat = quantization_aware(model, latents, c) if args.qat_weight_max else None
     budget = args.minutes * 60
     start, last_save = time.time() - elapsed, time.time()
     while elapsed < budget and (args.steps == 0 or step < args.steps):
@@ -109,7 +134,9 @@ def train_context(args: argparse.Namespace) -> None:
             i = rng.integers(0, (y.shape[1] - c) // block + 1) * block
             j = rng.integers(0, (y.shape[2] - c) // block + 1) * block
             crops.append(y[:, i : i + c, j : j + c])
-        bpp = context_bits(model, torch.stack(crops), levels) / (len(levels) * (16 * c) ** 2)
+        weights = None if qat is None else {f"{name}.weight": fake_quantized(layer.weight, unit_in, args.qat_weight_max)
+                                            for name, (layer, unit_in) in qat.items()}
+        bpp = context_bits(model, torch.stack(crops), levels, weights) / (len(levels) * (16 * c) ** 2)
         opt.zero_grad(set_to_none=True)
         bpp.backward()
         opt.step()
@@ -136,6 +163,9 @@ def main(argv: list[str] | None = None, parser: type[argparse.ArgumentParser] = 
     p.add_argument("--spatial", type=int, default=0,
                    help="kernel of a checkerboard spatial context (odd; 0: channel context only)")
     p.add_argument("--cells", type=int, default=16, help="crop side in latent cells (16 pixels each)")
+    p.add_argument("--qat-weight-max", type=int, default=0,
+                   help="quantization-aware training: round every context layer's weights as quantize-context "
+                   "will, to within +-this per output (63: 7-bit, as int8 products need; 0: off)")
     p.add_argument("--context-from", help="start from this codec's entropy context (trained on other transforms of "
                    "the same shape: a run's earlier step, say) instead of --init's or a fresh one")
     train_context(p.parse_args(argv))

@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -126,38 +127,60 @@ def activation_units(model: CPSModel, latents: list[torch.Tensor], cells: int, s
     return {name: float(np.quantile(torch.cat(v).numpy(), 0.99999)) / ACT for name, v in samples.items()}
 
 
-def quantize_entropy(base: CPSModel, units: dict[str, float], entropy: str = "integer") -> CPSModel:
+def context_layers(cfg: ModelConfig, units: dict[str, float],
+                   conv_in: float) -> Iterator[tuple[str, str, torch.Tensor, torch.Tensor]]:
+    """Every context layer of a model of ``cfg``: (its name in ``IntegerEntropy``, the name of the float
+    layer it is made from in ``EntropyContext``, the real value of one unit of each of its inputs
+    ``[K]`` and outputs ``[O]``), given the hidden activations' ``units`` (``activation_units``) and
+    one unit of the convolutions' input ``conv_in``."""
+    M, L, w, hidden, sh = cfg.M, cfg.levels, cfg.M // cfg.slices, cfg.context_hidden, cfg.spatial_hidden
+    params_out = _units((w, MEAN_OUT), (w, LOG_OUT))
+    for k in range(cfg.slices):
+        yield (f"nets.{k}.0", f"nets.{k}.0", _units((M, MEAN_IN), (M, LOG_IN), (L, 1 / CODE_ONE), (k * w, U_IN)),
+               _units((hidden, units[f"nets.{k}.1"])))
+        yield f"nets.{k}.1", f"nets.{k}.2", _units((hidden, units[f"nets.{k}.1"])), _units((hidden, units[f"nets.{k}.3"]))
+        yield f"nets.{k}.2", f"nets.{k}.4", _units((hidden, units[f"nets.{k}.3"])), params_out
+        yield f"convs.{k}", f"convs.{k}", _units(((k + 1) * w * cfg.spatial**2, conv_in)), _units((sh, units[f"convs.{k}"]))
+        yield (f"heads.{k}.0", f"heads.{k}.0",
+               _units((sh, units[f"convs.{k}"]), (w, MEAN_IN), (w, LOG_IN), (L, 1 / CODE_ONE), (1, 1.0)),
+               _units((sh, units[f"heads.{k}.1"])))
+        yield f"heads.{k}.1", f"heads.{k}.2", _units((sh, units[f"heads.{k}.1"])), _units((sh, units[f"heads.{k}.3"]))
+        yield f"heads.{k}.2", f"heads.{k}.4", _units((sh, units[f"heads.{k}.3"])), params_out
+
+
+def fake_quantized(weight: torch.Tensor, unit_in: torch.Tensor, weight_max: int) -> torch.Tensor:
+    """A float layer's ``weight [O, K, ...]`` as ``quantize_layer`` will round it, for quantization-aware
+    training: the inputs' units ``unit_in [K * taps]`` folded in, each output's largest weight at
+    ``weight_max``, rounded, unfolded. The gradient passes the rounding unchanged (straight-through)."""
+    folded = weight.flatten(1) * unit_in.to(weight.dtype)
+    scale = (folded.detach().abs().amax(1, keepdim=True) / weight_max).clamp_min(1e-30)
+    rounded = folded + (torch.round(folded / scale) * scale - folded).detach()
+    return (rounded / unit_in.to(weight.dtype)).view_as(weight)
+
+
+def quantize_entropy(base: CPSModel, units: dict[str, float], entropy: str = "integer",
+                     weight_max: Callable[[str], int | None] | None = None) -> CPSModel:
     """A cps-v4 (``entropy`` "integer") or cps-v5 ("integer8") model: ``base``'s transforms, its entropy
-    networks quantized (see the module docstring)."""
+    networks quantized (see the module docstring). ``weight_max``, for probes only: a layer's name in
+    ``model.integer`` -> a weight bound to quantize it to instead of its format's (None: the format's).
+    A model so made codes and decodes exactly, but its codec format does not record the bounds."""
     cfg = base.config
     model = CPSModel(ModelConfig(**{**cfg.to_dict(), "entropy": entropy}))
+    for name, layer in model.integer.named_modules():
+        if weight_max is not None and isinstance(layer, IntegerLinear) and (bound := weight_max(name)) is not None:
+            layer.weight_max = bound
     state = {k: v for k, v in base.state_dict().items() if not k.startswith("context.")}
     missing = model.load_state_dict(state, strict=False).missing_keys
     assert all(k.startswith("integer.") for k in missing), missing
-    ie, ctx, M, L, w = model.integer, base.context, cfg.M, cfg.levels, cfg.M // cfg.slices
-    conv_in = 2.0 ** -ie.conv_format.u_bits  # real value of one unit of the convolutions' input
+    ie, ctx, M = model.integer, base.context, cfg.M
 
     up1, up2, out = ie.hyper_layers
     quantize_layer(up1, *_up(base.h_s[0]), _units((cfg.Nz, 1.0)), _units((4 * cfg.N, units["hyper.1"])))
     quantize_layer(up2, *_up(base.h_s[2]), _units((cfg.N, units["hyper.1"])), _units((4 * (3 * M // 2), units["hyper.3"])))
     quantize_layer(out, *_conv(base.h_s[4]), _units((3 * M // 2, units["hyper.3"])), _units((M, MEAN_OUT), (M, RAW_OUT)))
-    params_out = _units((w, MEAN_OUT), (w, LOG_OUT))
-    for k in range(cfg.slices):
-        net, fnet = ie.nets[k], ctx.nets[k]
-        quantize_layer(net[0], *_conv(fnet[0]), _units((M, MEAN_IN), (M, LOG_IN), (L, 1 / CODE_ONE), (k * w, U_IN)),
-                       _units((cfg.context_hidden, units[f"nets.{k}.1"])))
-        quantize_layer(net[1], *_conv(fnet[2]), _units((cfg.context_hidden, units[f"nets.{k}.1"])),
-                       _units((cfg.context_hidden, units[f"nets.{k}.3"])))
-        quantize_layer(net[2], *_conv(fnet[4]), _units((cfg.context_hidden, units[f"nets.{k}.3"])), params_out)
-        sh = cfg.spatial_hidden
-        quantize_layer(ie.convs[k], *_conv(ctx.convs[k]), _units((ie.convs[k].weight.shape[1], conv_in)),
-                       _units((sh, units[f"convs.{k}"])))
-        head, fhead = ie.heads[k], ctx.heads[k]
-        quantize_layer(head[0], *_conv(fhead[0]),
-                       _units((sh, units[f"convs.{k}"]), (w, MEAN_IN), (w, LOG_IN), (L, 1 / CODE_ONE), (1, 1.0)),
-                       _units((sh, units[f"heads.{k}.1"])))
-        quantize_layer(head[1], *_conv(fhead[2]), _units((sh, units[f"heads.{k}.1"])), _units((sh, units[f"heads.{k}.3"])))
-        quantize_layer(head[2], *_conv(fhead[4]), _units((sh, units[f"heads.{k}.3"])), params_out)
+    layers, float_layers = dict(ie.named_modules()), dict(ctx.named_modules())
+    for name, float_name, unit_in, unit_out in context_layers(cfg, units, 2.0 ** -ie.conv_format.u_bits):
+        quantize_layer(layers[name], *_conv(float_layers[float_name]), unit_in, unit_out)
     ie.log_table.copy_(torch.tensor(log_table_values(), dtype=torch.int64))
     ie.log_gain.copy_(torch.round(base.log_gain.detach().double() / _LN2 * 2**GAIN_BITS).to(torch.int64))
     ie.exp2_table.copy_(torch.round(2.0 ** (GAIN_BITS + torch.arange(1 << EXP2_BITS, dtype=torch.float64) / (1 << EXP2_BITS)))
