@@ -43,9 +43,14 @@ GROUPS = [("hyper synthesis, all three layers", r"hyper_layers\.\d+"),
           ("channel networks' first layers", r"nets\.\d+\.0"),
           ("channel networks' second and third layers", r"nets\.\d+\.[12]"),
           ("heads' first layers", r"heads\.\d+\.0"),
-          ("heads' second and third layers", r"heads\.\d+\.[12]")]
+          ("heads' second and third layers", r"heads\.\d+\.[12]"),
+          ("all of the above (every layer: the spatial convolutions' are 7-bit already)", r"(hyper_layers|nets|heads)\..+")]
 #: the hyper synthesis' first two layers run on 1/16 and 1/4 of the cells (``multiply_adds``)
 CELL_SHARE = {"hyper_layers.0": 1 / 16, "hyper_layers.1": 1 / 4}
+#: what the rows of a context trained for 7-bit weights mean (with --baseline)
+QAT_NOTE = ("A context trained through 7-bit rounding (`train-context --qat-weight-max 63`) is meant for that "
+            "rounding: its float weights quantized to 10 bits are not the weights it was trained as, so the "
+            "rows that leave some layers at 10 bits cost rate; the row with every layer at 7 bits is its format.")
 CALIBRATION_IMAGES, CELLS = 60, 16  # r11's quantize-context arguments
 
 
@@ -54,6 +59,8 @@ def main() -> None:
     p.add_argument("codec", type=Path, help="a cps-v3 codec directory (float context)")
     p.add_argument("data", nargs="+", type=Path, help="calibration image directories (quantize-context's)")
     p.add_argument("--images", type=int, default=8)
+    p.add_argument("--baseline", type=Path, help="rates against this float codec's r11-format quantization instead of "
+                   "FLOAT_CODEC's (for a codec trained for 7-bit weights: train-context --qat-weight-max 63)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "int8_weights_probe.md")
     a = p.parse_args()
     import torch
@@ -62,6 +69,7 @@ def main() -> None:
     from cps_tiles.training.context import image_latents
     from cps_tiles.training.data import load_training_images
     from cps_tiles.training.quantize import activation_units, quantize_entropy
+    from cps_tiles.transforms.integer import IntegerLinear
     from cps_tiles.transforms.weights import load_codec
 
     torch.set_num_threads(1)
@@ -70,7 +78,11 @@ def main() -> None:
     if base.context is None or not base.config.spatial:
         raise SystemExit(f"{codec.name} has no float spatial context")
     calibration = load_training_images(a.data, CELLS * 16)[:CALIBRATION_IMAGES]
-    units = activation_units(base, [y for y in image_latents(base, calibration) if min(y.shape[1:]) >= CELLS], CELLS)
+
+    def calibrated(model) -> dict[str, float]:
+        return activation_units(model, [y for y in image_latents(model, calibration) if min(y.shape[1:]) >= CELLS], CELLS)
+
+    units = calibrated(base)
     with torch.inference_mode():
         latents = image_latents(base, [load_rgb(path) for path in kodak_images(a.images)])
     levels = range(1, base.config.levels + 1)
@@ -88,16 +100,22 @@ def main() -> None:
             out.append(total)
         return np.array(out, dtype=np.float64)
 
-    reference_model = quantize_entropy(base, units, "integer8")
-    reference = chunk_bytes(reference_model)
-    layers = dict(reference_model.integer.named_modules())
-    total_macs = sum(multiply_adds(reference_model).values())
+    baseline = load_codec(str(a.baseline)).model if a.baseline else base
+    transforms = [{k: v for k, v in m.state_dict().items() if not k.startswith("context.")} for m in (base, baseline)]
+    if transforms[0].keys() != transforms[1].keys() or not all(torch.equal(v, transforms[1][k]) for k, v in transforms[0].items()):
+        raise SystemExit("--baseline must have FLOAT_CODEC's transforms (so that both code the same latents)")
+    own = quantize_entropy(base, units, "integer8")
+    reference = chunk_bytes(own if baseline is base else quantize_entropy(baseline, calibrated(baseline), "integer8"))
+    layers = {name: layer for name, layer in own.integer.named_modules() if isinstance(layer, IntegerLinear)}
+    total_macs = sum(multiply_adds(own).values())
     rows = []
-    for label, pattern in GROUPS:
-        model = quantize_entropy(base, units, "integer8", weight_max=lambda name: 63 if re.fullmatch(pattern, name) else None)
+    # against another codec, the first row is this one in r11's format unchanged
+    for label, pattern in [("none (r11's format)", None)] * (baseline is not base) + GROUPS:
+        model = own if pattern is None else quantize_entropy(
+            base, units, "integer8", weight_max=lambda name: 63 if re.fullmatch(pattern, name) else None)
         change = 100 * (chunk_bytes(model) / reference - 1)
         macs = sum(layer.weight.numel() * CELL_SHARE.get(name, 1) for name, layer in layers.items()
-                   if re.fullmatch(pattern, name))
+                   if pattern is not None and re.fullmatch(pattern, name))
         rows.append([label, f"{change.mean():+.2f}%", f"{change.min():+.2f}% .. {change.max():+.2f}%",
                      f"{100 * macs / total_macs:.0f}%"])
         print(rows[-1], flush=True)
@@ -107,19 +125,22 @@ def main() -> None:
         for block, width in parts:
             blocks.append([name, block, width, f"{float(weight[:, start : start + width].amax(1).float().median()):.0f}"])
             start += width
-    cmd = f"python benchmarks/int8_weights_probe.py {a.codec.name} {' '.join(os.path.relpath(d, ROOT) for d in a.data)} --images {a.images}"
+    cmd = (f"python benchmarks/int8_weights_probe.py {a.codec.name} {' '.join(os.path.relpath(d, ROOT) for d in a.data)} "
+           f"--images {a.images}" + (f" --baseline {a.baseline.name} --out {os.path.relpath(a.out, ROOT)}" if a.baseline else ""))
+    against = f"{load_codec(str(a.baseline)).name} quantized to r11's format" if a.baseline else "r11's format"
     lines = [
         "# 7-bit weights in the integer entropy networks: what each group of layers costs", "",
         f"Command: `{cmd}` (commit {git_rev()}); float codec {codec.name} (sha256 {codec.sha256[:12]}...), "
         f"{len(calibration)} calibration images, {a.images} Kodak images, qualities 1-{base.config.levels}; "
         f"machine: {machine()}. Method: the script's docstring.", "",
-        "Rate change against r11's format (cps-v5: 10-bit weights here, the spatial convolutions 7-bit):", "",
+        f"Rate change against {against} (cps-v5: 10-bit weights here, the spatial convolutions 7-bit):", "",
         md_table(["layers given 7-bit weights", "mean over the levels", "range over the levels",
                   "share of the multiply-adds"], rows), "",
+        *([QAT_NOTE, ""] if a.baseline else []),
         "## Why the first layers differ", "",
         "A layer's weights are quantized with one scale per output (its largest weight is 511 in r11's format), "
         "so an input block whose weights are all small keeps few levels at 7 bits. The median over a layer's "
-        "outputs of each input block's largest weight, in r11's format (10 bits, within +-511), slice 1:", "",
+        f"outputs of each input block's largest weight, {codec.name} in r11's format (10 bits, within +-511), slice 1:", "",
         md_table(["layer", "input block", "columns", "median largest weight"], blocks), "",
     ]
     a.out.write_text("\n".join(lines))
