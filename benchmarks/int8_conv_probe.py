@@ -59,7 +59,8 @@ def main() -> None:
     import torch
 
     import cps_tiles.transforms.context as context_module
-    from cps_tiles.training.context import context_bits, image_latents
+    from cps_tiles.training.context import context_bits
+    from cps_tiles.training.data import image_latents
     from cps_tiles.transforms.model import CPSModel, ModelConfig
     from cps_tiles.transforms.weights import load_codec
 

@@ -66,8 +66,7 @@ def main() -> None:
     import torch
 
     from cps_tiles.coding.bitstream import ChunkCoder
-    from cps_tiles.training.context import image_latents
-    from cps_tiles.training.data import load_training_images
+    from cps_tiles.training.data import image_latents, load_training_images
     from cps_tiles.training.quantize import activation_units, quantize_entropy
     from cps_tiles.transforms.integer import IntegerLinear
     from cps_tiles.transforms.weights import load_codec

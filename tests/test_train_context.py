@@ -8,7 +8,8 @@ import torch
 from conftest import TINY, smooth_image
 
 from cps_tiles.cli import main
-from cps_tiles.training.context import context_bits, image_latents
+from cps_tiles.training.context import context_bits
+from cps_tiles.training.data import image_latents
 from cps_tiles.training.run import export_checkpoint
 from cps_tiles.transforms.weights import load_codec
 

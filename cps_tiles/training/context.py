@@ -25,20 +25,9 @@ from torch.nn import functional as F
 from ..transforms.density import gaussian_likelihood
 from ..transforms.geometry import Geometry
 from ..transforms.model import CPSModel, ModelConfig
-from .data import load_training_images
+from .data import image_latents, load_training_images
+from .quantize import activation_units, context_layers, fake_quantized
 from .run import add_run_arguments, load_checkpoint, save_checkpoint, start_run
-
-
-@torch.inference_mode()
-def image_latents(model: CPSModel, images: list[np.ndarray]) -> list[torch.Tensor]:
-    """uint8 images ``[h, w, 3]`` -> unit-gain latents ``float32 [M, h/rho, w/rho]`` (cropped to whole cells)."""
-    rho = Geometry.of(model).rho
-    out = []
-    for a in images:
-        h, w = a.shape[0] // rho * rho, a.shape[1] // rho * rho
-        x = torch.from_numpy(np.ascontiguousarray(a[:h, :w].transpose(2, 0, 1))).float().div_(255)[None]
-        out.append(model.analysis(x.contiguous(memory_format=torch.channels_last))[0].float().contiguous())
-    return out
 
 
 def context_bits(model: CPSModel, y: torch.Tensor, levels: torch.Tensor,
@@ -68,8 +57,6 @@ def quantization_aware(model: CPSModel, latents: list[torch.Tensor],
     the first ``QAT_CALIBRATION`` ``latents``): what quantization-aware training rounds each step. The
     units only matter where a layer's inputs differ in unit (the first layers): a common unit cancels
     out of each output's scale, so the convolutions' input is given unit 1."""
-    from .quantize import activation_units, context_layers
-
     units = activation_units(model, latents[:QAT_CALIBRATION], cells)
     layers = dict(model.context.named_modules())
     return {name: (layers[name], unit_in) for _, name, unit_in, _ in context_layers(model.config, units, 1.0)}
@@ -77,7 +64,6 @@ def quantization_aware(model: CPSModel, latents: list[torch.Tensor],
 
 def train_context(args: argparse.Namespace) -> None:
     from ..transforms.weights import load_codec
-    from .quantize import fake_quantized
 
     ckpt_path, log_path = start_run(args, "context_log.csv")
 

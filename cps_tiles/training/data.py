@@ -1,4 +1,5 @@
-"""Training data: lossless photos (and 2x-downsampled JPEGs) as uint8 arrays, and random crops."""
+"""Training data: lossless photos (and 2x-downsampled JPEGs) as uint8 arrays, random crops, and a
+model's latents of them."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..transforms.geometry import Geometry
+from ..transforms.model import CPSModel
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
 JPEG_SUFFIXES = {".jpg", ".jpeg"}
@@ -60,3 +64,15 @@ class CropSampler:
             out[i] = patch
         x = torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255)
         return x.contiguous(memory_format=torch.channels_last)
+
+
+@torch.inference_mode()
+def image_latents(model: CPSModel, images: list[np.ndarray]) -> list[torch.Tensor]:
+    """uint8 images ``[h, w, 3]`` -> unit-gain latents ``float32 [M, h/rho, w/rho]`` (cropped to whole cells)."""
+    rho = Geometry.of(model).rho
+    out = []
+    for a in images:
+        h, w = a.shape[0] // rho * rho, a.shape[1] // rho * rho
+        x = torch.from_numpy(np.ascontiguousarray(a[:h, :w].transpose(2, 0, 1))).float().div_(255)[None]
+        out.append(model.analysis(x.contiguous(memory_format=torch.channels_last))[0].float().contiguous())
+    return out

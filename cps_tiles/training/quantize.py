@@ -41,8 +41,7 @@ from ..transforms.integer import (
 )
 from ..transforms.model import CPSModel, ModelConfig
 from ..transforms.weights import load_codec, save_codec_parts, transforms_part
-from .context import image_latents
-from .data import load_training_images
+from .data import image_latents, load_training_images
 
 _LN2 = math.log(2)
 #: real value of one unit of each network input format
