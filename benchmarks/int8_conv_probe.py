@@ -50,6 +50,19 @@ def multiply_adds(model) -> dict[str, float]:
     return out
 
 
+def float_context_codec(path: Path):
+    """The cps-v3 codec at ``path`` (a float spatial context, which the probes quantize), on one thread."""
+    import torch
+
+    from cps_tiles.transforms.weights import load_codec
+
+    torch.set_num_threads(1)
+    codec = load_codec(str(path))
+    if codec.model.context is None or not codec.model.config.spatial:
+        raise SystemExit(f"{codec.name} has no float spatial context")
+    return codec
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("codec", type=Path, help="a cps-v3 codec directory (float context)")
@@ -62,13 +75,9 @@ def main() -> None:
     from cps_tiles.training.context import context_bits
     from cps_tiles.training.data import image_latents
     from cps_tiles.transforms.model import CPSModel, ModelConfig
-    from cps_tiles.transforms.weights import load_codec
 
-    torch.set_num_threads(1)
-    codec = load_codec(str(a.codec))
+    codec = float_context_codec(a.codec)
     model = codec.model
-    if model.context is None or not model.config.spatial:
-        raise SystemExit(f"{codec.name} has no float spatial context")
     images = [load_rgb(path) for path in kodak_images(a.images)]
     latents = image_latents(model, images)
     pixels = sum(x.shape[0] * x.shape[1] for x in images)

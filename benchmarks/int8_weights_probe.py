@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, git_rev, kodak_images, load_rgb, machine, md_table  # noqa: E402
-from int8_conv_probe import multiply_adds  # noqa: E402
+from int8_conv_probe import float_context_codec, multiply_adds  # noqa: E402
 
 
 def input_blocks(model) -> dict[str, list[tuple[str, int]]]:
@@ -69,13 +69,9 @@ def main() -> None:
     from cps_tiles.training.data import image_latents, load_training_images
     from cps_tiles.training.quantize import activation_units, quantize_entropy
     from cps_tiles.transforms.integer import IntegerLinear
-    from cps_tiles.transforms.weights import load_codec
 
-    torch.set_num_threads(1)
-    codec = load_codec(str(a.codec))
+    codec = float_context_codec(a.codec)
     base = codec.model
-    if base.context is None or not base.config.spatial:
-        raise SystemExit(f"{codec.name} has no float spatial context")
     calibration = load_training_images(a.data, CELLS * 16)[:CALIBRATION_IMAGES]
 
     def calibrated(model) -> dict[str, float]:
@@ -99,7 +95,8 @@ def main() -> None:
             out.append(total)
         return np.array(out, dtype=np.float64)
 
-    baseline = load_codec(str(a.baseline)).model if a.baseline else base
+    baseline_codec = float_context_codec(a.baseline) if a.baseline else codec
+    baseline = baseline_codec.model
     transforms = [{k: v for k, v in m.state_dict().items() if not k.startswith("context.")} for m in (base, baseline)]
     if transforms[0].keys() != transforms[1].keys() or not all(torch.equal(v, transforms[1][k]) for k, v in transforms[0].items()):
         raise SystemExit("--baseline must have FLOAT_CODEC's transforms (so that both code the same latents)")
@@ -126,7 +123,7 @@ def main() -> None:
             start += width
     cmd = (f"python benchmarks/int8_weights_probe.py {a.codec.name} {' '.join(os.path.relpath(d, ROOT) for d in a.data)} "
            f"--images {a.images}" + (f" --baseline {a.baseline.name} --out {os.path.relpath(a.out, ROOT)}" if a.baseline else ""))
-    against = f"{load_codec(str(a.baseline)).name} quantized to r11's format" if a.baseline else "r11's format"
+    against = f"{baseline_codec.name} quantized to r11's format" if a.baseline else "r11's format"
     lines = [
         "# 7-bit weights in the integer entropy networks: what each group of layers costs", "",
         f"Command: `{cmd}` (commit {git_rev()}); float codec {codec.name} (sha256 {codec.sha256[:12]}...), "

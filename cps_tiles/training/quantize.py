@@ -52,12 +52,18 @@ _MULT_BITS = 20
 _SUBSAMPLE = 5  # calibration keeps every 5th activation value
 
 
+def weight_scale(folded: torch.Tensor, weight_max: int) -> torch.Tensor:
+    """The real value of one integer weight step of each output ``[O]``, for weights ``folded [O, K]``
+    (each input's unit folded in): the output's largest weight becomes ``weight_max``."""
+    return (folded.abs().amax(1) / weight_max).clamp_min(1e-30)
+
+
 def quantize_layer(layer: IntegerLinear, weight: torch.Tensor, bias: torch.Tensor, unit_in: torch.Tensor,
                    unit_out: torch.Tensor) -> None:
     """Set ``layer``'s buffers from a float layer ``weight [O, K]``, ``bias [O]``, the real value of
     one unit of each input ``unit_in [K]`` and of each output ``unit_out [O]``."""
     w = weight.double() * unit_in.double()
-    scale = (w.abs().amax(1) / layer.weight_max).clamp_min(1e-30)
+    scale = weight_scale(w, layer.weight_max)
     ratio = scale / unit_out.double()
     shift = max(1, _MULT_BITS - math.ceil(math.log2(float(ratio.max()))))
     layer.weight.copy_(torch.round(w / scale[:, None]).to(torch.int16))
@@ -152,7 +158,7 @@ def fake_quantized(weight: torch.Tensor, unit_in: torch.Tensor, weight_max: int)
     training: the inputs' units ``unit_in [K * taps]`` folded in, each output's largest weight at
     ``weight_max``, rounded, unfolded. The gradient passes the rounding unchanged (straight-through)."""
     folded = weight.flatten(1) * unit_in.to(weight.dtype)
-    scale = (folded.detach().abs().amax(1, keepdim=True) / weight_max).clamp_min(1e-30)
+    scale = weight_scale(folded.detach(), weight_max)[:, None]
     rounded = folded + (torch.round(folded / scale) * scale - folded).detach()
     return (rounded / unit_in.to(weight.dtype)).view_as(weight)
 

@@ -189,7 +189,7 @@ class IntegerLinear(nn.Module):
                  weight_max: int = WEIGHT_MAX) -> None:
         super().__init__()
         self.weight_max = weight_max
-        self.int8 = max(weight_max, *bounds) <= INT8_EXACT
+        self._bound_max = max(bounds)
         self.register_buffer("weight", torch.zeros(outputs, inputs, dtype=torch.int16))
         self.register_buffer("bias", torch.zeros(outputs, dtype=torch.int64))
         self.register_buffer("mult", torch.ones(outputs, dtype=torch.int64))
@@ -240,6 +240,12 @@ class IntegerLinear(nn.Module):
                                                   [(a, b, w[:, a:b].t().float().contiguous())
                                                    for a, b in exact_groups(w, bounds)])
         return self._groups[(lo, hi, taps, int8)]
+
+    @property
+    def int8(self) -> bool:
+        """Whether the weights and every input bound lie within ``INT8_EXACT`` (so the products are int8
+        ones on the CPU); follows ``weight_max``, which a probe may lower (``quantize_entropy``)."""
+        return max(self.weight_max, self._bound_max) <= INT8_EXACT
 
     def takes_int8(self, device: torch.device) -> bool:
         """Whether ``accumulate`` multiplies in int8 on ``device`` (an int8 layer, on the CPU), so its
