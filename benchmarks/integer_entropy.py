@@ -45,7 +45,8 @@ from rd_kodak import bd_rate  # noqa: E402
 
 os.environ["CPS_TILES_REUSE"] = "0"  # decode every chunk: the speed of the coder, not of the memo
 ARITHMETIC = {"float": "float64 networks, Gaussian coder", "integer": "integer networks, tables",
-              "integer8": "integer networks with int8 convolutions, tables"}
+              "integer8": "integer networks with int8 convolutions, tables",
+              "integer8all": "integer networks, every product int8, tables"}
 
 
 def short(name: str) -> str:

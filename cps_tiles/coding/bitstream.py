@@ -6,7 +6,8 @@ Layout (little endian)::
     0      4     magic b"CPSC"
     4      1     format version: 1, float entropy networks (cps-v1..v3 codecs); 2, integer
                  entropy networks and table coding (cps-v4; :mod:`cps_tiles.coding.tables`);
-                 3, the same with int8 spatial convolutions (cps-v5)
+                 3, the same with int8 spatial convolutions (cps-v5); 4, with 7-bit weights in
+                 every layer (cps-v6)
     5      1     flags (0; reserved)
     6      2     quality * 100 (100 .. 100 * the codec's quality levels)
     8      2     M, latent channels
@@ -57,7 +58,7 @@ from .tables import TableCoder
 
 MAGIC = b"CPSC"
 #: chunk format version by the arithmetic of the codec's entropy networks
-VERSIONS = {"float": 1, "integer": 2, "integer8": 3}
+VERSIONS = {"float": 1, "integer": 2, "integer8": 3, "integer8all": 4}
 _HEADER = struct.Struct("<4sBBHHHHhhII")
 #: Largest chunk side in latent cells (2048 pixels): bounds memory and time of a forged header.
 MAX_CELLS = 128

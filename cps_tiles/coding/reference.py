@@ -21,8 +21,8 @@ from ..transforms.geometry import Geometry
 from ..transforms.integer import (
     ACT,
     CODE_ONE,
-    CONV_FORMATS,
     EXP2_BITS,
+    FORMATS,
     GAIN_BITS,
     INPUT_SHIFT,
     LEAKY_MUL,
@@ -75,8 +75,8 @@ class ReferenceEntropy:
 
     def __init__(self, state: dict, M: int, slices: int, levels: int, spatial: int, entropy: str = "integer") -> None:
         """``entropy``: the codec's arithmetic (``ModelConfig.entropy``), which sets the convolutions'
-        input format (``CONV_FORMATS``)."""
-        self.conv_format = CONV_FORMATS[entropy]
+        input format (``FORMATS``)."""
+        self.format = FORMATS[entropy]
         arrays = {k: np.asarray(v).astype(np.int64) for k, v in state.items()}
         self.M, self.slices, self.width, self.levels, self.k = M, slices, M // slices, levels, spatial
 
@@ -91,7 +91,7 @@ class ReferenceEntropy:
 
     @classmethod
     def of(cls, model) -> ReferenceEntropy:
-        """From a loaded cps-v4 or cps-v5 :class:`~cps_tiles.transforms.model.CPSModel`."""
+        """From a loaded cps-v4, cps-v5 or cps-v6 :class:`~cps_tiles.transforms.model.CPSModel`."""
         c = model.config
         state = {k: v.numpy() for k, v in model.integer.state_dict().items()}
         return cls(state, c.M, c.slices, c.levels, c.spatial, c.entropy)
@@ -137,7 +137,7 @@ class ReferenceEntropy:
         anchor = (rows + cols) % 2 == 0
         u = np.zeros((m_ch, h, w), dtype=np.int64)  # y_hat / gain, Q4: the channel nets' input
         uc = np.zeros((m_ch, h, w), dtype=np.int64)  # the same in the convolutions' format
-        fmt = self.conv_format
+        fmt = self.format
         to_input = lambda x: np.clip(x >> INPUT_SHIFT, -ACT, ACT)  # noqa: E731
         hyper_in = [to_input(mean.reshape(m_ch, n).T), to_input(log.reshape(m_ch, n).T)]
         for k in range(self.slices):
@@ -172,7 +172,7 @@ class ReferenceEntropy:
 
 
 def reference_decode(model, data: bytes) -> np.ndarray:
-    """Decode one chunk of a cps-v4 or cps-v5 ``model`` with the reference parameters -> y_hat int16
+    """Decode one chunk of a cps-v4, cps-v5 or cps-v6 ``model`` with the reference parameters -> y_hat int16
     ``[M, h, w]``. Header checks, the z stream and the y stream's ANS coder and tables are the
     codec's own (:class:`~cps_tiles.coding.bitstream.ChunkCoder`); only the parameters differ.
     Builds its coder each call: a checking tool, not a decoder."""

@@ -26,7 +26,7 @@ from ..transforms.density import gaussian_likelihood
 from ..transforms.geometry import Geometry
 from ..transforms.model import CPSModel, ModelConfig
 from .data import image_latents, load_training_images
-from .quantize import activation_units, context_layers, fake_quantized
+from .quantize import activation_units, context_layers, dequantize_context, fake_quantized
 from .run import add_run_arguments, load_checkpoint, save_checkpoint, start_run
 
 
@@ -76,12 +76,17 @@ def train_context(args: argparse.Namespace) -> None:
     missing = model.load_state_dict(base.model.state_dict(), strict=False).missing_keys
     if any(not k.startswith("context.") for k in missing):
         raise ValueError(f"codec {base.name} does not fit this model: missing {missing[:3]}")
-    if args.context_from:  # a context trained on other transforms of the same shape, trained on here
-        source = load_codec(args.context_from).model.context
+    source = load_codec(args.context_from).model if args.context_from else base.model
+    if args.context_from or source.integer is not None:
+        # a context trained on other transforms of the same shape, or an integer codec's own networks
+        # (dequantized), trained on here; a float codec's own context is already loaded
+        state = source.context.state_dict() if source.context is not None else {}
+        if source.integer is not None and source.config.spatial:
+            state = dequantize_context(source.integer, source.config)
         try:  # strict: every tensor present, none extra, each of this shape
-            model.context.load_state_dict(source.state_dict() if source is not None else {})
+            model.context.load_state_dict(state)
         except RuntimeError:
-            raise ValueError(f"codec {args.context_from} has no entropy context of this shape "
+            raise ValueError(f"codec {args.context_from or args.init} has no entropy context of this shape "
                              f"(--slices {args.slices} --hidden {args.hidden} --spatial {args.spatial}, M={config.M})") from None
     model.requires_grad_(False).context.requires_grad_(True)
     opt = torch.optim.Adam(model.context.parameters(), lr=args.lr)

@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import sys
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,12 +31,14 @@ from ..transforms.integer import (
     ACT,
     CODE_ONE,
     EXP2_BITS,
+    FORMATS,
     GAIN_BITS,
     INPUT_SHIFT,
     LOG_BITS,
     MEAN_BITS,
     RAW_BITS,
     U_BITS,
+    IntegerEntropy,
     IntegerLinear,
     log_table_values,
 )
@@ -163,9 +166,33 @@ def fake_quantized(weight: torch.Tensor, unit_in: torch.Tensor, weight_max: int)
     return (rounded / unit_in.to(weight.dtype)).view_as(weight)
 
 
+#: The real value given one unit of every hidden activation when a float context is rebuilt from
+#: integer networks (any value gives the same function; this one keeps activations near 1).
+_DEQUANTIZED_UNIT = 4.0 / ACT
+
+
+@torch.no_grad()
+def dequantize_context(integer: IntegerEntropy, cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """The float ``EntropyContext`` state dict that computes what ``integer``'s context
+    networks compute, short of their rounding and clipping: ``quantize_layer`` inverted, layer by layer
+    through ``context_layers`` (weight ``W * mult / 2^shift * unit_out / unit_in``, bias ``b * mult / 2^shift
+    * unit_out``). It starts quantization-aware training from a released integer codec whose float
+    context was not kept."""
+    layers, units = dict(integer.named_modules()), defaultdict(lambda: _DEQUANTIZED_UNIT)
+    state = {}
+    for name, float_name, unit_in, unit_out in context_layers(cfg, units, 2.0 ** -integer.format.u_bits):
+        layer = layers[name]
+        step = layer.mult.double() / 2.0 ** int(layer.shift) * unit_out  # real value of one accumulator unit [O]
+        kernel = cfg.spatial if name.startswith("convs.") else 1
+        weight = layer.weight.double() * step[:, None] / unit_in
+        state[f"{float_name}.weight"] = weight.view(len(step), -1, kernel, kernel).float()
+        state[f"{float_name}.bias"] = (layer.bias.double() * step).float()
+    return state
+
+
 def quantize_entropy(base: CPSModel, units: dict[str, float], entropy: str = "integer",
                      weight_max: Callable[[str], int | None] | None = None) -> CPSModel:
-    """A cps-v4 (``entropy`` "integer") or cps-v5 ("integer8") model: ``base``'s transforms, its entropy
+    """A cps-v4 (``entropy`` "integer"), cps-v5 ("integer8") or cps-v6 ("integer8all") model: ``base``'s transforms, its entropy
     networks quantized (see the module docstring). ``weight_max``, for probes only: a layer's name in
     ``model.integer`` -> a weight bound to quantize it to instead of its format's (None: the format's).
     A model so made codes and decodes exactly, but its codec format does not record the bounds."""
@@ -184,7 +211,7 @@ def quantize_entropy(base: CPSModel, units: dict[str, float], entropy: str = "in
     quantize_layer(up2, *_up(base.h_s[2]), _units((cfg.N, units["hyper.1"])), _units((4 * (3 * M // 2), units["hyper.3"])))
     quantize_layer(out, *_conv(base.h_s[4]), _units((3 * M // 2, units["hyper.3"])), _units((M, MEAN_OUT), (M, RAW_OUT)))
     layers, float_layers = dict(ie.named_modules()), dict(ctx.named_modules())
-    for name, float_name, unit_in, unit_out in context_layers(cfg, units, 2.0 ** -ie.conv_format.u_bits):
+    for name, float_name, unit_in, unit_out in context_layers(cfg, units, 2.0 ** -ie.format.u_bits):
         quantize_layer(layers[name], *_conv(float_layers[float_name]), unit_in, unit_out)
     ie.log_table.copy_(torch.tensor(log_table_values(), dtype=torch.int64))
     ie.log_gain.copy_(torch.round(base.log_gain.detach().double() / _LN2 * 2**GAIN_BITS).to(torch.int64))
@@ -203,9 +230,10 @@ def main(argv: list[str] | None = None, parser: type[argparse.ArgumentParser] = 
     p.add_argument("--name", required=True, help="the new codec's name")
     p.add_argument("--cells", type=int, default=16, help="calibration crop side in latent cells")
     p.add_argument("--images", type=int, default=0, help="calibration images (the first, sorted; 0: all)")
-    p.add_argument("--entropy", choices=("integer", "integer8"), default="integer",
+    p.add_argument("--entropy", choices=tuple(FORMATS), default="integer",
                    help="integer: every layer 10-bit (cps-v4); integer8: the spatial convolutions in 7-bit operands, "
-                   "computed as int8 products (cps-v5, faster to decode)")
+                   "computed as int8 products (cps-v5, faster to decode); integer8all: every layer's weights 7-bit, "
+                   "all products int8 (cps-v6, fastest; for a context trained with train-context --qat-weight-max 63)")
     args = p.parse_args(argv)
     base = load_codec(args.init)
     if base.model.context is None or not base.model.config.spatial:

@@ -26,15 +26,19 @@ integer weights ``W`` (a per-output-channel scale folded into ``mult``), ``act``
 ReLU ``x >= 0 ? x : (41 x) >> 12`` or none, and activations bounded by ``ACT``. ``>>`` is a floor
 (arithmetic) shift and ``//`` a floor division, everywhere.
 
-The spatial convolutions carry about half of the multiply-adds (52% in r11: ``benchmarks/int8_conv_probe.md``). Their operands
-have a format of their own, ``CONV_FORMATS[arithmetic]``: in ``"integer"`` codecs (cps-v4) the
-other layers' (u Q4 within ``ACT``, 10-bit weights); in ``"integer8"`` codecs (cps-v5) 7-bit
-operands, u Q1 within +-63 and weights within +-63, whose products run as int8 x int8 -> int32
-matrix products (``torch._int_mm``). 7 bits, not 8: without VNNI, x86 int8 kernels multiply an
-unsigned byte (the signed one plus 128) by a signed one and add pairs in a saturating 16-bit
-``vpmaddubsw``; with both operands within 63 a pair stays within 2 * 191 * 63 < 2^15, so no kernel
-saturates (``benchmarks/int8_products.md`` shows 8-bit operands going wrong there). The int32
-sums are bounded below 2^31 by ``IntegerLinear.check``.
+The operands' widths are the codec's format, ``FORMATS[arithmetic]``. The spatial convolutions
+carry about half of the multiply-adds (52% in r11: ``benchmarks/int8_conv_probe.md``): in
+``"integer"`` codecs (cps-v4) they take the other layers' operands (u Q4 within ``ACT``, 10-bit
+weights); in ``"integer8"`` (cps-v5) and ``"integer8all"`` (cps-v6) codecs 7-bit operands, u Q1
+within +-63 and weights within +-63, whose products run as int8 x int8 -> int32 matrix products
+(``torch._int_mm``). 7 bits, not 8: without VNNI, x86 int8 kernels multiply an unsigned byte (the
+signed one plus 128) by a signed one and add pairs in a saturating 16-bit ``vpmaddubsw``; with both
+operands within 63 a pair stays within 2 * 191 * 63 < 2^15, so no kernel saturates
+(``benchmarks/int8_products.md`` shows 8-bit operands going wrong there). In cps-v6 every other
+layer's weights lie within +-63 too (trained for it: ``train-context --qat-weight-max 63``); its
+inputs, within ``ACT``, are split into two digits, ``x = 2^DIGIT_BITS (x >> DIGIT_BITS) + (x &
+(2^DIGIT_BITS - 1))``, each within +-32, so ``x @ W.T`` is two int8 products (``IntegerLinear.digits``).
+The int32 sums are bounded below 2^31 by ``IntegerLinear.check``.
 
 The fast path carries these integers in floating point, so that torch's BLAS does the products.
 A float of p mantissa bits represents every integer below 2^p exactly, and a sum or product of
@@ -93,18 +97,27 @@ MEAN_FRAC_BITS = 3
 FLAT_CLASS = -(-((2 << 8) - SIGMA_LOG0) // SIGMA_STEP)
 
 
+#: Digits of an int8 digit product: inputs within ACT split into x >> DIGIT_BITS (within +-32) and
+#: x & (2^DIGIT_BITS - 1) (0..31), both within INT8_EXACT.
+DIGIT_BITS = 5
+
+
 @dataclass(frozen=True)
-class ConvFormat:
-    """Operands of the spatial context's convolutions: their input is u = y_hat / gain in Q``u_bits``,
-    clipped to ``+-act``, and their weights lie within ``+-weight_max``."""
+class IntegerFormat:
+    """Operands of a codec's integer entropy networks: the spatial context's convolutions take
+    u = y_hat / gain in Q``u_bits`` clipped to ``+-act``, with weights within ``+-conv_weight_max``;
+    every other layer's weights lie within ``+-weight_max`` (their inputs within ``ACT``)."""
 
     u_bits: int
     act: int
+    conv_weight_max: int
     weight_max: int
 
 
-#: The convolutions' operands by entropy arithmetic (``ModelConfig.entropy``).
-CONV_FORMATS = {"integer": ConvFormat(U_BITS, ACT, WEIGHT_MAX), "integer8": ConvFormat(1, INT8_EXACT, INT8_EXACT)}
+#: The operand formats by entropy arithmetic (``ModelConfig.entropy``).
+FORMATS = {"integer": IntegerFormat(U_BITS, ACT, WEIGHT_MAX, WEIGHT_MAX),  # cps-v4
+           "integer8": IntegerFormat(1, INT8_EXACT, INT8_EXACT, WEIGHT_MAX),  # cps-v5
+           "integer8all": IntegerFormat(1, INT8_EXACT, INT8_EXACT, INT8_EXACT)}  # cps-v6
 
 
 def unit_latent(scaled: torch.Tensor, bits: int, bound: int) -> torch.Tensor:
@@ -181,8 +194,9 @@ class IntegerLinear(nn.Module):
     Buffers (the codec's weights): ``weight`` int16 ``[O, K]`` (``|w| <= weight_max``), ``bias`` and
     ``mult`` int64 ``[O]`` (accumulator units, and the requantizing multiplier), ``shift`` int64
     ``[]``. ``bounds`` ``[K]`` (not stored: the architecture's input bounds) make the exactness proof.
-    With ``weight_max`` and every bound within ``INT8_EXACT``, the products run as int8 products on
-    the CPU (``accumulate``).
+    With ``weight_max`` within ``INT8_EXACT``, the products run as int8 products on the CPU
+    (``accumulate``): one if every bound is within it too (``int8``), else one per input digit
+    (``digits``).
     """
 
     def __init__(self, inputs: int, outputs: int, bounds: list[int], activation: bool,
@@ -207,7 +221,8 @@ class IntegerLinear(nn.Module):
         if int(self.weight.abs().max()) > self.weight_max or int(self.mult.min()) < 0 or not 1 <= int(self.shift) < 62:
             raise ValueError("integer layer parameters out of range")
         products = (self.weight.abs().to(torch.int64) * self.bounds).sum(1)  # |x @ W.T|
-        if self.int8 and int(products.max()) >= INT32_EXACT:
+        # an int8 layer's sums, and each of a digit layer's (every digit within its column's bound), in int32
+        if (self.int8 or self.digits) and int(products.max()) >= INT32_EXACT:
             raise ValueError("an int8 layer's products can reach 2^31: not exact in int32")
         acc = products + self.bias.abs()  # |x @ W.T + bias|
         worst = max(int(a) * int(m) for a, m in zip(acc, self.mult)) + (1 << (int(self.shift) - 1))
@@ -247,6 +262,12 @@ class IntegerLinear(nn.Module):
         ones on the CPU); follows ``weight_max``, which a probe may lower (``quantize_entropy``)."""
         return max(self.weight_max, self._bound_max) <= INT8_EXACT
 
+    @property
+    def digits(self) -> bool:
+        """Whether the weights lie within ``INT8_EXACT`` and the inputs beyond it but within ``ACT`` (so the
+        products are int8 ones of each input digit on the CPU: ``DIGIT_BITS``)."""
+        return self.weight_max <= INT8_EXACT < self._bound_max <= ACT
+
     def takes_int8(self, device: torch.device) -> bool:
         """Whether ``accumulate`` multiplies in int8 on ``device`` (an int8 layer, on the CPU), so its
         input is best made int8."""
@@ -254,15 +275,22 @@ class IntegerLinear(nn.Module):
 
     def accumulate(self, x: torch.Tensor, lo: int = 0, hi: int | None = None, taps: int = 1,
                    final: bool = False) -> torch.Tensor:
-        """``x [N, hi-lo]`` (integers within ``bounds``) @ ``weight[:, lo:hi].T`` -> float64 ``[N, O]``,
-        exact. ``taps``: the block is a convolution's (channel, tap) columns, and ``x`` has them in
-        (tap, channel) order (``_patches``). ``final``: the caller adds nothing to the result, so a
-        block of one exact group may come back as its float32 product (exact; ``requantize`` reads it
-        into float64). An int8 layer on the CPU takes ``x`` as int8 and multiplies in int8 -> int32
-        (``torch._int_mm``); elsewhere it takes the float32 path, its weights split into exact groups."""
+        """``x [N, hi-lo]`` (integers within ``bounds``) @ ``weight[:, lo:hi].T`` -> ``[N, O]``, exact
+        integers (int32 from int8 products, else float64). ``taps``: the block is a convolution's
+        (channel, tap) columns, and ``x`` has them in (tap, channel) order (``_patches``). ``final``:
+        the caller adds nothing to the result, so a block of one exact group may come back as its
+        float32 product (exact; ``requantize`` reads it into float64). An int8 layer on the CPU takes
+        ``x`` as int8 and multiplies in int8 -> int32 (``torch._int_mm``), and a ``digits`` layer there
+        multiplies the two digits of ``x`` (float32-carried) so and adds them in int32 (exact:
+        ``check``); elsewhere it takes the float32 path, its weights split into exact groups."""
         hi = self.weight.shape[1] if hi is None else hi
         if self.takes_int8(x.device):
-            return torch._int_mm(x.to(torch.int8), self._plan(lo, hi, taps, True)[0][2]).double()
+            return torch._int_mm(x.to(torch.int8), self._plan(lo, hi, taps, True)[0][2])
+        if self.digits and x.device.type == "cpu":
+            w8 = self._plan(lo, hi, taps, True)[0][2]
+            x16 = x.to(torch.int16)  # exact: integers within ACT; >> is arithmetic (a floor), & the remainder
+            high = torch._int_mm((x16 >> DIGIT_BITS).to(torch.int8), w8)
+            return high.bitwise_left_shift_(DIGIT_BITS).add_(torch._int_mm((x16 & ((1 << DIGIT_BITS) - 1)).to(torch.int8), w8))
         x32 = x.float()
         groups = self._plan(lo, hi, taps)
         out = x32[:, groups[0][0] : groups[0][1]] @ groups[0][2]
@@ -274,7 +302,7 @@ class IntegerLinear(nn.Module):
         return out
 
     def requantize(self, acc: torch.Tensor) -> torch.Tensor:
-        """Accumulator (bias not yet added; exact integers, float32 or float64) -> the layer's output
+        """Accumulator (bias not yet added; exact integers: int32, float32 or float64) -> the layer's output
         (float64, or float32 for a hidden layer: see below)."""
         offset, scale = self._requant_params()
         out = torch.addcmul(offset, acc, scale).floor_()
@@ -301,9 +329,10 @@ def _up(layer: IntegerLinear, x: torch.Tensor) -> torch.Tensor:
     return out.view(n, a, b, -1, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(n, -1, 2 * a, 2 * b)
 
 
-def _net(inputs: int, hidden: int, outputs: int, bounds: list[int]) -> nn.ModuleList:
-    return nn.ModuleList([IntegerLinear(inputs, hidden, bounds, True), IntegerLinear(hidden, hidden, [ACT] * hidden, True),
-                          IntegerLinear(hidden, outputs, [ACT] * hidden, False)])
+def _net(inputs: int, hidden: int, outputs: int, bounds: list[int], weight_max: int) -> nn.ModuleList:
+    return nn.ModuleList([IntegerLinear(inputs, hidden, bounds, True, weight_max),
+                          IntegerLinear(hidden, hidden, [ACT] * hidden, True, weight_max),
+                          IntegerLinear(hidden, outputs, [ACT] * hidden, False, weight_max)])
 
 
 def _run(net: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
@@ -318,24 +347,25 @@ class IntegerEntropy(nn.Module):
     parts of a chunk in turn, each part's symbol parameters from the values before it)."""
 
     def __init__(self, M: int, N: int, Nz: int, slices: int, hidden: int, levels: int, spatial: int,
-                 spatial_hidden: int, z_support: int, conv: ConvFormat = CONV_FORMATS["integer"]) -> None:
-        """``conv``: the spatial convolutions' operand format (``CONV_FORMATS``)."""
+                 spatial_hidden: int, z_support: int, fmt: IntegerFormat = FORMATS["integer"]) -> None:
+        """``fmt``: the layers' operand format (``FORMATS``)."""
         super().__init__()
         if not (slices and spatial):
             raise ValueError("the integer entropy model has a channel and a spatial context")
         self.M, self.slices, self.width, self.levels, self.spatial = M, slices, M // slices, levels, spatial
-        self.conv_format = conv
+        self.format = fmt
         w, taps = self.width, spatial * spatial
+        wmax = fmt.weight_max
         self.hyper_layers = nn.ModuleList([
-            IntegerLinear(Nz, 4 * N, [z_support] * Nz, True),
-            IntegerLinear(N, 4 * (3 * M // 2), [ACT] * N, True),
-            IntegerLinear(3 * M // 2, 2 * M, [ACT] * (3 * M // 2), False)])
+            IntegerLinear(Nz, 4 * N, [z_support] * Nz, True, wmax),
+            IntegerLinear(N, 4 * (3 * M // 2), [ACT] * N, True, wmax),
+            IntegerLinear(3 * M // 2, 2 * M, [ACT] * (3 * M // 2), False, wmax)])
         self.nets = nn.ModuleList(_net(2 * M + levels + k * w, hidden, 2 * w,
-                                       [ACT] * (2 * M) + [CODE_ONE] * levels + [ACT] * (k * w)) for k in range(slices))
-        self.convs = nn.ModuleList(IntegerLinear((k + 1) * w * taps, spatial_hidden, [conv.act] * ((k + 1) * w * taps), True,
-                                                 conv.weight_max) for k in range(slices))
+                                       [ACT] * (2 * M) + [CODE_ONE] * levels + [ACT] * (k * w), wmax) for k in range(slices))
+        self.convs = nn.ModuleList(IntegerLinear((k + 1) * w * taps, spatial_hidden, [fmt.act] * ((k + 1) * w * taps), True,
+                                                 fmt.conv_weight_max) for k in range(slices))
         self.heads = nn.ModuleList(_net(spatial_hidden + 2 * w + levels + 1, spatial_hidden, 2 * w,
-                                        [ACT] * (spatial_hidden + 2 * w) + [CODE_ONE] * levels + [1])
+                                        [ACT] * (spatial_hidden + 2 * w) + [CODE_ONE] * levels + [1], wmax)
                                    for _ in range(slices))
         self.register_buffer("log_table", torch.zeros(2 * RAW_MAX + 1, dtype=torch.int64))
         self.register_buffer("log_gain", torch.zeros(levels, M, dtype=torch.int64))
@@ -418,7 +448,7 @@ class IntegerEntropy(nn.Module):
         # the channel nets' inputs that every slice shares: [B*n, 2M + levels]
         common = torch.cat([_input(mean).float(), _input(log).float(), code], dim=2).reshape(nb * n, -1)
         u = torch.zeros(nb, n, m_ch, device=dev)  # unit-gain y_hat Q4 of the slices decoded so far
-        fmt = self.conv_format
+        fmt = self.format
         own_input = (fmt.u_bits, fmt.act) != (U_BITS, ACT)  # the convolutions read u in a format of their own
         conv_dtype = torch.int8 if self.convs[0].takes_int8(dev) else torch.float32
         uc = torch.zeros(nb, n, m_ch, dtype=conv_dtype, device=dev) if own_input else u

@@ -35,7 +35,7 @@ from torch.nn import functional as F
 from .context import EntropyContext
 from .density import FactorizedDensity, gaussian_likelihood
 from .geometry import synthesis_trims
-from .integer import CONV_FORMATS, IntegerEntropy
+from .integer import FORMATS, IntegerEntropy
 from .layers import BRB, EDRB, EURB, conv_down, conv_up
 
 #: Rate-distortion trade-offs of quality levels 1, 2, ... (MSE on 0..1 pixels, times 255^2). A codec
@@ -43,7 +43,7 @@ from .layers import BRB, EDRB, EURB, conv_down, conv_up
 #: so quality q means the same trade-off in every codec that has it.
 LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800, 0.3600, 0.7200)
 QUALITY_MIN, QUALITY_MAX = 1.0, float(len(LAMBDAS))
-ENTROPY_ARITHMETIC = ("float", "integer", "integer8")
+ENTROPY_ARITHMETIC = ("float", *FORMATS)
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,8 @@ class ModelConfig:
     ``spatial_hidden``; see context.py), the number of quality ``levels`` trained (``LAMBDAS``) and
     the arithmetic of the entropy parameters (``entropy``: "float", snapped float64 networks;
     "integer", the exact integer networks of integer.py; "integer8", those with the spatial
-    convolutions in 7-bit operands, computed as int8 products: ``CONV_FORMATS``)."""
+    convolutions in 7-bit operands, computed as int8 products; "integer8all", those with every
+    layer's weights in 7 bits: ``FORMATS``)."""
 
     N: int = 128
     M: int = 192
@@ -111,12 +112,12 @@ class CPSModel(nn.Module):
         self.z_density = FactorizedDensity(Nz)
         if config.spatial and not config.slices:
             raise ValueError("a spatial context needs channel slices (slices > 0)")
-        integer = config.entropy in CONV_FORMATS
+        integer = config.entropy in FORMATS
         self.context = EntropyContext(M, config.slices, config.context_hidden, config.levels, config.spatial,
                                       config.spatial_hidden) if config.slices and not integer else None
         self.integer = IntegerEntropy(M, N, Nz, config.slices, config.context_hidden, config.levels, config.spatial,
                                       config.spatial_hidden, self.z_density.support,
-                                      CONV_FORMATS[config.entropy]) if integer else None
+                                      FORMATS[config.entropy]) if integer else None
         self._synthesis_trims = synthesis_trims(self.g_s)
         # Log gains per quality level; lower levels start coarser (one model, several rates).
         step = (math.log(3.0) - math.log(0.25)) / 7

@@ -34,13 +34,14 @@ DEFAULT_CODEC = "cps-n192m320-r11"
 #: cps-v1: transforms + hyperprior; cps-v2 adds the channel-conditional context (``slices`` > 0),
 #: cps-v3 the checkerboard spatial context on top (``spatial`` > 0), cps-v4 computes cps-v3's entropy
 #: networks in exact integer arithmetic (``entropy == "integer"``), cps-v5 with the spatial
-#: convolutions in 7-bit operands, computed as int8 products (``entropy == "integer8"``). A package
-#: that predates a version refuses its codecs by name instead of misreading them.
-ARCHITECTURES = ("cps-v1", "cps-v2", "cps-v3", "cps-v4", "cps-v5")
+#: convolutions in 7-bit operands, computed as int8 products (``entropy == "integer8"``), cps-v6 with
+#: every layer's weights in 7 bits (``entropy == "integer8all"``). A package that predates a version
+#: refuses its codecs by name instead of misreading them.
+ARCHITECTURES = ("cps-v1", "cps-v2", "cps-v3", "cps-v4", "cps-v5", "cps-v6")
 
 
 def architecture(config: ModelConfig) -> str:
-    # ENTROPY_ARITHMETIC's order: float, integer (cps-v4), integer8 (cps-v5)
+    # ENTROPY_ARITHMETIC's order: float, integer (cps-v4), integer8 (cps-v5), integer8all (cps-v6)
     return ARCHITECTURES[(config.slices > 0) + (config.spatial > 0) + ENTROPY_ARITHMETIC.index(config.entropy)]
 
 
