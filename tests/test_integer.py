@@ -243,6 +243,35 @@ def test_int8_layer_that_could_pass_int32_is_refused():
         layer.check()
 
 
+def test_digit_products_are_exact_on_both_paths():
+    """A layer with 7-bit weights and 10-bit inputs (cps-v6's hidden and first layers) multiplies each
+    input's two digits as int8 products: equal to the int64 product for inputs at random within their
+    bounds, at both extremes and with every product at its largest, on the CPU and through the float32
+    groups that other devices take."""
+    rng = np.random.default_rng(11)
+    bounds = [integer.ACT] * 600 + [integer.CODE_ONE] * 10 + [1]
+    layer = integer.IntegerLinear(len(bounds), 96, bounds, True, integer.INT8_EXACT)
+    layer.weight.copy_(torch.from_numpy(rng.integers(-63, 64, (96, len(bounds)))))
+    layer.weight[0] = 63
+    assert layer.digits and not layer.int8
+    b = np.array(bounds)
+    x = np.concatenate([rng.integers(-b, b + 1, (50, len(b))), b[None], -b[None],
+                        (b * np.sign(layer.weight[0].numpy()))[None]])
+    want = x @ layer.weight.numpy().T.astype(np.int64)
+    assert np.array_equal(layer.accumulate(torch.from_numpy(x).float()).numpy(), want)
+    groups = layer._plan(0, len(bounds), 1)  # each exact in float32, added in float64 as accumulate does
+    got = sum((torch.from_numpy(x[:, lo:hi]).float() @ w).double() for lo, hi, w in groups)
+    assert len(groups) > 1 and np.array_equal(got.numpy(), want)
+
+
+def test_digit_layer_that_could_pass_int32_is_refused():
+    layer = integer.IntegerLinear(40_000, 1, [integer.ACT] * 40_000, False, 63)
+    layer.weight.fill_(63)
+    assert layer.digits
+    with pytest.raises(ValueError, match="2\\^31"):
+        layer.check()
+
+
 def test_chunk_formats_are_not_mixed_up():
     """r10 and r11 code the same latents in chunk formats 2 and 3: each codec refuses the other's chunks."""
     from cps_tiles.errors import CorruptChunkError
