@@ -268,10 +268,12 @@ class IntegerLinear(nn.Module):
         products are int8 ones of each input digit on the CPU: ``DIGIT_BITS``)."""
         return self.weight_max <= INT8_EXACT < self._bound_max <= ACT
 
-    def takes_int8(self, device: torch.device) -> bool:
-        """Whether ``accumulate`` multiplies in int8 on ``device`` (an int8 layer, on the CPU), so its
-        input is best made int8."""
-        return self.int8 and device.type == "cpu"
+    def input_dtype(self, device: torch.device) -> torch.dtype:
+        """The dtype ``accumulate`` reads its input in on ``device``, the one callers best carry it in: on
+        the CPU int8 for an int8 layer and int16 for a ``digits`` one; float32 elsewhere."""
+        if device.type == "cpu" and (self.int8 or self.digits):
+            return torch.int8 if self.int8 else torch.int16
+        return torch.float32
 
     def accumulate(self, x: torch.Tensor, lo: int = 0, hi: int | None = None, taps: int = 1,
                    final: bool = False) -> torch.Tensor:
@@ -281,12 +283,14 @@ class IntegerLinear(nn.Module):
         the caller adds nothing to the result, so a block of one exact group may come back as its
         float32 product (exact; ``requantize`` reads it into float64). An int8 layer on the CPU takes
         ``x`` as int8 and multiplies in int8 -> int32 (``torch._int_mm``), and a ``digits`` layer there
-        multiplies the two digits of ``x`` (float32-carried) so and adds them in int32 (exact:
-        ``check``); elsewhere it takes the float32 path, its weights split into exact groups."""
+        multiplies the two digits of ``x`` so and adds them in int32 (exact: ``check``); elsewhere it
+        takes the float32 path, its weights split into exact groups. ``x`` may come in any dtype that
+        holds its integers (``input_dtype``: the one that needs no conversion)."""
         hi = self.weight.shape[1] if hi is None else hi
-        if self.takes_int8(x.device):
+        dtype = self.input_dtype(x.device)
+        if dtype == torch.int8:
             return torch._int_mm(x.to(torch.int8), self._plan(lo, hi, taps, True)[0][2])
-        if self.digits and x.device.type == "cpu":
+        if dtype == torch.int16:
             w8 = self._plan(lo, hi, taps, True)[0][2]
             x16 = x.to(torch.int16)  # exact: integers within ACT; >> is arithmetic (a floor), & the remainder
             high = torch._int_mm((x16 >> DIGIT_BITS).to(torch.int8), w8)
@@ -446,12 +450,12 @@ class IntegerEntropy(nn.Module):
         inv_gain = inv_gain.double()[:, None]  # [B, 1, M]
         mean, log = mean.reshape(nb, m_ch, n).transpose(1, 2), log.reshape(nb, m_ch, n).transpose(1, 2)  # [B, n, M]
         # the channel nets' inputs that every slice shares: [B*n, 2M + levels]
-        common = torch.cat([_input(mean).float(), _input(log).float(), code], dim=2).reshape(nb * n, -1)
-        u = torch.zeros(nb, n, m_ch, device=dev)  # unit-gain y_hat Q4 of the slices decoded so far
+        net_dtype = self.nets[0][0].input_dtype(dev)  # carried so, converted once
+        common = torch.cat([_input(mean), _input(log), code.to(torch.int64)], dim=2).reshape(nb * n, -1).to(net_dtype)
+        u = torch.zeros(nb, n, m_ch, dtype=net_dtype, device=dev)  # unit-gain y_hat Q4 of the slices decoded so far
         fmt = self.format
         own_input = (fmt.u_bits, fmt.act) != (U_BITS, ACT)  # the convolutions read u in a format of their own
-        conv_dtype = torch.int8 if self.convs[0].takes_int8(dev) else torch.float32
-        uc = torch.zeros(nb, n, m_ch, dtype=conv_dtype, device=dev) if own_input else u
+        uc = torch.zeros(nb, n, m_ch, dtype=self.convs[0].input_dtype(dev), device=dev) if own_input else u
         patches = []  # each decoded slice's 5x5 neighbourhoods [B*n, W * taps], made once
         for k in range(self.slices):
             cut = slice(k * wd, (k + 1) * wd)
@@ -489,7 +493,7 @@ class IntegerEntropy(nn.Module):
                 values = yield index[cut][:, cells].ravel(), cls.reshape(nb, wd * size), mean3.reshape(nb, wd * size)
                 y = torch.as_tensor(values, dtype=torch.float64, device=dev).view(nb, wd, size).transpose(1, 2)
                 scaled = y * inv_gain[..., cut]
-                u[:, :, cut].index_copy_(1, cells, unit_latent(scaled, U_BITS, ACT).float())
+                u[:, :, cut].index_copy_(1, cells, unit_latent(scaled, U_BITS, ACT).to(u.dtype))
                 if own_input:
                     uc[:, :, cut].index_copy_(1, cells, unit_latent(scaled, fmt.u_bits, fmt.act).to(uc.dtype))
             if k + 1 < self.slices:
