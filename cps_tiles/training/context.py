@@ -50,14 +50,12 @@ def context_bits(model: CPSModel, y: torch.Tensor, levels: torch.Tensor,
 QAT_CALIBRATION = 60
 
 
-def quantization_aware(model: CPSModel, latents: list[torch.Tensor],
-                       cells: int) -> dict[str, tuple[torch.nn.Module, torch.Tensor]]:
+def quantization_aware(model: CPSModel, units: dict[str, float]) -> dict[str, tuple[torch.nn.Module, torch.Tensor]]:
     """Every layer of ``model.context`` by name, with the real value of one unit of each of its inputs as
-    ``quantize-context`` will fold them into its weights (hidden activations calibrated now, on crops of
-    the first ``QAT_CALIBRATION`` ``latents``): what quantization-aware training rounds each step. The
-    units only matter where a layer's inputs differ in unit (the first layers): a common unit cancels
-    out of each output's scale, so the convolutions' input is given unit 1."""
-    units = activation_units(model, latents[:QAT_CALIBRATION], cells)
+    ``quantize-context`` will fold them into its weights, given the hidden activations' ``units``
+    (``activation_units``): what quantization-aware training rounds each step. The units only matter
+    where a layer's inputs differ in unit (the first layers): a common unit cancels out of each output's
+    scale, so the convolutions' input is given unit 1."""
     layers = dict(model.context.named_modules())
     return {name: (layers[name], unit_in) for _, name, unit_in, _ in context_layers(model.config, units, 1.0)}
 
@@ -90,9 +88,10 @@ def train_context(args: argparse.Namespace) -> None:
                              f"(--slices {args.slices} --hidden {args.hidden} --spatial {args.spatial}, M={config.M})") from None
     model.requires_grad_(False).context.requires_grad_(True)
     opt = torch.optim.Adam(model.context.parameters(), lr=args.lr)
-    step, elapsed = 0, 0.0
+    step, elapsed, qat_units = 0, 0.0, None
     if args.resume and ckpt_path.exists():
         step, elapsed = load_checkpoint(ckpt_path, model, opt)
+        qat_units = torch.load(ckpt_path, map_location="cpu", weights_only=False).get("qat_units")
 
     model.eval()  # no noise anywhere: the rate is the coder's
     c = args.cells
@@ -111,7 +110,12 @@ def train_context(args: argparse.Namespace) -> None:
         writer.writerow(["step", "minutes", "lr", "bpp_y"])
     levels = torch.arange(model.config.levels)
     block = Geometry.of(model).hyper_block
-    qat = quantization_aware(model, latents, c) if args.qat_weight_max else None
+    if args.qat_weight_max and qat_units is None:
+        # calibrated once, at the start: the grid the run trains for, which quantize-context then uses
+        # (recalibrated on the trained networks, whose activations grow, the grid moves: +0.6% bits on r12's run)
+        qat_units = activation_units(model, latents[:QAT_CALIBRATION], c)
+    qat = quantization_aware(model, qat_units) if args.qat_weight_max else None
+    extra = {"init": {"name": base.name, "sha256": base.sha256}} | ({"qat_units": qat_units} if qat else {})
     budget = args.minutes * 60
     start, last_save = time.time() - elapsed, time.time()
     while elapsed < budget and (args.steps == 0 or step < args.steps):
@@ -138,9 +142,9 @@ def train_context(args: argparse.Namespace) -> None:
             log.flush()
             print(f"step {step} {elapsed / 60:.1f} min bpp(y, all levels) {bpp.item():.4f}", flush=True)
         if time.time() - last_save > args.save_every * 60:
-            save_checkpoint(ckpt_path, model, opt, step, elapsed, args, init={"name": base.name, "sha256": base.sha256})
+            save_checkpoint(ckpt_path, model, opt, step, elapsed, args, **extra)
             last_save = time.time()
-    save_checkpoint(ckpt_path, model, opt, step, elapsed, args, init={"name": base.name, "sha256": base.sha256})
+    save_checkpoint(ckpt_path, model, opt, step, elapsed, args, **extra)
     log.close()
     print(f"done: step {step}, {elapsed / 60:.1f} min")
 

@@ -239,14 +239,23 @@ def main(argv: list[str] | None = None, parser: type[argparse.ArgumentParser] = 
     if base.model.context is None or not base.model.config.spatial:
         raise CodecError(f"{base.name} has no spatial entropy context to quantize (a cps-v3 codec is needed)")
     transforms_part(base)  # refused now, not after the calibration
-    images = load_training_images([Path(d) for d in args.data], args.cells * 16)[: args.images or None]
-    latents = [y for y in image_latents(base.model, images) if min(y.shape[1:]) >= args.cells]
-    units = activation_units(base.model, latents, args.cells)
-    model = quantize_entropy(base.model, units, args.entropy)
     base_training = json.loads((base.path / "codec.json").read_text()).get("training", {})
+    qat = base_training.get("qat")
+    if qat:  # trained through the rounding to a grid: quantized on that grid, not on a new calibration
+        if qat["weight_max"] != FORMATS[args.entropy].weight_max:
+            raise CodecError(f"{base.name} was trained for weights within +-{qat['weight_max']} (train-context "
+                             f"--qat-weight-max); --entropy {args.entropy} has +-{FORMATS[args.entropy].weight_max}")
+        units, calibration = qat["units"], "the activation units its quantization-aware training used"
+    else:
+        images = load_training_images([Path(d) for d in args.data], args.cells * 16)[: args.images or None]
+        latents = [y for y in image_latents(base.model, images) if min(y.shape[1:]) >= args.cells]
+        units = activation_units(base.model, latents, args.cells)
+        calibration = f"{len(latents)} images, one {args.cells}x{args.cells}-cell crop each per quality level"
+    model = quantize_entropy(base.model, units, args.entropy)
     save_codec_parts(model, args.out, args.name, base, "integer.", {**base_training, "integer_entropy": {
         "init": {"name": base.name, "sha256": base.sha256},
-        "method": "post-training quantization of h_s and the channel and spatial context (no retraining)",
+        "method": "post-training quantization of h_s and the channel and spatial context"
+                  + (" (trained for it: quantization-aware)" if qat else " (no retraining)"),
         "command": "cps-tiles quantize-context " + " ".join(argv if argv is not None else sys.argv[2:]),
-        "calibration": f"{len(latents)} images, one {args.cells}x{args.cells}-cell crop each per quality level"}})
+        "calibration": calibration}})
     print(f"wrote {args.out}")

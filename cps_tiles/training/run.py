@@ -152,5 +152,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, name: str, extra: dict | 
                 **(extra or {})}
     if "init" in state:  # written by train-context: the same weights as the codec it started from, checked by sha256
         base = load_codec(state["args"]["init"], sha256=state["init"]["sha256"])
+        if "qat_units" in state:  # quantization-aware: the grid it trained for, which quantize-context must use
+            training["qat"] = {"weight_max": state["args"]["qat_weight_max"], "units": state["qat_units"]}
         return save_codec_parts(model, out_dir, name, base, "context.", {**training, "init": state["init"]})
     return save_codec(model, out_dir, name, training)
