@@ -1,7 +1,8 @@
-"""The integer entropy path (cps-v4 codecs, chunk format 2, and cps-v5, chunk format 3, whose spatial
-convolutions run as int8 products): exact by construction, checked against its numpy reference, and
-against golden chunks written once per release (tests/fixture/golden for r9, golden_r10 for r10,
-golden_r11 for r11; never regenerated). The kernel, thread and device matrix over the same
+"""The integer entropy path (cps-v4 codecs, chunk format 2; cps-v5, chunk format 3, whose spatial
+convolutions run as int8 products; cps-v6, chunk format 4, every layer's products int8): exact by
+construction, checked against its numpy reference, and against golden chunks written once per release
+(tests/fixture/golden for r9, golden_r10 for r10, golden_r11 for r11, golden_r12 for r12; never
+regenerated). The kernel, thread and device matrix over the same
 golden chunks runs in test_kernels.py (slow tier)."""
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from cps_tiles.transforms.model import CPSModel
 from cps_tiles.transforms.weights import load_codec
 
 FIXTURE = Path(__file__).resolve().parent / "fixture"
-#: Golden chunk sets, one per integer-entropy release: golden/ (r9), golden_r10/ (r10), golden_r11/ (r11).
+#: Golden chunk sets, one per integer-entropy release: golden/ (r9), golden_r10/ (r10), golden_r11/ (r11), golden_r12/ (r12).
 GOLDEN = {d.name: json.loads((d / "golden.json").read_text()) for d in sorted(FIXTURE.glob("golden*"))}
 CHUNKS = [(golden, name) for golden, manifest in GOLDEN.items() for name in sorted(manifest["chunks"])]
 R9 = "cps-n96m160-r9"
@@ -107,9 +108,10 @@ def test_golden_chunks_reencode_to_the_same_bytes(golden):
 
 @pytest.mark.parametrize("golden,quality,rows,cols", [("golden", 1.0, 16, 16), ("golden", 3.37, 13, 20),
                                                       ("golden", 7.99, 5, 3), ("golden", 8.0, 16, 24),
-                                                      ("golden_r11", 2.5, 16, 16), ("golden_r11", 9.87, 7, 13)])
+                                                      ("golden_r11", 2.5, 16, 16), ("golden_r11", 9.87, 7, 13),
+                                                      ("golden_r12", 1.0, 16, 16), ("golden_r12", 6.42, 11, 5)])
 def test_fast_path_and_reference_agree_on_every_parameter(golden, quality, rows, cols):
-    """r9 (every layer 10-bit) and r11 (int8 convolutions): the torch path and the numpy reference
+    """r9 (every layer 10-bit), r11 (int8 convolutions) and r12 (int8 digit products everywhere): the torch path and the numpy reference
     give every symbol the same class and mean, for a real latent and a random hyperprior."""
     model = golden_codec(golden)[0]
     y_hat = model.quantize(sample_latent(model), quality)[0].numpy()[:, :rows, :cols].astype(np.int64)
@@ -273,11 +275,12 @@ def test_digit_layer_that_could_pass_int32_is_refused():
 
 
 def test_chunk_formats_are_not_mixed_up():
-    """r10 and r11 code the same latents in chunk formats 2 and 3: each codec refuses the other's chunks."""
+    """r10, r11 and r12 code the same latents in chunk formats 2, 3 and 4: each codec refuses the others' chunks."""
     from cps_tiles.errors import CorruptChunkError
 
     name = sorted(GOLDEN["golden_r11"]["chunks"])[0]
-    for mine, other in (("golden_r10", "golden_r11"), ("golden_r11", "golden_r10")):
+    sets = ("golden_r10", "golden_r11", "golden_r12")
+    for mine, other in ((a, b) for a in sets for b in sets if a != b):
         with pytest.raises(CorruptChunkError, match="chunk format version"):
             golden_codec(mine)[1].decode((FIXTURE / other / name).read_bytes())
 

@@ -4,8 +4,8 @@ algorithms (and on CUDA where there is a GPU: test_integer.py).
 
 For r6-r8 the entropy parameters come from float64 networks snapped to grids, and this checks
 that no kernel choice lands a parameter on the other side of a grid line for these chunks; for r9
-and r10 (chunk format 2) and r11 (format 3, int8 convolutions: also under every oneDNN instruction
-set) they are exact integers by construction, and this checks the construction.
+and r10 (chunk format 2), r11 (format 3, int8 convolutions) and r12 (format 4, int8 digit products in
+every layer; both also under every oneDNN instruction set) they are exact integers by construction, and this checks the construction.
 (Pixels may differ by float rounding; not checked here.) Each setting runs in a fresh process, as
 ``ATEN_CPU_CAPABILITY`` is read at start."""
 

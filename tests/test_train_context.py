@@ -115,8 +115,18 @@ def test_quantization_aware_training_rounds_as_quantize_context(tmp_path):
     # from an integer codec (r9): its transforms, and a float context to train
     assert main(["train-context", str(data), "--init", "cps-n96m160-r9", "--out", str(run), "--spatial", "5",
                  "--cells", "8", "--lr", "1e-3", "--steps", "2", "--qat-weight-max", "63"]) == 0
-    config = export_checkpoint(run / "checkpoint.pt", tmp_path / "codec", "r9-qat").model.config
-    assert (config.entropy, config.slices, config.spatial) == ("float", 5, 5)
+    codec = export_checkpoint(run / "checkpoint.pt", tmp_path / "codec", "r9-qat")
+    assert (codec.model.config.entropy, codec.model.config.slices, codec.model.config.spatial) == ("float", 5, 5)
+    # the grid it trained for travels with it, and quantize-context quantizes on that grid (no calibration)
+    qat = json.loads((codec.path / "codec.json").read_text())["training"]["qat"]
+    assert qat["weight_max"] == 63 and qat["units"] == torch.load(run / "checkpoint.pt", weights_only=False)["qat_units"]
+    quantize = ["quantize-context", str(data), "--init", str(codec.path), "--name", "r9-qat-int", "--out", str(tmp_path / "int")]
+    assert main([*quantize, "--entropy", "integer8"]) == 1  # 10-bit weights: not the grid it trained for
+    assert main([*quantize, "--entropy", "integer8all"]) == 0
+    integer = load_codec(str(tmp_path / "int"))
+    assert integer.model.config.entropy == "integer8all"
+    assert json.loads((integer.path / "codec.json").read_text())["training"]["integer_entropy"]["calibration"].startswith(
+        "the activation units its quantization-aware training used")
 
 
 def test_an_integer_codecs_networks_dequantize_to_the_float_context_they_came_from():

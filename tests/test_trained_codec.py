@@ -34,8 +34,8 @@ def test_two_kodak_crops_at_quality_4(tmp_path):
         assert bpp < BPP_MAX[name], (name, psnr, bpp)
 
 
-# Measured with cps-n192m320-r11, the default: kodim04 35.59 dB at 0.338 bpp, kodim23 35.24 dB at 0.456 bpp; r10
-# (the same images): 0.338 and 0.454 bpp.
+# Measured with cps-n192m320-r11: kodim04 35.59 dB at 0.338 bpp, kodim23 35.24 dB at 0.456 bpp; r10
+# (the same images): 0.338 and 0.454 bpp; r12, the default (the same images): see test_r11_and_r12_are_r10_in_faster_integer_formats.
 # With cps-n96m160-r8 (whole store bytes of a 256x256 crop, one-line metadata): kodim04
 # 35.48 dB at 0.325 bpp, kodim23 34.99 dB at 0.443 bpp (r6's images, fewer bits: its channel and
 # spatial contexts); r7 35.48 / 0.334 and 34.99 / 0.462; r6 35.48 / 0.354 and 34.99 / 0.482; r5 35.44 / 0.350 and 34.92 / 0.476; r4
@@ -65,26 +65,28 @@ def test_r7_r8_r9_are_r6_in_fewer_bits(tmp_path):
 
 
 @pytest.mark.skipif(not KODAK.is_dir(), reason="shared Kodak data not present")
-def test_r11_is_r10_with_int8_convolutions(tmp_path):
-    """r11 = r10's transforms and r10's context with 7-bit spatial convolutions: the same latent and
-    decoded image, in chunks of format 3 within 1% of r10's bytes (the quantization's cost on one crop)."""
+def test_r11_and_r12_are_r10_in_faster_integer_formats(tmp_path):
+    """r11 = r10's transforms and r10's context with 7-bit spatial convolutions, r12 = the same transforms
+    with a context trained for 7-bit weights in every layer: the same latent and decoded image, in chunks of
+    formats 3 and 4, each within 1% of r10's bytes (the quantization's cost on one crop)."""
     a = _crop("kodim23.png", 128, 256)
+    names = ("cps-n192m320-r10", "cps-n192m320-r11", "cps-n192m320-r12")
     stores = {name: cps_tiles.convert(a, tmp_path / f"{name}.zarr", quality=9.2, chunk=128, progress=False, codec=name)
-              for name in ("cps-n192m320-r10", "cps-n192m320-r11")}
-    r10, r11 = (np.asarray(img) for img in stores.values())
-    assert np.array_equal(r10, r11)
-    latents = {name: zarr.open_group(str(tmp_path / f"{name}.zarr"), mode="r")["latent"] for name in stores}
-    assert np.array_equal(latents["cps-n192m320-r10"][:], latents["cps-n192m320-r11"][:])
+              for name in names}
+    r10, r11, r12 = (np.asarray(img) for img in stores.values())
+    assert np.array_equal(r10, r11) and np.array_equal(r10, r12)
+    latents = {name: zarr.open_group(str(tmp_path / f"{name}.zarr"), mode="r")["latent"][:] for name in stores}
+    assert np.array_equal(latents[names[0]], latents[names[1]]) and np.array_equal(latents[names[0]], latents[names[2]])
     chunks = {name: sorted(p for p in (tmp_path / f"{name}.zarr" / "latent" / "c").rglob("*") if p.is_file()) for name in stores}
-    assert {p.read_bytes()[4] for p in chunks["cps-n192m320-r11"]} == {3}  # chunk format 3
+    assert {p.read_bytes()[4] for p in chunks[names[1]]} == {3} and {p.read_bytes()[4] for p in chunks[names[2]]} == {4}
     size = {name: sum(p.stat().st_size for p in files) for name, files in chunks.items()}
-    assert abs(size["cps-n192m320-r11"] / size["cps-n192m320-r10"] - 1) < 0.01, size
+    assert all(abs(size[name] / size[names[0]] - 1) < 0.01 for name in names[1:]), size
 
 
 @pytest.mark.parametrize("name", ["cps-n96m160-r6", "cps-n96m160-r7", "cps-n96m160-r8", "cps-n96m160-r9",
-                                  "cps-n192m320-r10", "cps-n192m320-r11"])
+                                  "cps-n192m320-r10", "cps-n192m320-r11", "cps-n192m320-r12"])
 def test_bundled_codecs_compose_to_their_released_weights(name):
-    """r7, r8 and r9 share r6's transforms file (``parts``), r11 r10's: saved as one file, their
+    """r7, r8 and r9 share r6's transforms file (``parts``), r11 and r12 r10's: saved as one file, their
     tensors are the exact bytes whose sha256 the release (and every store written with it) records."""
     import hashlib
 
@@ -96,12 +98,12 @@ def test_bundled_codecs_compose_to_their_released_weights(name):
 
 def test_codecs_made_from_a_release_find_its_transforms_file():
     """A codec built on a release (``train-context --init``, ``quantize-context``) shares the file
-    holding its transforms and no entropy networks, float or integer: r6's for r6-r9, r10's for r10 and r11."""
+    holding its transforms and no entropy networks, float or integer: r6's for r6-r9, r10's for r10-r12."""
     from cps_tiles.transforms.weights import transforms_part
 
     for names, file in ((("cps-n96m160-r6", "cps-n96m160-r7", "cps-n96m160-r8", "cps-n96m160-r9"),
                          "cps-n96m160-r6/model.safetensors"),
-                        (("cps-n192m320-r10", "cps-n192m320-r11"), "cps-n192m320-r10/transforms.safetensors")):
+                        (("cps-n192m320-r10", "cps-n192m320-r11", "cps-n192m320-r12"), "cps-n192m320-r10/transforms.safetensors")):
         for name in names:
             path, _ = transforms_part(load_codec(name))
             assert path.as_posix().endswith(file), (name, path)

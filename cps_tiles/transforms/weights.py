@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save, save_file
 from ..errors import CodecError
 from .model import ENTROPY_ARITHMETIC, CPSModel, ModelConfig
 
-DEFAULT_CODEC = "cps-n192m320-r11"
+DEFAULT_CODEC = "cps-n192m320-r12"
 #: cps-v1: transforms + hyperprior; cps-v2 adds the channel-conditional context (``slices`` > 0),
 #: cps-v3 the checkerboard spatial context on top (``spatial`` > 0), cps-v4 computes cps-v3's entropy
 #: networks in exact integer arithmetic (``entropy == "integer"``), cps-v5 with the spatial
