@@ -4,6 +4,7 @@ a store written and read with reuse is byte-identical to one written and read wi
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from conftest import smooth_image
 
 import cps_tiles
@@ -23,6 +24,7 @@ def store_files(path) -> dict[str, bytes]:
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow  # two conversions of a 1-MP image with the default codec and a pyramid: half a minute
 def test_reuse_changes_no_byte_and_no_pixel(tmp_path, monkeypatch, shard=512):
     pixels = slide_like()
     monkeypatch.setenv("CPS_TILES_REUSE", "0")
