@@ -8,7 +8,8 @@ not the noisy proxy of joint training, and each training image goes through the 
 (latents kept in memory, ``4 * M`` bytes per 16x16-pixel cell). A step takes one crop of
 ``--cells`` x ``--cells`` latent cells per quality level. The run directory holds ``checkpoint.pt``
 (the whole model and the optimizer, the format of ``cps-tiles train``: ``--resume`` continues it,
-``cps_tiles.training.run.export_checkpoint`` exports it) and ``context_log.csv``.
+``cps_tiles.training.run.export_checkpoint`` exports it; with ``--qat-weight-max`` also the activation
+units the run rounds with, which ``quantize-context`` then uses) and ``context_log.csv``.
 """
 
 from __future__ import annotations
@@ -78,9 +79,10 @@ def train_context(args: argparse.Namespace) -> None:
     if args.context_from or source.integer is not None:
         # a context trained on other transforms of the same shape, or an integer codec's own networks
         # (dequantized), trained on here; a float codec's own context is already loaded
-        state = source.context.state_dict() if source.context is not None else {}
-        if source.integer is not None and source.config.spatial:
+        if source.integer is not None:
             state = dequantize_context(source.integer, source.config)
+        else:
+            state = source.context.state_dict() if source.context is not None else {}
         try:  # strict: every tensor present, none extra, each of this shape
             model.context.load_state_dict(state)
         except RuntimeError:
@@ -112,7 +114,7 @@ def train_context(args: argparse.Namespace) -> None:
     block = Geometry.of(model).hyper_block
     if args.qat_weight_max and qat_units is None:
         # calibrated once, at the start: the grid the run trains for, which quantize-context then uses
-        # (recalibrated on the trained networks, whose activations grow, the grid moves: +0.6% bits on r12's run)
+        # (recalibrated on the trained networks, whose activations grow, the grid would move and cost bits)
         qat_units = activation_units(model, latents[:QAT_CALIBRATION], c)
     qat = quantization_aware(model, qat_units) if args.qat_weight_max else None
     extra = {"init": {"name": base.name, "sha256": base.sha256}} | ({"qat_units": qat_units} if qat else {})

@@ -7,7 +7,9 @@ only the rate moves). Per layer: each input column's fixed-point unit is folded 
 each output row gets a scale (its largest weight maps to the layer's ``weight_max``), and the output's unit is the
 format the spec fixes (means Q6, log2 sigma Q8, raw scale Q5) or, for a hidden layer, the
 activation's range on the calibration latents (``--cells`` crops of the training images at every
-quality) spread over ``ACT``. The coding tables are built here, once, and stored.
+quality) spread over ``ACT``, or, for a context trained through this rounding (``train-context
+--qat-weight-max``), the ranges that training used, recorded with it. The coding tables are built
+here, once, and stored.
 """
 
 from __future__ import annotations
