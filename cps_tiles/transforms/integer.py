@@ -221,9 +221,13 @@ class IntegerLinear(nn.Module):
         if int(self.weight.abs().max()) > self.weight_max or int(self.mult.min()) < 0 or not 1 <= int(self.shift) < 62:
             raise ValueError("integer layer parameters out of range")
         products = (self.weight.abs().to(torch.int64) * self.bounds).sum(1)  # |x @ W.T|
-        # an int8 layer's sums, and each of a digit layer's (every digit within its column's bound), in int32
-        if (self.int8 or self.digits) and int(products.max()) >= INT32_EXACT:
+        if self.int8 and int(products.max()) >= INT32_EXACT:
             raise ValueError("an int8 layer's products can reach 2^31: not exact in int32")
+        # a digit layer's int32 sums: (x >> DIGIT_BITS) << DIGIT_BITS and x & (2^DIGIT_BITS - 1) both lie within
+        # |x| + 2^DIGIT_BITS (a negative x of a small bound has a large low digit), and so does their sum's total
+        digit = (self.weight.abs().to(torch.int64) * (self.bounds + (1 << DIGIT_BITS))).sum(1)
+        if self.digits and int(digit.max()) >= INT32_EXACT:
+            raise ValueError("an int8 layer's digit products can reach 2^31: not exact in int32")
         acc = products + self.bias.abs()  # |x @ W.T + bias|
         worst = max(int(a) * int(m) for a, m in zip(acc, self.mult)) + (1 << (int(self.shift) - 1))
         if worst >= FLOAT64_EXACT:
