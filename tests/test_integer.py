@@ -23,7 +23,7 @@ from cps_tiles.coding.bitstream import ChunkCoder
 from cps_tiles.coding.entropy import run_parts
 from cps_tiles.coding.reference import ReferenceEntropy, reference_decode
 from cps_tiles.coding.tables import TableCoder
-from cps_tiles.errors import CodecError
+from cps_tiles.errors import CodecError, CorruptChunkError
 from cps_tiles.transforms import integer
 from cps_tiles.transforms.model import CPSModel
 from cps_tiles.transforms.weights import load_codec
@@ -175,6 +175,56 @@ def test_every_table_codes_every_symbol(r9):
         assert np.array_equal(constriction.stream.stack.AnsCoder(enc.get_compressed()).decode(model, len(syms)), syms)
 
 
+def _fixed_parts(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]):
+    """A parts generator over known (cells, classes [B, P], means Q3 [B, P]), ignoring what it is sent."""
+    for part in parts:
+        yield part
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 3), st.sampled_from([0, 1, 7, 300]))
+def test_compiled_ans_decoder_reads_what_constriction_wrote(r9, seed, chunks, size):
+    """The compiled decoder (ans.py) and constriction's own decode the same streams to the same values:
+    every table, centers near the int16 limits, escapes of every length, and empty parts."""
+    rng = np.random.default_rng(seed)
+    tables = TableCoder(r9.integer.counts.numpy())
+    cells = [np.arange(size), np.arange(size, 2 * size)]
+    params = [(rng.integers(0, integer.SIGMA_CLASSES, (chunks, size)), rng.integers(-(1 << 18), 1 << 18, (chunks, size)))
+              for _ in cells]
+    values = []
+    for cls, mean3 in params:  # near the mean, or anywhere in int16: |residual| up to 2^16 escapes every length
+        near = (mean3 >> integer.MEAN_FRAC_BITS).clip(-32768, 32767) + rng.integers(-3, 4, mean3.shape)
+        values.append(np.where(rng.random(mean3.shape) < 0.8, near, rng.integers(-32768, 32768, mean3.shape)))
+    datas = [tables.compress([(v[b], c[b : b + 1], m[b : b + 1]) for v, (c, m) in zip(values, params)]) for b in range(chunks)]
+    parts = [(cl, c, m) for cl, (c, m) in zip(cells, params)]
+    fast = tables.decompress(datas, _fixed_parts(parts), 2 * size)
+    reference = tables.decompress_reference(datas, _fixed_parts(parts), 2 * size)
+    for b in range(chunks):
+        assert np.array_equal(fast[b], reference[b]) and np.array_equal(fast[b], np.concatenate([v[b] for v in values]))
+
+
+def test_compiled_ans_decoder_models_are_constrictions(r9):
+    """``model_cdfs`` gives each table the CDF constriction quantizes its counts to: each symbol's
+    interval, decoded from a state placed inside it, is the symbol constriction decodes there."""
+    tables = TableCoder(r9.integer.counts.numpy())
+    for t in (0, 5, integer.FLAT_CLASS * 8, len(tables.radius) - 1):
+        n = 2 * int(tables.radius[t]) + 1
+        cdf = tables._cdf[tables._cdf_start[t] : tables._cdf_start[t] + n + 1]
+        assert cdf[0] == 0 and cdf[-1] == 1 << 24 and np.all(np.diff(cdf) >= 1)
+        for s in (0, 1, n // 2, n - 2, n - 1):  # two-word streams whose state's low 24 bits are at symbol s's ends
+            for quantile in (cdf[s], cdf[s + 1] - 1):
+                words = np.array([int(quantile), 1], dtype=np.uint32)
+                assert int(constriction.stream.stack.AnsCoder(words).decode(tables.models[t])) == s
+
+
+def test_a_stream_ending_in_a_zero_word_is_corrupt(coder):
+    y = np.random.default_rng(3).integers(-20, 20, (160, 4, 4)).astype(np.int16)
+    data = bytearray(coder.encode(y, 3.3))
+    data[-4:] = bytes(4)
+    with pytest.raises(CorruptChunkError):
+        coder.decode(bytes(data))
+
+
 @settings(max_examples=50, deadline=None)
 @given(st.integers(1, 40), st.integers(1, 300), st.integers(0, 2**31 - 1), st.sampled_from([1, 32, 100, 1023]))
 def test_exact_groups_bound_every_partial_sum(outputs, inputs, seed, bound):
@@ -276,7 +326,6 @@ def test_digit_layer_that_could_pass_int32_is_refused():
 
 def test_chunk_formats_are_not_mixed_up():
     """r10, r11 and r12 code the same latents in chunk formats 2, 3 and 4: each codec refuses the others' chunks."""
-    from cps_tiles.errors import CorruptChunkError
 
     name = sorted(GOLDEN["golden_r11"]["chunks"])[0]
     sets = ("golden_r10", "golden_r11", "golden_r12")

@@ -185,7 +185,7 @@ def reference_decode(model, data: bytes) -> np.ndarray:
     z_bytes, y_bytes = streams(data, z_len)
     z = coder.z_density.decompress(z_bytes, (coder.Nz, -(-h // block), -(-w // block)))
     parts = ref.parts(*ref.hyper(z, h, w), round(q * 100))
-    (y,) = coder.tables.decompress([y_bytes], parts, coder.M * h * w)
+    (y,) = coder.tables.decompress_reference([y_bytes], parts, coder.M * h * w)
     if y.min() < lo or y.max() > hi:
         raise CorruptChunkError("chunk stream decodes outside its declared range")
     return y.reshape(coder.M, h, w).astype(np.int16)

@@ -28,9 +28,9 @@ import constriction
 import numpy as np
 
 from ..transforms.integer import FLAT_CLASS, MEAN_FRAC_BITS, sigma_of_class, table_layout
+from .ans import ESCAPE_LENGTHS, StackDecoders, decode_part, model_cdfs
 
 COUNT_BITS = 24  # constriction's categorical models work to 24 bits
-_ESCAPE_BITS = 17  # n = bit_length(e) for an excess e < 2^16 (centers are clipped to the int16 range)
 
 #: the coded parts of a batch of chunks (``IntegerEntropy.parts``): yields (cells [P], classes [B, P],
 #: means Q3 [B, P]), is sent the values [B, P]
@@ -68,8 +68,9 @@ class TableCoder:
         # counts / 2^24 are exact in float64, and constriction quantizes them the same way everywhere
         self.models = [constriction.stream.model.Categorical(counts[e - 2 * r - 1 : e] / (1 << COUNT_BITS), perfect=False)
                        for e, r in zip(ends, self.radius)]
-        self._escape_length = constriction.stream.model.Uniform(_ESCAPE_BITS)
-        self._escape_bits = [None] + [constriction.stream.model.Uniform(1 << b) for b in range(1, _ESCAPE_BITS - 1)]
+        self._escape_length = constriction.stream.model.Uniform(ESCAPE_LENGTHS)
+        self._escape_bits = [None] + [constriction.stream.model.Uniform(1 << b) for b in range(1, ESCAPE_LENGTHS - 1)]
+        self._cdf, self._cdf_start = model_cdfs(counts.astype(np.int64), 2 * self.radius + 1)
 
     @staticmethod
     def select(cls: np.ndarray, mean3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -118,15 +119,31 @@ class TableCoder:
     def decompress(self, datas: list[bytes], parts: Parts, size: int) -> list[np.ndarray]:
         """B chunks' y streams -> the ``size`` integers of each ``y_hat.ravel()``, decoded in lockstep,
         part after part (``IntegerEntropy.parts``: yields ``(cells [P], classes [B, P], means Q3
-        [B, P])``, is sent the decoded ``[B, P]``)."""
+        [B, P])``, is sent the decoded ``[B, P]``), by the compiled decoder (``ans.py``)."""
+        coders = StackDecoders(datas)
+        args = (coders.words, coders.start, coders.pos, coders.state)
+        return self._lockstep(len(datas), parts, size, lambda cls, mean3, values: decode_part(
+            *args, np.ascontiguousarray(cls, np.int64), np.ascontiguousarray(mean3, np.int64),
+            self._cdf, self._cdf_start, self.radius, values))
+
+    def decompress_reference(self, datas: list[bytes], parts: Parts, size: int) -> list[np.ndarray]:
+        """``decompress`` by constriction's own decoder: the independent check of ``ans.py``."""
         coders = [constriction.stream.stack.AnsCoder(np.frombuffer(d, dtype=np.uint32).copy()) for d in datas]
-        out = np.zeros((len(datas), size), dtype=np.int64)
-        cells, cls, mean3 = next(parts)
-        while True:
+
+        def decode(cls, mean3, values):
             orders, sorted_tables, centers = self._groups(cls, mean3)
-            values = np.empty(orders.shape, dtype=np.int64)
             for coder, order, ts, center, row in zip(coders, orders, sorted_tables, centers, values):
                 row[order] = self._decode_part(coder, ts) + center[order]
+        return self._lockstep(len(datas), parts, size, decode)
+
+    @staticmethod
+    def _lockstep(count: int, parts: Parts, size: int, decode) -> list[np.ndarray]:
+        """Drive ``parts`` for ``count`` chunks, ``decode(classes, means Q3, values)`` filling each part's values."""
+        out = np.zeros((count, size), dtype=np.int64)
+        cells, cls, mean3 = next(parts)
+        while True:
+            values = np.empty(np.shape(cls), dtype=np.int64)
+            decode(cls, mean3, values)
             out[:, np.asarray(cells)] = values
             try:
                 cells, cls, mean3 = parts.send(values)

@@ -63,6 +63,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import compiled
+
 #: Bound of every hidden activation and network input (|value| <= ACT).
 ACT = 1023
 #: Integer leaky ReLU: x < 0 -> (LEAKY_MUL * x) >> LEAKY_SHIFT (a slope of 0.010).
@@ -213,6 +215,7 @@ class IntegerLinear(nn.Module):
         self.bounds = torch.tensor(bounds, dtype=torch.int64)
         self.activation = activation
         self._carried: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._int_params: tuple[torch.Tensor, torch.Tensor] | None = None
         self._groups: dict[tuple[int, int, int, bool], list[tuple[int, int, torch.Tensor]]] = {}
 
     def check(self) -> None:
@@ -294,11 +297,12 @@ class IntegerLinear(nn.Module):
         dtype = self.input_dtype(x.device)
         if dtype == torch.int8:
             return torch._int_mm(x.to(torch.int8), self._plan(lo, hi, taps, True)[0][2])
-        if dtype == torch.int16:
-            w8 = self._plan(lo, hi, taps, True)[0][2]
-            x16 = x.to(torch.int16)  # exact: integers within ACT; >> is arithmetic (a floor), & the remainder
-            high = torch._int_mm((x16 >> DIGIT_BITS).to(torch.int8), w8)
-            return high.bitwise_left_shift_(DIGIT_BITS).add_(torch._int_mm((x16 & ((1 << DIGIT_BITS) - 1)).to(torch.int8), w8))
+        if dtype == torch.int16:  # both digits in one product, the high ones in the first N rows
+            n = x.shape[0]
+            split = torch.empty(2, n, hi - lo, dtype=torch.int8)
+            compiled.split_digits(x.numpy(), DIGIT_BITS, split.numpy())  # >> is a floor, & the remainder
+            both = torch._int_mm(split.view(2 * n, -1), self._plan(lo, hi, taps, True)[0][2])
+            return both[:n].bitwise_left_shift_(DIGIT_BITS).add_(both[n:])
         x32 = x.float()
         groups = self._plan(lo, hi, taps)
         out = x32[:, groups[0][0] : groups[0][1]] @ groups[0][2]
@@ -310,8 +314,18 @@ class IntegerLinear(nn.Module):
         return out
 
     def requantize(self, acc: torch.Tensor) -> torch.Tensor:
-        """Accumulator (bias not yet added; exact integers: int32, float32 or float64) -> the layer's output
-        (float64, or float32 for a hidden layer: see below)."""
+        """Accumulator (bias not yet added; exact integers: int32, float32 or float64) -> the layer's output:
+        from an int32 one (the int8 products on the CPU) int16 for a hidden layer and int64 for the last
+        (one compiled pass: ``compiled.requantize``); else float64, or float32 for a hidden layer (see below)."""
+        if acc.dtype == torch.int32 and acc.device.type == "cpu":
+            if self._int_params is None:
+                self.check()
+                self._int_params = (self.bias * self.mult + (1 << (int(self.shift) - 1)), self.mult.clone())
+            offset, mult = self._int_params
+            out = torch.empty(acc.shape, dtype=torch.int16 if self.activation else torch.int64)
+            compiled.requantize(acc.numpy(), offset.numpy(), mult.numpy(), int(self.shift), self.activation, ACT,
+                                LEAKY_MUL, LEAKY_SHIFT, out.numpy())
+            return out
         offset, scale = self._requant_params()
         out = torch.addcmul(offset, acc, scale).floor_()
         if not self.activation:
@@ -324,7 +338,7 @@ class IntegerLinear(nn.Module):
         return self.requantize(self.accumulate(x, final=True))
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:
-        self._carried = None
+        self._carried = self._int_params = None
         self._groups.clear()
         super()._load_from_state_dict(*args, **kwargs)
 
@@ -446,11 +460,12 @@ class IntegerEntropy(nn.Module):
         nb, m_ch, h, w = mean.shape
         wd, n, pad, taps = self.width, h * w, self.spatial // 2, self.spatial**2
         gain, inv_gain, log_gain, code = (torch.stack(t) for t in zip(*map(self.quality, q100s)))  # [B, M] / [B, L]
-        code = code.float()[:, None].expand(nb, n, -1)  # [B, n, L]
+        head_dtype = self.heads[0][0].input_dtype(dev)  # the heads' inputs, likewise
+        code = code[:, None].expand(nb, n, -1)  # [B, n, L]
         index = torch.arange(m_ch * n, device=dev).view(m_ch, n)
         anchor = ((torch.arange(h, device=dev).view(-1, 1) + torch.arange(w, device=dev)) % 2 == 0).ravel()
         halves = [torch.nonzero(anchor).ravel(), torch.nonzero(~anchor).ravel()]
-        flags = [torch.full((nb, len(c), 1), float(half), device=dev) for half, c in enumerate(halves)]
+        flags = [torch.full((nb, len(c), 1), half, dtype=head_dtype, device=dev) for half, c in enumerate(halves)]
         inv_gain = inv_gain.double()[:, None]  # [B, 1, M]
         mean, log = mean.reshape(nb, m_ch, n).transpose(1, 2), log.reshape(nb, m_ch, n).transpose(1, 2)  # [B, n, M]
         # the channel nets' inputs that every slice shares: [B*n, 2M + levels]
@@ -485,8 +500,8 @@ class IntegerEntropy(nn.Module):
                     own = _patches(uc[:, :, cut], h, w, pad, cells)
                     acc = acc + conv.accumulate(own, cols, None, taps)
                 half_mean, half_log = slice_mean.index_select(1, cells), slice_log.index_select(1, cells)
-                head_in = torch.cat([conv.requantize(acc).float().view(nb, size, hidden), _input(half_mean).float(),
-                                     _input(half_log).float(), code[:, :size], flags[half]], dim=2)  # code: one per chunk
+                head_in = torch.cat([conv.requantize(acc).view(nb, size, hidden), _input(half_mean), _input(half_log),
+                                     code[:, :size], flags[half]], dim=2).to(head_dtype)  # code: one per chunk
                 d = _run(self.heads[k], head_in.reshape(nb * size, head_in.shape[2])).to(torch.int64).view(nb, size, 2 * wd)
                 m = (half_mean + d[..., :wd]).clamp_(-MEAN_MAX, MEAN_MAX).transpose(1, 2)  # [B, W, P]
                 lg = (half_log + d[..., wd:]).clamp_(LOG_MIN, LOG_MAX).transpose(1, 2)

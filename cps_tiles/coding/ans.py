@@ -1,0 +1,162 @@
+"""Compiled decoding of the table coder's parts: the stack ANS decoder of constriction's
+``AnsCoder`` (32-bit words, a 64-bit state, 24-bit probabilities), with the table selection, the
+coding order and the escapes of :mod:`cps_tiles.coding.tables` fused into one loop per part.
+
+The encoder stays constriction's; this decoder reproduces its arithmetic exactly, so it reads
+every stream constriction wrote, and :class:`~cps_tiles.coding.tables.TableCoder` keeps
+constriction's own decoder as the independent reference (``decompress_reference``). What the
+equivalence rests on:
+
+* **The models.** ``Categorical(counts / 2^24, perfect=False)`` quantizes its probabilities
+  with ``left[i] = floor(C[i] (2^24 - n) / 2^24) + i`` (``C`` the exclusive prefix sums of the
+  counts, ``n`` the alphabet size; constriction's ``fast_quantized_cdf``). Every operand there is
+  a multiple of 2^-24 with at most 48 significant bits, so constriction's float64 arithmetic is
+  exact and equals this integer formula (``model_cdfs``). ``Uniform(k)`` gives every symbol
+  ``2^24 // k`` and the last one the rest.
+* **The coder.** A stream is a stack of words, read from its end: the state starts as the last
+  word (nonzero) followed by words until it reaches 2^32. Each symbol takes ``q = state mod
+  2^24``, finds ``s`` with ``left[s] <= q < left[s + 1]``, sets ``state = (state >> 24) p + q -
+  left[s]`` (``p`` the symbol's probability) and, if the state fell below 2^32 and words remain,
+  shifts the next one in.
+
+Data flow for one part of B chunks (``decode_part``)::
+
+    classes, means Q3 [B, P] -> table, center per symbol -> counting sort by table (stable)
+      -> symbols in table order (ANS) -> escapes in that order -> values [B, P] = resid + center
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ..transforms.integer import FLAT_CLASS, MEAN_FRAC_BITS
+
+PRECISION = 24
+_WORD_BITS = 32
+#: n = bit_length(e) of an escape's excess, uniform over 0..ESCAPE_LENGTHS - 1 (tables.py)
+ESCAPE_LENGTHS = 17
+
+
+def model_cdfs(counts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Counts of consecutive tables (each summing to 2^24) of ``sizes`` symbols -> (their
+    quantized CDFs concatenated, ``n + 1`` entries per table ending in 2^24, and each table's
+    first entry): what constriction's ``Categorical(counts / 2^24, perfect=False)`` decodes with."""
+    counts = np.asarray(counts, np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes + 1)])
+    cdf = np.empty(starts[-1], np.int64)
+    ends = np.cumsum(sizes)
+    for i, (n, end) in enumerate(zip(sizes, ends)):
+        c = counts[end - n : end]
+        prefix = np.concatenate([[0], np.cumsum(c)[:-1]])
+        cdf[starts[i] : starts[i + 1] - 1] = ((prefix * ((1 << PRECISION) - n)) >> PRECISION) + np.arange(n)
+        cdf[starts[i + 1] - 1] = 1 << PRECISION
+    return cdf, starts[:-1]
+
+
+class StackDecoders:
+    """The ANS decoders of B streams, decoded part after part (their states are carried here)."""
+
+    def __init__(self, datas: list[bytes]) -> None:
+        """Raises ValueError for a stream that is not whole words or ends in a zero word (which
+        constriction cannot have written)."""
+        arrays = [np.frombuffer(d, dtype="<u4") for d in datas]
+        self.words = np.concatenate([np.zeros(0, np.uint32)] + arrays).astype(np.uint32)
+        ends = np.cumsum([len(a) for a in arrays], dtype=np.int64)
+        self.start = ends - [len(a) for a in arrays]
+        self.pos = ends.copy()  # one past the next word to read: a stack is read from its end
+        self.state = np.zeros(len(arrays), np.uint64)
+        for b, a in enumerate(arrays):
+            if len(a) and a[-1] == 0:
+                raise ValueError("an ANS stream cannot end in a zero word")
+        _initial_states(self.words, self.start, self.pos, self.state)
+
+
+@numba.njit(cache=True, nogil=True)
+def _initial_states(words, start, pos, state):
+    for b in range(len(state)):
+        s = np.uint64(0)
+        while pos[b] > start[b]:
+            pos[b] -= 1
+            s = (s << np.uint64(_WORD_BITS)) | np.uint64(words[pos[b]])
+            if s >= np.uint64(1) << np.uint64(_WORD_BITS):
+                break
+        state[b] = s
+
+
+@numba.njit(inline="always")
+def _advance(words, start, pos, state, b, quantile, left, probability):
+    """The state after decoding a symbol of ``probability`` whose interval starts at ``left``."""
+    s = (state[b] >> np.uint64(PRECISION)) * np.uint64(probability) + np.uint64(quantile - left)
+    if s < (np.uint64(1) << np.uint64(_WORD_BITS)) and pos[b] > start[b]:
+        pos[b] -= 1
+        s = (s << np.uint64(_WORD_BITS)) | np.uint64(words[pos[b]])
+    state[b] = s
+
+
+@numba.njit(inline="always")
+def _uniform(words, start, pos, state, b, size):
+    """One symbol of ``Uniform(size)``."""
+    per_bin = (1 << PRECISION) // size
+    quantile = np.int64(state[b] & np.uint64((1 << PRECISION) - 1))
+    symbol = min(quantile // per_bin, size - 1)
+    left = symbol * per_bin
+    _advance(words, start, pos, state, b, quantile, left, (per_bin if symbol < size - 1 else (1 << PRECISION) - left))
+    return symbol
+
+
+@numba.njit(cache=True, nogil=True)
+def decode_part(words, start, pos, state, cls, mean3, cdf, cdf_start, radius, out):
+    """Decode one part of each of B streams (``StackDecoders``' arrays, advanced in place):
+    ``cls``, ``mean3`` int64 ``[B, P]`` (sigma classes, means in y_hat units Q3) -> ``out`` int64
+    ``[B, P]`` (y_hat values). ``cdf``, ``cdf_start``: ``model_cdfs``; ``radius`` ``[tables]``."""
+    frac = 1 << MEAN_FRAC_BITS
+    tables = len(radius)
+    nb, size = cls.shape
+    table = np.empty(size, np.int64)
+    center = np.empty(size, np.int64)
+    order = np.empty(size, np.int64)
+    resid = np.empty(size, np.int64)
+    first = np.empty(tables + 1, np.int64)
+    top = np.empty(tables, np.int64)  # the largest power of two below each table's size
+    for t in range(tables):
+        top[t] = 1
+        while 2 * top[t] < 2 * radius[t] + 1:
+            top[t] *= 2
+    for b in range(nb):
+        first[:] = 0
+        for i in range(size):
+            c, m = cls[b, i], mean3[b, i]
+            if c < FLAT_CLASS:
+                t, ctr = c * frac + (m & (frac - 1)), m >> MEAN_FRAC_BITS
+            else:
+                t, ctr = FLAT_CLASS * frac + c - FLAT_CLASS, (m + frac // 2) >> MEAN_FRAC_BITS
+            table[i], center[i] = t, min(max(ctr, -32768), 32767)
+            first[t + 1] += 1
+        for t in range(tables):  # a stable counting sort: positions in table order, cells in order
+            first[t + 1] += first[t]
+        for i in range(size):
+            order[first[table[i]]] = i
+            first[table[i]] += 1
+        for j in range(size):  # the symbols
+            t = table[order[j]]
+            base, n = cdf_start[t], 2 * radius[t] + 1
+            quantile = np.int64(state[b] & np.uint64((1 << PRECISION) - 1))
+            lo, step = 0, top[t]  # the last symbol s with cdf[s] <= quantile, found without branches
+            while step:
+                probe = min(lo + step, n - 1)
+                lo = probe if cdf[base + probe] <= quantile else lo
+                step >>= 1
+            left = cdf[base + lo]
+            _advance(words, start, pos, state, b, quantile, left, cdf[base + lo + 1] - left)
+            resid[j] = lo - radius[t]
+        for j in range(size):  # the escapes, in the same order
+            r = radius[table[order[j]]]
+            if resid[j] == r or resid[j] == -r:
+                n = _uniform(words, start, pos, state, b, ESCAPE_LENGTHS)
+                e = n
+                if n >= 2:
+                    e = (1 << (n - 1)) + _uniform(words, start, pos, state, b, 1 << (n - 1))
+                resid[j] += e if resid[j] > 0 else -e
+        for j in range(size):
+            out[b, order[j]] = resid[j] + center[order[j]]
