@@ -61,14 +61,13 @@ class StackDecoders:
         """Raises ValueError for a stream that is not whole words or ends in a zero word (which
         constriction cannot have written)."""
         arrays = [np.frombuffer(d, dtype="<u4") for d in datas]
+        if any(len(a) and a[-1] == 0 for a in arrays):
+            raise ValueError("an ANS stream cannot end in a zero word")
         self.words = np.concatenate([np.zeros(0, np.uint32)] + arrays).astype(np.uint32)
-        ends = np.cumsum([len(a) for a in arrays], dtype=np.int64)
-        self.start = ends - [len(a) for a in arrays]
-        self.pos = ends.copy()  # one past the next word to read: a stack is read from its end
+        lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+        self.pos = np.cumsum(lengths)  # one past the next word to read: a stack is read from its end
+        self.start = self.pos - lengths
         self.state = np.zeros(len(arrays), np.uint64)
-        for b, a in enumerate(arrays):
-            if len(a) and a[-1] == 0:
-                raise ValueError("an ANS stream cannot end in a zero word")
         _initial_states(self.words, self.start, self.pos, self.state)
 
 
