@@ -192,7 +192,7 @@ def test_compiled_ans_decoder_reads_what_constriction_wrote(r9, seed, chunks, si
     params = [(rng.integers(0, integer.SIGMA_CLASSES, (chunks, size)), rng.integers(-(1 << 18), 1 << 18, (chunks, size)))
               for _ in cells]
     values = []
-    for cls, mean3 in params:  # near the mean, or anywhere in int16: |residual| up to 2^16 escapes every length
+    for _, mean3 in params:  # near the mean, or anywhere in int16: |residual| up to 2^16 escapes every length
         near = (mean3 >> integer.MEAN_FRAC_BITS).clip(-32768, 32767) + rng.integers(-3, 4, mean3.shape)
         values.append(np.where(rng.random(mean3.shape) < 0.8, near, rng.integers(-32768, 32768, mean3.shape)))
     datas = [tables.compress([(v[b], c[b : b + 1], m[b : b + 1]) for v, (c, m) in zip(values, params)]) for b in range(chunks)]
