@@ -177,8 +177,8 @@ def test_every_table_codes_every_symbol(r9):
 
 def _fixed_parts(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]):
     """A parts generator over known (cells, classes [B, P], means Q3 [B, P]), ignoring what it is sent."""
-    for part in parts:  # not yield from: a list iterator cannot be sent values
-        yield part  # noqa: UP028
+    for part in parts:  # noqa: UP028 (yield from: a list iterator cannot be sent values)
+        yield part
 
 
 @settings(max_examples=25, deadline=None)
