@@ -178,8 +178,8 @@ class ChunkCoder:
     def _integer_parts(self, z_hats: list[np.ndarray], h: int, w: int, qualities: list[float]):
         """The integer model's coded parts of chunks ``[M, h, w]`` of one shape, in lockstep
         (``IntegerEntropy.parts``; the encoder's is a batch of one)."""
-        mean, log = self._integer.hyper(torch.from_numpy(np.stack(z_hats)), h, w)
-        return self._integer.parts(mean, log, [round(q * 100) for q in qualities])
+        base = self._integer.hyper(torch.from_numpy(np.stack(z_hats)), h, w)
+        return self._integer.parts(base, [round(q * 100) for q in qualities])
 
     def _decode_tables(self, payloads: list[bytes], z_hats: list[np.ndarray], h: int, w: int,
                        qualities: list[float]) -> list[np.ndarray]:

@@ -4,7 +4,11 @@ and the requantization with its activation (:mod:`cps_tiles.transforms.integer` 
 
 They compute in int64, where every value of the arithmetic is exact (``IntegerLinear.check`` bounds
 them below 2^53), so they agree with the float-carried path and the numpy reference bit for bit.
-They take and fill numpy views of torch tensors (shared memory, no copies).
+They take and fill numpy arrays (views of torch tensors on the CPU: shared memory, no copies).
+
+The format's constants come from ``integer`` (``spec``) and are frozen into the compiled code, so
+divisions by them compile to multiplications. numba's cache follows this file, not ``integer.py``:
+those constants define released formats and never change.
 """
 
 from __future__ import annotations
@@ -12,30 +16,169 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from . import integer as spec
+
 
 @numba.njit(cache=True, nogil=True)
-def split_digits(x, bits, out):
-    """``x [N, K]`` (integers) -> ``out [2, N, K]`` int8: ``x >> bits`` and ``x & (2^bits - 1)``."""
-    low = (1 << bits) - 1
+def split_digits(x, out):
+    """``x [N, K]`` (integers) -> ``out [2, N, K]`` int8: its digits ``x >> DIGIT_BITS`` and ``x & (2^DIGIT_BITS - 1)``."""
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
             v = np.int64(x[i, j])
-            out[0, i, j] = v >> bits
-            out[1, i, j] = v & low
+            out[0, i, j] = v >> spec.DIGIT_BITS
+            out[1, i, j] = v & ((1 << spec.DIGIT_BITS) - 1)
 
 
 @numba.njit(cache=True, nogil=True)
-def requantize(acc, offset, mult, shift, activation, act, leaky_mul, leaky_shift, out):
+def requantize(acc, offset, mult, shift, activation, out):
     """Accumulator ``acc [N, O]`` (int32) -> a layer's output ``out [N, O]``: ``(acc * mult + offset) >>
     shift`` with ``offset = bias * mult + 2^(shift-1)`` (int64 ``[O]``), then for a hidden layer the
-    integer leaky ReLU and the clip to ``+-act``."""
+    integer leaky ReLU and the clip to ``+-ACT``."""
     n, o = out.shape
     for i in range(n):
         for j in range(o):
             v = (np.int64(acc[i, j]) * mult[j] + offset[j]) >> shift
             if activation:
                 if v < 0:
-                    v = max((v * leaky_mul) >> leaky_shift, -act)
-                elif v > act:
-                    v = act
+                    v = max((v * spec.LEAKY_MUL) >> spec.LEAKY_SHIFT, -spec.ACT)
+                elif v > spec.ACT:
+                    v = spec.ACT
             out[i, j] = v
+
+
+# -- the hyper synthesis (IntegerEntropy.hyper) --------------------------------------------------
+
+@numba.njit(cache=True, nogil=True)
+def unfold_up(x, nb, a, b, h, w, out):
+    """A 2x2/stride-2 transposed convolution's output over ``B x a x b`` cells, ``x [B*a*b, C*4]``
+    (columns (channel, dy, dx)) -> its pixels ``out [B, h, w, C]``, cropped to ``h <= 2a``, ``w <= 2b``."""
+    ch = out.shape[3]
+    for bb in range(nb):
+        for y in range(h):
+            for xx in range(w):
+                r, t = (bb * a + y // 2) * b + xx // 2, (y % 2) * 2 + xx % 2
+                for c in range(ch):
+                    out[bb, y, xx, c] = x[r, 4 * c + t]
+
+
+@numba.njit(cache=True, nogil=True)
+def hyper_params(raw, log_table, out):
+    """The hyper synthesis' last layer ``raw [N, 2M]`` (int64: means Q6, raw scales Q5) -> ``out [2, N, M]``:
+    means clipped to ``+-MEAN_MAX`` and log2 sigma Q8 ``log_table[clip(raw, +-RAW_MAX) + RAW_MAX]``."""
+    n, m = out.shape[1], out.shape[2]
+    for i in range(n):
+        for j in range(m):
+            out[0, i, j] = min(max(raw[i, j], -spec.MEAN_MAX), spec.MEAN_MAX)
+            out[1, i, j] = log_table[min(max(raw[i, m + j], -spec.RAW_MAX), spec.RAW_MAX) + spec.RAW_MAX]
+
+
+# -- the glue of a coding part (IntegerEntropy._parts): rows are (chunk, cell) ----------------------
+
+@numba.njit(inline="always")
+def _input(x):
+    """A mean Q6 or log2 sigma Q8 -> a network input (Q4, Q6, within ACT)."""
+    return min(max(x >> spec.INPUT_SHIFT, -spec.ACT), spec.ACT)
+
+
+@numba.njit(cache=True, nogil=True)
+def channel_inputs(base, code, out):
+    """The channel networks' shared inputs: the hyperprior's ``base`` int64 ``[2, B, n, M]`` (``hyper_params``)
+    and the quality code ``[B, L]`` -> ``out [B, n, 2M + L]``: both as inputs, then the code."""
+    _, nb, n, m = base.shape
+    for b in range(nb):
+        for c in range(n):
+            for j in range(m):
+                out[b, c, j] = _input(base[0, b, c, j])
+                out[b, c, m + j] = _input(base[1, b, c, j])
+            for j in range(code.shape[1]):
+                out[b, c, 2 * m + j] = code[b, j]
+
+
+@numba.njit(cache=True, nogil=True)
+def patches(x, h, w, pad, cells, out):
+    """Zero-padded ``(2 pad + 1)^2`` neighbourhoods of ``cells [P]`` (flat indices) of ``x [B, h*w, C]``
+    -> ``out [B*P, taps * C]``, columns ordered (dy, dx, channel)."""
+    nb, _, ch = x.shape
+    k = 2 * pad + 1
+    for b in range(nb):
+        for i in range(len(cells)):
+            r, y0, x0 = b * len(cells) + i, cells[i] // w - pad, cells[i] % w - pad
+            for dy in range(k):
+                for dx in range(k):
+                    col = (dy * k + dx) * ch
+                    yy, xx = y0 + dy, x0 + dx
+                    if 0 <= yy < h and 0 <= xx < w:
+                        for j in range(ch):
+                            out[r, col + j] = x[b, yy * w + xx, j]
+                    else:
+                        for j in range(ch):
+                            out[r, col + j] = 0
+
+
+@numba.njit(inline="always")
+def _corrected(m, lg, dm, dlg):
+    """A mean Q6 and log2 sigma Q8 plus a network's corrections, each clipped to its range."""
+    return min(max(m + dm, -spec.MEAN_MAX), spec.MEAN_MAX), min(max(lg + dlg, spec.LOG_MIN), spec.LOG_MAX)
+
+
+@numba.njit(inline="always")
+def _slice_params(base, d, b, c, first, j, wd):
+    """The slice's mean and log2 sigma of cell ``c``, channel ``j``: the hyperprior's ``base`` (``[2, B,
+    n, M]``) corrected by the channel network's ``d [B, n, 2W]``."""
+    return _corrected(base[0, b, c, first + j], base[1, b, c, first + j], d[b, c, j], d[b, c, wd + j])
+
+
+@numba.njit(cache=True, nogil=True)
+def head_inputs(hidden, base, d, first, cells, code, flag, out):
+    """A half's spatial heads' inputs: ``hidden [B*P, H]`` (the convolution's output), the slice's
+    mean and log2 sigma (``_slice_params``, channels ``first ..``) at ``cells [P]`` as inputs, the
+    quality code ``[B, L]`` and the half's ``flag`` -> ``out [B*P, H + 2W + L + 1]``."""
+    nb, p, hd, lv, wd = base.shape[1], len(cells), hidden.shape[1], code.shape[1], d.shape[2] // 2
+    for b in range(nb):
+        for i in range(p):
+            r, c = b * p + i, cells[i]
+            for j in range(hd):
+                out[r, j] = hidden[r, j]
+            for j in range(wd):
+                m, lg = _slice_params(base, d, b, c, first, j, wd)
+                out[r, hd + j] = _input(m)
+                out[r, hd + wd + j] = _input(lg)
+            for j in range(lv):
+                out[r, hd + 2 * wd + j] = code[b, j]
+            out[r, hd + 2 * wd + lv] = flag
+
+
+@numba.njit(cache=True, nogil=True)
+def symbol_params(dh, base, d, first, cells, gain, log_gain, cls, mean3):
+    """A half's symbol parameters from its heads' output ``dh [B*P, 2W]`` (int64: mean and log2 sigma
+    corrections) and the slice's mean and log2 sigma (``_slice_params``) at ``cells [P]``, with the
+    slice's gains ``gain`` (Q16) and ``log_gain`` (Q8) ``[B, W]`` -> ``cls``, ``mean3`` int64 ``[B, W,
+    P]``: the mean in y_hat units Q3, ``(m gain + 2^(s-1)) >> s`` (``s = GAIN_BITS + MEAN_BITS -
+    MEAN_FRAC_BITS``), and the sigma class, ``clip((lg + log_gain - SIGMA_LOG0 + SIGMA_STEP // 2) //
+    SIGMA_STEP, 0, SIGMA_CLASSES - 1)``, ``m``, ``lg`` corrected by ``dh``."""
+    s = spec.GAIN_BITS + spec.MEAN_BITS - spec.MEAN_FRAC_BITS
+    nb, p, wd = base.shape[1], len(cells), d.shape[2] // 2
+    for b in range(nb):
+        for i in range(p):
+            r, c = b * p + i, cells[i]
+            for j in range(wd):
+                m, lg = _slice_params(base, d, b, c, first, j, wd)
+                m, lg = _corrected(m, lg, dh[r, j], dh[r, wd + j])
+                mean3[b, j, i] = (m * gain[b, j] + (1 << (s - 1))) >> s
+                cls[b, j, i] = min(max((lg + log_gain[b, j] - spec.SIGMA_LOG0 + spec.SIGMA_STEP // 2) // spec.SIGMA_STEP, 0),
+                                   spec.SIGMA_CLASSES - 1)
+
+
+@numba.njit(cache=True, nogil=True)
+def store_units(values, cells, inv_gain, bits, bound, out):
+    """A decoded half ``values [B, W*P]`` (y_hat, ordered (channel, cell)) -> ``out[b, cells[i], j]``
+    (``out [B, n, W]``): y_hat / gain in Q``bits`` within ``+-bound``, ``clip((y inv_gain +
+    2^(s - 1)) >> s)``, ``s = GAIN_BITS - bits`` (``inv_gain`` ``[B, W]``, Q``GAIN_BITS``)."""
+    nb, wd = inv_gain.shape
+    p = len(cells)
+    shift = spec.GAIN_BITS - bits
+    for b in range(nb):
+        for j in range(wd):
+            for i in range(p):
+                v = (values[b, j * p + i] * inv_gain[b, j] + (1 << (shift - 1))) >> shift
+                out[b, cells[i], j] = min(max(v, -bound), bound)

@@ -59,9 +59,9 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from . import compiled
 
@@ -122,13 +122,6 @@ FORMATS = {"integer": IntegerFormat(U_BITS, ACT, WEIGHT_MAX, WEIGHT_MAX),  # cps
            "integer8all": IntegerFormat(1, INT8_EXACT, INT8_EXACT, INT8_EXACT)}  # cps-v6
 
 
-def unit_latent(scaled: torch.Tensor, bits: int, bound: int) -> torch.Tensor:
-    """y_hat / gain in Q``bits`` within ``+-bound``, from ``scaled`` = y_hat * inv_gain (Q16, float64-carried
-    integers, far below 2^53): ``clip((scaled + 2^(15 - bits)) >> (16 - bits))``."""
-    shift = GAIN_BITS - bits
-    return _floor_shift(scaled + float(1 << (shift - 1)), shift).clamp_(-bound, bound)
-
-
 def class_log(c: int) -> int:
     """Class ``c``'s log2 sigma, Q8."""
     return SIGMA_LOG0 + SIGMA_STEP * c
@@ -153,11 +146,6 @@ def leaky(x: torch.Tensor) -> torch.Tensor:
     ``41 |x|`` fits the float's mantissa)."""
     # max(x, floor(41 x / 4096)) is x above zero and the floor below: one op fewer than a where
     return torch.maximum(x, torch.floor(x * (LEAKY_MUL / (1 << LEAKY_SHIFT))))
-
-
-def _floor_shift(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """``x >> bits`` on float64-carried integers (dividing by a power of two is exact)."""
-    return torch.floor(x * (1.0 / (1 << bits)))
 
 
 def exact_groups(weight: torch.Tensor, bounds: torch.Tensor) -> list[tuple[int, int]]:
@@ -300,7 +288,7 @@ class IntegerLinear(nn.Module):
         if dtype == torch.int16:  # both digits in one product, the high ones in the first N rows
             n = x.shape[0]
             split = torch.empty(2, n, hi - lo, dtype=torch.int8)
-            compiled.split_digits(x.numpy(), DIGIT_BITS, split.numpy())  # >> is a floor, & the remainder
+            compiled.split_digits(x.numpy(), split.numpy())  # >> is a floor, & the remainder
             both = torch._int_mm(split.view(2 * n, -1), self._plan(lo, hi, taps, True)[0][2])
             return both[:n].bitwise_left_shift_(DIGIT_BITS).add_(both[n:])
         x32 = x.float()
@@ -323,8 +311,7 @@ class IntegerLinear(nn.Module):
                 self._int_params = (self.bias * self.mult + (1 << (int(self.shift) - 1)), self.mult.clone())
             offset, mult = self._int_params
             out = torch.empty(acc.shape, dtype=torch.int16 if self.activation else torch.int64)
-            compiled.requantize(acc.numpy(), offset.numpy(), mult.numpy(), int(self.shift), self.activation, ACT,
-                                LEAKY_MUL, LEAKY_SHIFT, out.numpy())
+            compiled.requantize(acc.numpy(), offset.numpy(), mult.numpy(), int(self.shift), self.activation, out.numpy())
             return out
         offset, scale = self._requant_params()
         out = torch.addcmul(offset, acc, scale).floor_()
@@ -341,14 +328,6 @@ class IntegerLinear(nn.Module):
         self._carried = self._int_params = None
         self._groups.clear()
         super()._load_from_state_dict(*args, **kwargs)
-
-
-def _up(layer: IntegerLinear, x: torch.Tensor) -> torch.Tensor:
-    """A 2x2/stride-2 transposed convolution as one integer layer over cells: ``[B, C, a, b]`` ->
-    ``[B, O, 2a, 2b]`` (the layer's outputs ordered (channel, dy, dx); float-carried integers)."""
-    n, c, a, b = x.shape
-    out = layer(x.permute(0, 2, 3, 1).reshape(n * a * b, c))  # [B*a*b, O*4]
-    return out.view(n, a, b, -1, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(n, -1, 2 * a, 2 * b)
 
 
 def _net(inputs: int, hidden: int, outputs: int, bounds: list[int], weight_max: int) -> nn.ModuleList:
@@ -421,28 +400,33 @@ class IntegerEntropy(nn.Module):
     # -- hyperprior ---------------------------------------------------------------------------
     @torch.inference_mode()
     @full_precision()
-    def hyper(self, z_hat: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Integer z_hat of B chunks ``[B, Nz, a, b]`` -> (mean Q6, log2 sigma Q8), int64 ``[B, M, h, w]``
-        (h <= 4a, w <= 4b)."""
+    def hyper(self, z_hat: torch.Tensor, h: int, w: int) -> np.ndarray:
+        """Integer z_hat of B chunks ``[B, Nz, a, b]`` -> the hyperprior's mean Q6 and log2 sigma Q8, int64
+        ``[2, B, h, w, M]`` (h <= 4a, w <= 4b; channels last, as ``parts`` reads them)."""
         up1, up2, out = self.hyper_layers
-        x = _up(up2, _up(up1, z_hat.to(self.log_gain.device, torch.float64)))[:, :, :h, :w]
-        params = out(x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])).to(torch.int64)
-        params = params.view(-1, h, w, 2 * self.M).permute(0, 3, 1, 2)
-        mean = params[:, : self.M].clamp(-MEAN_MAX, MEAN_MAX)
-        log = self.log_table[params[:, self.M :].clamp(-RAW_MAX, RAW_MAX) + RAW_MAX]
-        return mean, log
+        dev = self.log_gain.device
+        nb, _, a, b = z_hat.shape
+        x = z_hat.to(dev, up1.input_dtype(dev)).permute(0, 2, 3, 1).reshape(nb * a * b, -1)
+        for layer, rows, cols in ((up1, 2 * a, 2 * b), (up2, h, w)):
+            hidden = _numpy(layer(x))  # [cells, C*4]
+            pixels = np.empty((nb, rows, cols, hidden.shape[1] // 4), hidden.dtype)
+            compiled.unfold_up(hidden, nb, a, b, rows, cols, pixels)
+            x, (a, b) = _on(pixels.reshape(nb * rows * cols, -1), dev), (rows, cols)
+        base = np.empty((2, nb * h * w, self.M), np.int64)
+        compiled.hyper_params(_int64(out(x)), self.log_table.numpy(force=True), base)
+        return base.reshape(2, nb, h, w, self.M)
 
     # -- context ------------------------------------------------------------------------------
-    def parts(self, mean: torch.Tensor, log: torch.Tensor, q100s: list[int]):
+    def parts(self, base: np.ndarray, q100s: list[int]):
         """Generator of the coded parts of B chunks' y_hat ``[B, M, h, w]`` (one shape, each chunk at its
         own quality in hundredths; one chunk is a batch of one), in lockstep, slice after slice,
         anchors before the rest: yields ``(cells [P], sigma classes [B, P], means Q3 [B, P])`` (int64
         numpy: flat indices into each ``y_hat.ravel()``, and each symbol's class and its mean in y_hat
         units Q3) and is sent back that part's y_hat values ``[B, P]`` (or ``[P]`` for one chunk).
         The networks run once per part for the whole batch, sharing their per-call cost; each chunk
-        gets exactly the integers it gets alone (every cell's arithmetic is its own). ``mean``,
-        ``log``: ``hyper``'s. Runs on the device of the model's buffers."""
-        parts = self._parts(mean, log, q100s)
+        gets exactly the integers it gets alone (every cell's arithmetic is its own). ``base``: ``hyper``'s
+        ``[2, B, h, w, M]``. The networks run on the device of the model's buffers."""
+        parts = self._parts(base, q100s)
         values = None
         while True:
             with torch.inference_mode(), full_precision():  # not across the yield: the caller's settings are its own
@@ -450,42 +434,38 @@ class IntegerEntropy(nn.Module):
                     cells, cls, mean3 = parts.send(values)
                 except StopIteration:
                     return
-            values = yield cells.numpy(force=True), cls.numpy(force=True), mean3.numpy(force=True)
+            values = yield cells, cls, mean3
 
-    def _parts(self, mean: torch.Tensor, log: torch.Tensor, q100s: list[int]):
-        # Rows are (chunk, cell). The networks' inputs are carried in float32 (they are bounded by
-        # ACT or CODE_ONE, far below 2^24: exact), requantization in float64 (IntegerLinear), the rest
-        # in int64.
+    def _parts(self, base: np.ndarray, q100s: list[int]):
+        # Rows are (chunk, cell). The networks' products run on the model's device (IntegerLinear); the
+        # glue between them (inputs, symbol parameters, decoded values) in int64 on the CPU, one compiled
+        # pass each (compiled.py), into the dtype each network reads its input in (``input_dtype``).
         dev = self.log_gain.device
-        nb, m_ch, h, w = mean.shape
-        wd, n, pad, taps = self.width, h * w, self.spatial // 2, self.spatial**2
-        gain, inv_gain, log_gain, code = (torch.stack(t) for t in zip(*map(self.quality, q100s)))  # [B, M] / [B, L]
-        head_dtype = self.heads[0][0].input_dtype(dev)  # the heads' inputs, likewise
-        code = code[:, None].expand(nb, n, -1)  # [B, n, L]
-        index = torch.arange(m_ch * n, device=dev).view(m_ch, n)
-        anchor = ((torch.arange(h, device=dev).view(-1, 1) + torch.arange(w, device=dev)) % 2 == 0).ravel()
-        halves = [torch.nonzero(anchor).ravel(), torch.nonzero(~anchor).ravel()]
-        flags = [torch.full((nb, len(c), 1), half, dtype=head_dtype, device=dev) for half, c in enumerate(halves)]
-        inv_gain = inv_gain.double()[:, None]  # [B, 1, M]
-        mean, log = mean.reshape(nb, m_ch, n).transpose(1, 2), log.reshape(nb, m_ch, n).transpose(1, 2)  # [B, n, M]
-        # the channel nets' inputs that every slice shares: [B*n, 2M + levels]
-        net_dtype = self.nets[0][0].input_dtype(dev)  # carried so, converted once
-        common = torch.cat([_input(mean), _input(log), code.to(torch.int64)], dim=2).reshape(nb * n, -1).to(net_dtype)
-        u = torch.zeros(nb, n, m_ch, dtype=net_dtype, device=dev)  # unit-gain y_hat Q4 of the slices decoded so far
-        fmt = self.format
+        _, nb, h, w, m_ch = base.shape
+        wd, n, pad, fmt = self.width, h * w, self.spatial // 2, self.format
+        gain, inv_gain, log_gain, code = (torch.stack(t).cpu().numpy() for t in zip(*map(self.quality, q100s)))  # [B, M] / [B, L]
+        base = base.reshape(2, nb, n, m_ch)
+        index = np.arange(m_ch * n).reshape(m_ch, n)
+        anchor = ((np.arange(h)[:, None] + np.arange(w)) % 2 == 0).ravel()
+        halves = [np.flatnonzero(anchor), np.flatnonzero(~anchor)]
+        # each network's inputs are made in the dtype its first layer multiplies them in
+        net_dtype, conv_dtype, head_dtype = (_numpy_dtype(layers[0].input_dtype(dev))
+                                             for layers in (self.nets[0], self.convs, self.heads[0]))
+        common = np.empty((nb, n, 2 * m_ch + self.levels), net_dtype)  # the channel nets' inputs every slice shares
+        compiled.channel_inputs(base, code, common)
+        common = _on(common.reshape(nb * n, -1), dev)
+        u = np.zeros((nb, n, m_ch), net_dtype)  # unit-gain y_hat Q4 of the slices decoded so far
         own_input = (fmt.u_bits, fmt.act) != (U_BITS, ACT)  # the convolutions read u in a format of their own
-        uc = torch.zeros(nb, n, m_ch, dtype=self.convs[0].input_dtype(dev), device=dev) if own_input else u
-        patches = []  # each decoded slice's 5x5 neighbourhoods [B*n, W * taps], made once
+        uc = np.zeros((nb, n, m_ch), conv_dtype) if own_input else u
+        patches = []  # each decoded slice's 5x5 neighbourhoods [B*n, W * taps] on the device, made once
         for k in range(self.slices):
             cut = slice(k * wd, (k + 1) * wd)
             first, *rest = self.nets[k]
             acc = first.accumulate(common, 0, common.shape[1])
             if k:
-                acc += first.accumulate(u[:, :, : k * wd].reshape(nb * n, -1), common.shape[1])
-            d = _run(rest, first.requantize(acc)).to(torch.int64).view(nb, n, 2 * wd)
-            slice_mean = (mean[:, :, cut] + d[..., :wd]).clamp_(-MEAN_MAX, MEAN_MAX)  # [B, n, W]
-            slice_log = (log[:, :, cut] + d[..., wd:]).clamp_(LOG_MIN, LOG_MAX)
-            conv, cols = self.convs[k], k * wd * taps
+                acc += first.accumulate(_on(u[:, :, : k * wd].reshape(nb * n, -1), dev), common.shape[1])
+            d = _int64(_run(rest, first.requantize(acc))).reshape(nb, n, 2 * wd)  # the slice's corrections
+            conv, taps = self.convs[k], self.spatial**2
             shared = None
             for j, p in enumerate(patches):  # the slices before k, one column block each
                 part = conv.accumulate(p, j * wd * taps, (j + 1) * wd * taps, taps)
@@ -494,49 +474,51 @@ class IntegerEntropy(nn.Module):
             hidden = conv.weight.shape[0]
             for half, cells in enumerate(halves):
                 size = len(cells)  # explicit sizes below: a 1x1 chunk's second half is empty
-                acc = (shared.index_select(1, cells) if k else torch.zeros(nb, size, hidden, dtype=torch.float64,
-                                                                             device=dev)).reshape(nb * size, hidden)
+                acc = (shared.index_select(1, _on(cells, dev)) if k else
+                       torch.zeros(nb, size, hidden, dtype=torch.float64, device=dev)).reshape(nb * size, hidden)
                 if half:  # the slice's anchors, decoded by now (the rest of the slice is still zero)
-                    own = _patches(uc[:, :, cut], h, w, pad, cells)
-                    acc = acc + conv.accumulate(own, cols, None, taps)
-                half_mean, half_log = slice_mean.index_select(1, cells), slice_log.index_select(1, cells)
-                head_in = torch.cat([conv.requantize(acc).view(nb, size, hidden), _input(half_mean), _input(half_log),
-                                     code[:, :size], flags[half]], dim=2).to(head_dtype)  # code: one per chunk
-                d = _run(self.heads[k], head_in.reshape(nb * size, head_in.shape[2])).to(torch.int64).view(nb, size, 2 * wd)
-                m = (half_mean + d[..., :wd]).clamp_(-MEAN_MAX, MEAN_MAX).transpose(1, 2)  # [B, W, P]
-                lg = (half_log + d[..., wd:]).clamp_(LOG_MIN, LOG_MAX).transpose(1, 2)
-                shift = GAIN_BITS + MEAN_BITS - MEAN_FRAC_BITS
-                mean3 = torch.bitwise_right_shift(m * gain[:, cut, None] + (1 << (shift - 1)), shift)
-                cls = torch.div(lg + log_gain[:, cut, None] - SIGMA_LOG0 + SIGMA_STEP // 2, SIGMA_STEP,
-                                rounding_mode="floor").clamp_(0, SIGMA_CLASSES - 1)
-                values = yield index[cut][:, cells].ravel(), cls.reshape(nb, wd * size), mean3.reshape(nb, wd * size)
-                y = torch.as_tensor(values, dtype=torch.float64, device=dev).view(nb, wd, size).transpose(1, 2)
-                scaled = y * inv_gain[..., cut]
-                u[:, :, cut].index_copy_(1, cells, unit_latent(scaled, U_BITS, ACT).to(u.dtype))
+                    acc = acc + conv.accumulate(_on(_patches(uc[:, :, cut], h, w, pad, cells), dev), k * wd * taps, None, taps)
+                head_in = np.empty((nb * size, self.heads[k][0].weight.shape[1]), head_dtype)
+                compiled.head_inputs(_numpy(conv.requantize(acc)), base, d, k * wd, cells, code, half, head_in)
+                dh = _int64(_run(self.heads[k], _on(head_in, dev)))
+                cls, mean3 = np.empty((nb, wd, size), np.int64), np.empty((nb, wd, size), np.int64)
+                compiled.symbol_params(dh, base, d, k * wd, cells, gain[:, cut], log_gain[:, cut], cls, mean3)
+                values = yield index[cut][:, cells].ravel(), cls.reshape(nb, -1), mean3.reshape(nb, -1)
+                values = np.asarray(values, np.int64).reshape(nb, -1)
+                compiled.store_units(values, cells, inv_gain[:, cut], U_BITS, ACT, u[:, :, cut])
                 if own_input:
-                    uc[:, :, cut].index_copy_(1, cells, unit_latent(scaled, fmt.u_bits, fmt.act).to(uc.dtype))
+                    compiled.store_units(values, cells, inv_gain[:, cut], fmt.u_bits, fmt.act, uc[:, :, cut])
             if k + 1 < self.slices:
-                patches.append(_patches(uc[:, :, cut], h, w, pad))
+                patches.append(_on(_patches(uc[:, :, cut], h, w, pad, np.arange(n)), dev))
 
 
-def _input(x: torch.Tensor) -> torch.Tensor:
-    """Means Q6 / log2 sigma Q8 (int64) -> the networks' inputs (Q4 / Q6, within ACT)."""
-    return torch.bitwise_right_shift(x, INPUT_SHIFT).clamp(-ACT, ACT)
+def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    return torch.empty(0, dtype=dtype).numpy().dtype  # torch has no public mapping
 
 
-def _patches(x: torch.Tensor, h: int, w: int, pad: int, cells: torch.Tensor | None = None) -> torch.Tensor:
-    """``[B, h*w, C]`` -> the zero-padded ``(2 pad + 1)^2`` neighbourhoods of every cell, or of
-    ``cells`` ``[P]`` (flat indices) only: ``[B*h*w or B*P, taps * C]``, columns ordered (dy, dx,
-    channel) so that the copy moves runs of C (``accumulate(..., taps=)`` reorders the weights to
-    match; a copy: exact)."""
-    nb, n, c = x.shape
-    k = 2 * pad + 1
-    xp = F.pad(x.reshape(nb, h, w, c), (0, 0, pad, pad, pad, pad))  # [B, h + 2 pad, w + 2 pad, C], contiguous
-    sb, sy, sx, sc = xp.stride()
-    windows = xp.as_strided((nb, h, w, k, k, c), (sb, sy, sx, sy, sx, sc))
-    if cells is None:
-        return windows.reshape(nb * n, k * k * c)
-    return windows[:, cells // w, cells % w].reshape(nb * len(cells), k * k * c)
+def _on(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A numpy array as a tensor on ``device`` (shared memory on the CPU)."""
+    return torch.from_numpy(np.ascontiguousarray(x)).to(device)
+
+
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    return x.numpy(force=True)
+
+
+def _int64(x: torch.Tensor) -> np.ndarray:
+    """A layer's output (int64, or float-carried integers off the CPU int8 path) as int64 numpy."""
+    return x.to(torch.int64).numpy(force=True)
+
+
+def _patches(x: np.ndarray, h: int, w: int, pad: int, cells: np.ndarray) -> np.ndarray:
+    """``[B, h*w, C]`` -> the zero-padded ``(2 pad + 1)^2`` neighbourhoods of ``cells`` ``[P]`` (flat
+    indices): ``[B*P, taps * C]``, columns ordered (dy, dx, channel) so that the copy moves runs of C
+    (``accumulate(..., taps=)`` reorders the weights to match; a copy: exact)."""
+    out = np.empty((x.shape[0] * len(cells), (2 * pad + 1) ** 2 * x.shape[2]), x.dtype)
+    x = np.ascontiguousarray(x)
+    word = np.uint64 if x.shape[2] * x.itemsize % 8 == 0 else x.dtype  # runs of C moved in 64-bit words
+    compiled.patches(x.view(word), h, w, pad, cells, out.view(word))
+    return out
 
 
 def sigma_of_class(c: int) -> float:
