@@ -38,13 +38,17 @@ _WORD_BITS = 32
 ESCAPE_LENGTHS = 17
 
 
+#: Each table's lookup has 2^bits buckets, bits = its size's bit length + 1, at most this.
+_BUCKET_BITS_MAX = 12
+
+
 def model_cdfs(counts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Counts of consecutive tables (each summing to 2^24) of ``sizes`` symbols -> (their
     quantized CDFs concatenated, ``n + 1`` entries per table ending in 2^24, and each table's
     first entry): what constriction's ``Categorical(counts / 2^24, perfect=False)`` decodes with."""
     counts = np.asarray(counts, np.int64)
     starts = np.concatenate([[0], np.cumsum(sizes + 1)])
-    cdf = np.empty(starts[-1], np.int64)
+    cdf = np.empty(starts[-1], np.int32)  # values <= 2^24: int32 halves the cache footprint
     ends = np.cumsum(sizes)
     for i, (n, end) in enumerate(zip(sizes, ends)):
         c = counts[end - n : end]
@@ -52,6 +56,19 @@ def model_cdfs(counts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.nd
         cdf[starts[i] : starts[i + 1] - 1] = ((prefix * ((1 << PRECISION) - n)) >> PRECISION) + np.arange(n)
         cdf[starts[i + 1] - 1] = 1 << PRECISION
     return cdf, starts[:-1]
+
+
+def bucket_lookup(cdf: np.ndarray, cdf_start: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A lookup that starts each symbol's search near it: per table ``2^bits`` buckets of quantiles,
+    each holding the symbol its first quantile falls in (the search goes on upward from there) ->
+    (the buckets concatenated (int32), each table's first bucket, each table's ``24 - bits``)."""
+    bits = np.minimum([int(n).bit_length() + 1 for n in sizes], _BUCKET_BITS_MAX)
+    first = np.concatenate([[0], np.cumsum(1 << bits)])
+    buckets = np.empty(first[-1], np.int32)
+    for t, (n, b) in enumerate(zip(sizes, bits)):
+        table = cdf[cdf_start[t] : cdf_start[t] + n]
+        buckets[first[t] : first[t + 1]] = np.searchsorted(table, np.arange(1 << b) << (PRECISION - b), side="right") - 1
+    return buckets, first[:-1], PRECISION - bits
 
 
 class StackDecoders:
@@ -84,31 +101,33 @@ def _initial_states(words, start, pos, state):
 
 
 @numba.njit(inline="always")
-def _advance(words, start, pos, state, b, quantile, left, probability):
-    """The state after decoding a symbol of ``probability`` whose interval starts at ``left``."""
-    s = (state[b] >> np.uint64(PRECISION)) * np.uint64(probability) + np.uint64(quantile - left)
-    if s < (np.uint64(1) << np.uint64(_WORD_BITS)) and pos[b] > start[b]:
-        pos[b] -= 1
-        s = (s << np.uint64(_WORD_BITS)) | np.uint64(words[pos[b]])
-    state[b] = s
+def _advance(words, low, pos, state, quantile, left, probability):
+    """(state, pos) after decoding a symbol of ``probability`` whose interval starts at ``left``
+    (``words[low:pos]``: the words still to read)."""
+    s = (state >> np.uint64(PRECISION)) * np.uint64(probability) + np.uint64(quantile - left)
+    if s < (np.uint64(1) << np.uint64(_WORD_BITS)) and pos > low:
+        pos -= 1
+        s = (s << np.uint64(_WORD_BITS)) | np.uint64(words[pos])
+    return s, pos
 
 
 @numba.njit(inline="always")
-def _uniform(words, start, pos, state, b, size):
-    """One symbol of ``Uniform(size)``."""
+def _uniform(words, low, pos, state, size):
+    """(symbol, state, pos): one symbol of ``Uniform(size)``."""
     per_bin = (1 << PRECISION) // size
-    quantile = np.int64(state[b] & np.uint64((1 << PRECISION) - 1))
+    quantile = np.int64(state & np.uint64((1 << PRECISION) - 1))
     symbol = min(quantile // per_bin, size - 1)
     left = symbol * per_bin
-    _advance(words, start, pos, state, b, quantile, left, (per_bin if symbol < size - 1 else (1 << PRECISION) - left))
-    return symbol
+    state, pos = _advance(words, low, pos, state, quantile, left, (per_bin if symbol < size - 1 else (1 << PRECISION) - left))
+    return symbol, state, pos
 
 
 @numba.njit(cache=True, nogil=True)
-def decode_part(words, start, pos, state, cls, mean3, cdf, cdf_start, radius, out):
+def decode_part(words, start, pos, state, cls, mean3, cdf, cdf_start, buckets, bucket_start, bucket_shift, radius, out):
     """Decode one part of each of B streams (``StackDecoders``' arrays, advanced in place):
     ``cls``, ``mean3`` int64 ``[B, P]`` (sigma classes, means in y_hat units Q3) -> ``out`` int64
-    ``[B, P]`` (y_hat values). ``cdf``, ``cdf_start``: ``model_cdfs``; ``radius`` ``[tables]``."""
+    ``[B, P]`` (y_hat values). ``cdf``, ``cdf_start``: ``model_cdfs``; ``buckets``, ``bucket_start``,
+    ``bucket_shift``: ``bucket_lookup``; ``radius`` ``[tables]``."""
     frac = 1 << MEAN_FRAC_BITS
     tables = len(radius)
     nb, size = cls.shape
@@ -117,11 +136,6 @@ def decode_part(words, start, pos, state, cls, mean3, cdf, cdf_start, radius, ou
     order = np.empty(size, np.int64)
     resid = np.empty(size, np.int64)
     first = np.empty(tables + 1, np.int64)
-    top = np.empty(tables, np.int64)  # the largest power of two below each table's size
-    for t in range(tables):
-        top[t] = 1
-        while 2 * top[t] < 2 * radius[t] + 1:
-            top[t] *= 2
     for b in range(nb):
         first[:] = 0
         for i in range(size):
@@ -137,25 +151,26 @@ def decode_part(words, start, pos, state, cls, mean3, cdf, cdf_start, radius, ou
         for i in range(size):
             order[first[table[i]]] = i
             first[table[i]] += 1
+        st, p, low = state[b], pos[b], start[b]  # in registers for the loops below
         for j in range(size):  # the symbols
             t = table[order[j]]
-            base, n = cdf_start[t], 2 * radius[t] + 1
-            quantile = np.int64(state[b] & np.uint64((1 << PRECISION) - 1))
-            lo, step = 0, top[t]  # the last symbol s with cdf[s] <= quantile, found without branches
-            while step:
-                probe = min(lo + step, n - 1)
-                lo = probe if cdf[base + probe] <= quantile else lo
-                step >>= 1
-            left = cdf[base + lo]
-            _advance(words, start, pos, state, b, quantile, left, cdf[base + lo + 1] - left)
-            resid[j] = lo - radius[t]
+            base = cdf_start[t]
+            quantile = np.int64(st & np.uint64((1 << PRECISION) - 1))
+            sym = np.int64(buckets[bucket_start[t] + (quantile >> bucket_shift[t])])
+            while cdf[base + sym + 1] <= quantile:  # the symbol s with cdf[s] <= quantile < cdf[s + 1]
+                sym += 1
+            left = np.int64(cdf[base + sym])
+            st, p = _advance(words, low, p, st, quantile, left, cdf[base + sym + 1] - left)
+            resid[j] = sym - radius[t]
         for j in range(size):  # the escapes, in the same order
             r = radius[table[order[j]]]
             if resid[j] == r or resid[j] == -r:
-                n = _uniform(words, start, pos, state, b, ESCAPE_LENGTHS)
+                n, st, p = _uniform(words, low, p, st, ESCAPE_LENGTHS)
                 e = n
                 if n >= 2:
-                    e = (1 << (n - 1)) + _uniform(words, start, pos, state, b, 1 << (n - 1))
+                    bits, st, p = _uniform(words, low, p, st, 1 << (n - 1))
+                    e = (1 << (n - 1)) + bits
                 resid[j] += e if resid[j] > 0 else -e
+        state[b], pos[b] = st, p
         for j in range(size):
             out[b, order[j]] = resid[j] + center[order[j]]

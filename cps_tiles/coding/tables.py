@@ -28,7 +28,7 @@ import constriction
 import numpy as np
 
 from ..transforms.integer import FLAT_CLASS, MEAN_FRAC_BITS, sigma_of_class, table_layout
-from .ans import ESCAPE_LENGTHS, StackDecoders, decode_part, model_cdfs
+from .ans import ESCAPE_LENGTHS, StackDecoders, bucket_lookup, decode_part, model_cdfs
 
 COUNT_BITS = 24  # constriction's categorical models work to 24 bits
 
@@ -71,6 +71,7 @@ class TableCoder:
         self._escape_length = constriction.stream.model.Uniform(ESCAPE_LENGTHS)
         self._escape_bits = [None] + [constriction.stream.model.Uniform(1 << b) for b in range(1, ESCAPE_LENGTHS - 1)]
         self._cdf, self._cdf_start = model_cdfs(counts.astype(np.int64), 2 * self.radius + 1)
+        self._lookup = bucket_lookup(self._cdf, self._cdf_start, 2 * self.radius + 1)
 
     @staticmethod
     def select(cls: np.ndarray, mean3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -124,7 +125,7 @@ class TableCoder:
         args = (coders.words, coders.start, coders.pos, coders.state)
         return self._lockstep(len(datas), parts, size, lambda cls, mean3, values: decode_part(
             *args, np.ascontiguousarray(cls, np.int64), np.ascontiguousarray(mean3, np.int64),
-            self._cdf, self._cdf_start, self.radius, values))
+            self._cdf, self._cdf_start, *self._lookup, self.radius, values))
 
     def decompress_reference(self, datas: list[bytes], parts: Parts, size: int) -> list[np.ndarray]:
         """``decompress`` by constriction's own decoder: the independent check of ``ans.py``."""

@@ -30,20 +30,36 @@ def split_digits(x, out):
 
 
 @numba.njit(cache=True, nogil=True)
-def requantize(acc, offset, mult, shift, activation, out):
-    """Accumulator ``acc [N, O]`` (int32) -> a layer's output ``out [N, O]``: ``(acc * mult + offset) >>
-    shift`` with ``offset = bias * mult + 2^(shift-1)`` (int64 ``[O]``), then for a hidden layer the
-    integer leaky ReLU and the clip to ``+-ACT``."""
-    n, o = out.shape
-    for i in range(n):
+def requantize(acc, digits, offset, mult, shift, activation, out):
+    """Accumulator -> a layer's output: ``(acc * mult + offset) >> shift`` with ``offset = bias * mult +
+    2^(shift-1)`` (int64 ``[O]``), then for a hidden layer the integer leaky ReLU and the clip to ``+-ACT``.
+    ``acc`` is int32 ``[N, O]``, or with ``digits`` the products of an input's two digits ``[2N, O]``
+    (``acc[:N] << DIGIT_BITS + acc[N:]``). ``out`` is ``[1, N, O]``, or ``[2, N, O]`` int8 for the
+    output's digits (as ``split_digits``)."""
+    n, o = out.shape[1], out.shape[2]
+    row = np.empty(o, np.int64)
+    for i in range(n):  # simple loops over views of rows: vectorized
+        high, low = acc[i], acc[n + i if digits else i]
+        if digits:
+            for j in range(o):
+                row[j] = (np.int64(high[j]) << spec.DIGIT_BITS) + low[j]
+        else:
+            for j in range(o):
+                row[j] = high[j]
         for j in range(o):
-            v = (np.int64(acc[i, j]) * mult[j] + offset[j]) >> shift
+            v = (row[j] * mult[j] + offset[j]) >> shift
             if activation:
-                if v < 0:
-                    v = max((v * spec.LEAKY_MUL) >> spec.LEAKY_SHIFT, -spec.ACT)
-                elif v > spec.ACT:
-                    v = spec.ACT
-            out[i, j] = v
+                v = max((v * spec.LEAKY_MUL) >> spec.LEAKY_SHIFT, -spec.ACT) if v < 0 else min(v, spec.ACT)
+            row[j] = v
+        if out.shape[0] == 2:
+            first, second = out[0, i], out[1, i]
+            for j in range(o):
+                first[j] = row[j] >> spec.DIGIT_BITS
+                second[j] = row[j] & ((1 << spec.DIGIT_BITS) - 1)
+        else:
+            first = out[0, i]
+            for j in range(o):
+                first[j] = row[j]
 
 
 # -- the hyper synthesis (IntegerEntropy.hyper) --------------------------------------------------
@@ -121,51 +137,62 @@ def _corrected(m, lg, dm, dlg):
     return min(max(m + dm, -spec.MEAN_MAX), spec.MEAN_MAX), min(max(lg + dlg, spec.LOG_MIN), spec.LOG_MAX)
 
 
-@numba.njit(inline="always")
-def _slice_params(base, d, b, c, first, j, wd):
-    """The slice's mean and log2 sigma of cell ``c``, channel ``j``: the hyperprior's ``base`` (``[2, B,
-    n, M]``) corrected by the channel network's ``d [B, n, 2W]``."""
-    return _corrected(base[0, b, c, first + j], base[1, b, c, first + j], d[b, c, j], d[b, c, wd + j])
+# The loops below index rows taken as views: numba then knows their indices in range and vectorizes.
+
+@numba.njit(cache=True, nogil=True)
+def slice_params(base, d, first, out):
+    """A slice's mean and log2 sigma: the hyperprior's ``base [2, B, n, M]`` at channels ``first ..``
+    corrected by the channel network's ``d [B, n, 2W]`` -> ``out [2, B, n, W]`` (int64)."""
+    _, nb, n, wd = out.shape
+    for b in range(nb):
+        for c in range(n):
+            bm, bl, dr = base[0, b, c, first : first + wd], base[1, b, c, first : first + wd], d[b, c]
+            om, ol = out[0, b, c], out[1, b, c]
+            for j in range(wd):
+                om[j], ol[j] = _corrected(bm[j], bl[j], dr[j], dr[wd + j])
 
 
 @numba.njit(cache=True, nogil=True)
-def head_inputs(hidden, base, d, first, cells, code, flag, out):
+def head_inputs(hidden, params, cells, code, flag, out):
     """A half's spatial heads' inputs: ``hidden [B*P, H]`` (the convolution's output), the slice's
-    mean and log2 sigma (``_slice_params``, channels ``first ..``) at ``cells [P]`` as inputs, the
-    quality code ``[B, L]`` and the half's ``flag`` -> ``out [B*P, H + 2W + L + 1]``."""
-    nb, p, hd, lv, wd = base.shape[1], len(cells), hidden.shape[1], code.shape[1], d.shape[2] // 2
+    ``params [2, B, n, W]`` (``slice_params``) at ``cells [P]`` as inputs, the quality code ``[B, L]``
+    and the half's ``flag`` -> ``out [B*P, H + 2W + L + 1]``."""
+    _, nb, _, wd = params.shape
+    p, hd, lv = len(cells), hidden.shape[1], code.shape[1]
     for b in range(nb):
         for i in range(p):
             r, c = b * p + i, cells[i]
+            row, hr, pm, pl = out[r], hidden[r], params[0, b, c], params[1, b, c]
             for j in range(hd):
-                out[r, j] = hidden[r, j]
+                row[j] = hr[j]
             for j in range(wd):
-                m, lg = _slice_params(base, d, b, c, first, j, wd)
-                out[r, hd + j] = _input(m)
-                out[r, hd + wd + j] = _input(lg)
+                row[hd + j] = _input(pm[j])
+                row[hd + wd + j] = _input(pl[j])
             for j in range(lv):
-                out[r, hd + 2 * wd + j] = code[b, j]
-            out[r, hd + 2 * wd + lv] = flag
+                row[hd + 2 * wd + j] = code[b, j]
+            row[hd + 2 * wd + lv] = flag
 
 
 @numba.njit(cache=True, nogil=True)
-def symbol_params(dh, base, d, first, cells, gain, log_gain, cls, mean3):
+def symbol_params(dh, params, cells, gain, log_gain, cls, mean3):
     """A half's symbol parameters from its heads' output ``dh [B*P, 2W]`` (int64: mean and log2 sigma
-    corrections) and the slice's mean and log2 sigma (``_slice_params``) at ``cells [P]``, with the
-    slice's gains ``gain`` (Q16) and ``log_gain`` (Q8) ``[B, W]`` -> ``cls``, ``mean3`` int64 ``[B, W,
-    P]``: the mean in y_hat units Q3, ``(m gain + 2^(s-1)) >> s`` (``s = GAIN_BITS + MEAN_BITS -
-    MEAN_FRAC_BITS``), and the sigma class, ``clip((lg + log_gain - SIGMA_LOG0 + SIGMA_STEP // 2) //
-    SIGMA_STEP, 0, SIGMA_CLASSES - 1)``, ``m``, ``lg`` corrected by ``dh``."""
+    corrections) and the slice's ``params [2, B, n, W]`` at ``cells [P]``, with the slice's gains
+    ``gain`` (Q16) and ``log_gain`` (Q8) ``[B, W]`` -> ``cls``, ``mean3`` int64 ``[B, W, P]``: the mean
+    in y_hat units Q3, ``(m gain + 2^(s-1)) >> s`` (``s = GAIN_BITS + MEAN_BITS - MEAN_FRAC_BITS``), and
+    the sigma class, ``clip((lg + log_gain - SIGMA_LOG0 + SIGMA_STEP // 2) // SIGMA_STEP, 0,
+    SIGMA_CLASSES - 1)``, ``m``, ``lg`` corrected by ``dh``."""
     s = spec.GAIN_BITS + spec.MEAN_BITS - spec.MEAN_FRAC_BITS
-    nb, p, wd = base.shape[1], len(cells), d.shape[2] // 2
+    _, nb, _, wd = params.shape
+    p = len(cells)
     for b in range(nb):
+        g, lgn = gain[b], log_gain[b]
         for i in range(p):
             r, c = b * p + i, cells[i]
+            pm, pl, dr = params[0, b, c], params[1, b, c], dh[r]
             for j in range(wd):
-                m, lg = _slice_params(base, d, b, c, first, j, wd)
-                m, lg = _corrected(m, lg, dh[r, j], dh[r, wd + j])
-                mean3[b, j, i] = (m * gain[b, j] + (1 << (s - 1))) >> s
-                cls[b, j, i] = min(max((lg + log_gain[b, j] - spec.SIGMA_LOG0 + spec.SIGMA_STEP // 2) // spec.SIGMA_STEP, 0),
+                m, lg = _corrected(pm[j], pl[j], dr[j], dr[wd + j])
+                mean3[b, j, i] = (m * g[j] + (1 << (s - 1))) >> s
+                cls[b, j, i] = min(max((lg + lgn[j] - spec.SIGMA_LOG0 + spec.SIGMA_STEP // 2) // spec.SIGMA_STEP, 0),
                                    spec.SIGMA_CLASSES - 1)
 
 

@@ -265,10 +265,19 @@ class IntegerLinear(nn.Module):
 
     def input_dtype(self, device: torch.device) -> torch.dtype:
         """The dtype ``accumulate`` reads its input in on ``device``, the one callers best carry it in: on
-        the CPU int8 for an int8 layer and int16 for a ``digits`` one; float32 elsewhere."""
+        the CPU int8 for an int8 layer and int16 for a ``digits`` one (which also takes its input as
+        ``digit_planes``); float32 elsewhere."""
         if device.type == "cpu" and (self.int8 or self.digits):
             return torch.int8 if self.int8 else torch.int16
         return torch.float32
+
+    def digit_planes(self, x: torch.Tensor) -> torch.Tensor:
+        """A ``digits`` layer's input ``x [N, K]`` (integers within ACT) as its digits ``[2, N, K]`` int8, ``x >>
+        DIGIT_BITS`` (a floor) and ``x & (2^DIGIT_BITS - 1)``: the form its products read, made once for
+        an input several products share."""
+        planes = torch.empty((2, *x.shape), dtype=torch.int8)
+        compiled.split_digits(x.numpy(), planes.numpy())
+        return planes
 
     def accumulate(self, x: torch.Tensor, lo: int = 0, hi: int | None = None, taps: int = 1,
                    final: bool = False) -> torch.Tensor:
@@ -280,16 +289,14 @@ class IntegerLinear(nn.Module):
         ``x`` as int8 and multiplies in int8 -> int32 (``torch._int_mm``), and a ``digits`` layer there
         multiplies the two digits of ``x`` so and adds them in int32 (exact: ``check``); elsewhere it
         takes the float32 path, its weights split into exact groups. ``x`` may come in any dtype that
-        holds its integers (``input_dtype``: the one that needs no conversion)."""
+        holds its integers (``input_dtype``: the one that needs no conversion), or as ``digit_planes``."""
         hi = self.weight.shape[1] if hi is None else hi
         dtype = self.input_dtype(x.device)
         if dtype == torch.int8:
             return torch._int_mm(x.to(torch.int8), self._plan(lo, hi, taps, True)[0][2])
-        if dtype == torch.int16:  # both digits in one product, the high ones in the first N rows
-            n = x.shape[0]
-            split = torch.empty(2, n, hi - lo, dtype=torch.int8)
-            compiled.split_digits(x.numpy(), split.numpy())  # >> is a floor, & the remainder
-            both = torch._int_mm(split.view(2 * n, -1), self._plan(lo, hi, taps, True)[0][2])
+        if dtype == torch.int16:
+            both = self._digit_products(x, lo, hi, taps)
+            n = both.shape[0] // 2
             return both[:n].bitwise_left_shift_(DIGIT_BITS).add_(both[n:])
         x32 = x.float()
         groups = self._plan(lo, hi, taps)
@@ -301,18 +308,32 @@ class IntegerLinear(nn.Module):
             out.add_(x32[:, a:b] @ w)  # the float32 product is read into float64 as it is added
         return out
 
-    def requantize(self, acc: torch.Tensor) -> torch.Tensor:
+    def _digit_products(self, x: torch.Tensor, lo: int, hi: int, taps: int) -> torch.Tensor:
+        """Both digits' products of a ``digits`` layer's input ``x [N, hi-lo]`` (or its ``digit_planes``) in one
+        int8 product: ``[2N, O]`` int32, the high digits' in the first N rows."""
+        planes = x if x.dim() == 3 else self.digit_planes(x)
+        return torch._int_mm(planes.view(-1, hi - lo), self._plan(lo, hi, taps, True)[0][2])
+
+    def _requantize_int(self, acc: torch.Tensor, digits: bool, planes: bool) -> torch.Tensor:
+        """``requantize`` of an int32 accumulator ``[N, O]`` on the CPU, or with ``digits`` of ``_digit_products``,
+        in one compiled pass (``compiled.requantize``); with ``planes`` the output comes as ``digit_planes``."""
+        if self._int_params is None:
+            self.check()
+            self._int_params = (self.bias * self.mult + (1 << (int(self.shift) - 1)), self.mult.clone())
+        offset, mult = self._int_params
+        n = acc.shape[0] // 2 if digits else acc.shape[0]
+        dtype = torch.int8 if planes else torch.int16 if self.activation else torch.int64
+        out = torch.empty((2 if planes else 1, n, acc.shape[1]), dtype=dtype)
+        compiled.requantize(acc.numpy(), digits, offset.numpy(), mult.numpy(), int(self.shift), self.activation, out.numpy())
+        return out if planes else out[0]
+
+    def requantize(self, acc: torch.Tensor, planes: bool = False) -> torch.Tensor:
         """Accumulator (bias not yet added; exact integers: int32, float32 or float64) -> the layer's output:
-        from an int32 one (the int8 products on the CPU) int16 for a hidden layer and int64 for the last
-        (one compiled pass: ``compiled.requantize``); else float64, or float32 for a hidden layer (see below)."""
+        from an int32 one (the int8 products on the CPU) int16 for a hidden layer, or its ``digit_planes``
+        with ``planes``, and int64 for the last (``_requantize_int``); else float64, or float32 for a hidden
+        layer (see below)."""
         if acc.dtype == torch.int32 and acc.device.type == "cpu":
-            if self._int_params is None:
-                self.check()
-                self._int_params = (self.bias * self.mult + (1 << (int(self.shift) - 1)), self.mult.clone())
-            offset, mult = self._int_params
-            out = torch.empty(acc.shape, dtype=torch.int16 if self.activation else torch.int64)
-            compiled.requantize(acc.numpy(), offset.numpy(), mult.numpy(), int(self.shift), self.activation, out.numpy())
-            return out
+            return self._requantize_int(acc, False, planes)
         offset, scale = self._requant_params()
         out = torch.addcmul(offset, acc, scale).floor_()
         if not self.activation:
@@ -321,8 +342,16 @@ class IntegerLinear(nn.Module):
         # than -ACT): the rest, and the next layer's input, is then exact in float32.
         return leaky(out.clamp_(-LEAKY_CLIP, ACT).float()).clamp_(min=-ACT)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.requantize(self.accumulate(x, final=True))
+    def forward(self, x: torch.Tensor, planes: bool = False) -> torch.Tensor:
+        """The layer on ``x [N, K]``; ``planes``: a hidden layer's output as ``digit_planes`` where it is int
+        on the CPU (the next layer is a ``digits`` one)."""
+        if self.input_dtype(x.device) == torch.int16:  # the digit sums combine as they requantize
+            return self._requantize_int(self._digit_products(x, 0, self.weight.shape[1], 1), True, planes)
+        return self.requantize(self.accumulate(x, final=True), planes)
+
+    def takes_planes(self, device: torch.device) -> bool:
+        """Whether the layer reads ``digit_planes`` on ``device``."""
+        return self.input_dtype(device) == torch.int16
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:
         self._carried = self._int_params = None
@@ -337,8 +366,8 @@ def _net(inputs: int, hidden: int, outputs: int, bounds: list[int], weight_max: 
 
 
 def _run(net: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
-    for layer in net:
-        x = layer(x)
+    for layer, after in zip(net, [*net[1:], None]):
+        x = layer(x, planes=after is not None and after.takes_planes(x.device))
     return x
 
 
@@ -454,17 +483,22 @@ class IntegerEntropy(nn.Module):
         common = np.empty((nb, n, 2 * m_ch + self.levels), net_dtype)  # the channel nets' inputs every slice shares
         compiled.channel_inputs(base, code, common)
         common = _on(common.reshape(nb * n, -1), dev)
+        shared_columns = common.shape[1]
+        if self.nets[0][0].takes_planes(dev):
+            common = self.nets[0][0].digit_planes(common)  # split once for every slice's product
         u = np.zeros((nb, n, m_ch), net_dtype)  # unit-gain y_hat Q4 of the slices decoded so far
         own_input = (fmt.u_bits, fmt.act) != (U_BITS, ACT)  # the convolutions read u in a format of their own
         uc = np.zeros((nb, n, m_ch), conv_dtype) if own_input else u
         patches = []  # each decoded slice's 5x5 neighbourhoods [B*n, W * taps] on the device, made once
+        params = np.empty((2, nb, n, wd), np.int64)  # the slice's mean and log2 sigma
         for k in range(self.slices):
             cut = slice(k * wd, (k + 1) * wd)
             first, *rest = self.nets[k]
-            acc = first.accumulate(common, 0, common.shape[1])
+            acc = first.accumulate(common, 0, shared_columns)
             if k:
-                acc += first.accumulate(_on(u[:, :, : k * wd].reshape(nb * n, -1), dev), common.shape[1])
+                acc += first.accumulate(_on(u[:, :, : k * wd].reshape(nb * n, -1), dev), shared_columns)
             d = _int64(_run(rest, first.requantize(acc))).reshape(nb, n, 2 * wd)  # the slice's corrections
+            compiled.slice_params(base, d, k * wd, params)
             conv, taps = self.convs[k], self.spatial**2
             shared = None
             for j, p in enumerate(patches):  # the slices before k, one column block each
@@ -479,10 +513,10 @@ class IntegerEntropy(nn.Module):
                 if half:  # the slice's anchors, decoded by now (the rest of the slice is still zero)
                     acc = acc + conv.accumulate(_on(_patches(uc[:, :, cut], h, w, pad, cells), dev), k * wd * taps, None, taps)
                 head_in = np.empty((nb * size, self.heads[k][0].weight.shape[1]), head_dtype)
-                compiled.head_inputs(_numpy(conv.requantize(acc)), base, d, k * wd, cells, code, half, head_in)
+                compiled.head_inputs(_numpy(conv.requantize(acc)), params, cells, code, half, head_in)
                 dh = _int64(_run(self.heads[k], _on(head_in, dev)))
                 cls, mean3 = np.empty((nb, wd, size), np.int64), np.empty((nb, wd, size), np.int64)
-                compiled.symbol_params(dh, base, d, k * wd, cells, gain[:, cut], log_gain[:, cut], cls, mean3)
+                compiled.symbol_params(dh, params, cells, gain[:, cut], log_gain[:, cut], cls, mean3)
                 values = yield index[cut][:, cells].ravel(), cls.reshape(nb, -1), mean3.reshape(nb, -1)
                 values = np.asarray(values, np.int64).reshape(nb, -1)
                 compiled.store_units(values, cells, inv_gain[:, cut], U_BITS, ACT, u[:, :, cut])
