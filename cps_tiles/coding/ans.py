@@ -131,10 +131,10 @@ def decode_part(words, start, pos, state, cls, mean3, cdf, cdf_start, buckets, b
     frac = 1 << MEAN_FRAC_BITS
     tables = len(radius)
     nb, size = cls.shape
-    table = np.empty(size, np.int64)
-    center = np.empty(size, np.int64)
-    order = np.empty(size, np.int64)
-    resid = np.empty(size, np.int64)
+    center = np.empty((nb, size), np.int64)
+    order = np.empty((nb, size), np.int64)  # each stream's positions in coding order
+    table = np.empty((nb, size), np.int64)  # their tables, in that order
+    resid = np.empty((nb, size), np.int64)
     first = np.empty(tables + 1, np.int64)
     for b in range(nb):
         first[:] = 0
@@ -144,33 +144,39 @@ def decode_part(words, start, pos, state, cls, mean3, cdf, cdf_start, buckets, b
                 t, ctr = c * frac + (m & (frac - 1)), m >> MEAN_FRAC_BITS
             else:
                 t, ctr = FLAT_CLASS * frac + c - FLAT_CLASS, (m + frac // 2) >> MEAN_FRAC_BITS
-            table[i], center[i] = t, min(max(ctr, -32768), 32767)
+            resid[b, i], center[b, i] = t, min(max(ctr, -32768), 32767)
             first[t + 1] += 1
         for t in range(tables):  # a stable counting sort: positions in table order, cells in order
             first[t + 1] += first[t]
         for i in range(size):
-            order[first[table[i]]] = i
-            first[table[i]] += 1
-        st, p, low = state[b], pos[b], start[b]  # in registers for the loops below
-        for j in range(size):  # the symbols
-            t = table[order[j]]
+            t = resid[b, i]
+            order[b, first[t]], table[b, first[t]] = i, t
+            first[t] += 1
+    # The symbols, the streams interleaved: each symbol waits on its stream's last state, and the
+    # streams' independent chains overlap in the CPU.
+    st, p = state.copy(), pos.copy()
+    for j in range(size):
+        for b in range(nb):
+            t = table[b, j]
             base = cdf_start[t]
-            quantile = np.int64(st & np.uint64((1 << PRECISION) - 1))
+            quantile = np.int64(st[b] & np.uint64((1 << PRECISION) - 1))
             sym = np.int64(buckets[bucket_start[t] + (quantile >> bucket_shift[t])])
             while cdf[base + sym + 1] <= quantile:  # the symbol s with cdf[s] <= quantile < cdf[s + 1]
                 sym += 1
             left = np.int64(cdf[base + sym])
-            st, p = _advance(words, low, p, st, quantile, left, cdf[base + sym + 1] - left)
-            resid[j] = sym - radius[t]
-        for j in range(size):  # the escapes, in the same order
-            r = radius[table[order[j]]]
-            if resid[j] == r or resid[j] == -r:
-                n, st, p = _uniform(words, low, p, st, ESCAPE_LENGTHS)
+            st[b], p[b] = _advance(words, start[b], p[b], st[b], quantile, left, cdf[base + sym + 1] - left)
+            resid[b, j] = sym - radius[t]
+    for b in range(nb):
+        s_b, p_b, low = st[b], p[b], start[b]
+        for j in range(size):  # the escapes, in coding order
+            r = radius[table[b, j]]
+            if resid[b, j] == r or resid[b, j] == -r:
+                n, s_b, p_b = _uniform(words, low, p_b, s_b, ESCAPE_LENGTHS)
                 e = n
                 if n >= 2:
-                    bits, st, p = _uniform(words, low, p, st, 1 << (n - 1))
+                    bits, s_b, p_b = _uniform(words, low, p_b, s_b, 1 << (n - 1))
                     e = (1 << (n - 1)) + bits
-                resid[j] += e if resid[j] > 0 else -e
-        state[b], pos[b] = st, p
+                resid[b, j] += e if resid[b, j] > 0 else -e
+        state[b], pos[b] = s_b, p_b
         for j in range(size):
-            out[b, order[j]] = resid[j] + center[order[j]]
+            out[b, order[b, j]] = resid[b, j] + center[b, order[b, j]]

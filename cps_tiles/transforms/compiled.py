@@ -83,9 +83,10 @@ def hyper_params(raw, log_table, out):
     means clipped to ``+-MEAN_MAX`` and log2 sigma Q8 ``log_table[clip(raw, +-RAW_MAX) + RAW_MAX]``."""
     n, m = out.shape[1], out.shape[2]
     for i in range(n):
+        row, mean, log = raw[i], out[0, i], out[1, i]
         for j in range(m):
-            out[0, i, j] = min(max(raw[i, j], -spec.MEAN_MAX), spec.MEAN_MAX)
-            out[1, i, j] = log_table[min(max(raw[i, m + j], -spec.RAW_MAX), spec.RAW_MAX) + spec.RAW_MAX]
+            mean[j] = min(max(row[j], -spec.MEAN_MAX), spec.MEAN_MAX)
+            log[j] = log_table[min(max(row[m + j], -spec.RAW_MAX), spec.RAW_MAX) + spec.RAW_MAX]
 
 
 # -- the glue of a coding part (IntegerEntropy._parts): rows are (chunk, cell) ----------------------
@@ -111,24 +112,24 @@ def channel_inputs(base, code, out):
 
 
 @numba.njit(cache=True, nogil=True)
-def patches(x, h, w, pad, cells, out):
-    """Zero-padded ``(2 pad + 1)^2`` neighbourhoods of ``cells [P]`` (flat indices) of ``x [B, h*w, C]``
-    -> ``out [B*P, taps * C]``, columns ordered (dy, dx, channel)."""
+def patches(x, h, w, pad, cells, taps, out):
+    """Zero-padded neighbourhoods of ``cells [P]`` (flat indices) of ``x [B, h*w, C]`` at ``taps`` (``dy
+    (2 pad + 1) + dx``) -> ``out [B*P, len(taps) * C]``, columns ordered (tap, channel)."""
     nb, _, ch = x.shape
     k = 2 * pad + 1
     for b in range(nb):
         for i in range(len(cells)):
             r, y0, x0 = b * len(cells) + i, cells[i] // w - pad, cells[i] % w - pad
-            for dy in range(k):
-                for dx in range(k):
-                    col = (dy * k + dx) * ch
-                    yy, xx = y0 + dy, x0 + dx
-                    if 0 <= yy < h and 0 <= xx < w:
-                        for j in range(ch):
-                            out[r, col + j] = x[b, yy * w + xx, j]
-                    else:
-                        for j in range(ch):
-                            out[r, col + j] = 0
+            row = out[r]
+            for q in range(len(taps)):
+                yy, xx = y0 + taps[q] // k, x0 + taps[q] % k
+                col = row[q * ch : (q + 1) * ch]
+                if 0 <= yy < h and 0 <= xx < w:
+                    src = x[b, yy * w + xx]
+                    for j in range(ch):
+                        col[j] = src[j]
+                else:
+                    col[:] = 0
 
 
 @numba.njit(inline="always")

@@ -40,16 +40,23 @@ inputs, within ``ACT``, are split into two digits, ``x = 2^DIGIT_BITS (x >> DIGI
 (2^DIGIT_BITS - 1))``, each within +-32, so ``x @ W.T`` is two int8 products (``IntegerLinear.digits``).
 The int32 sums are bounded below 2^31 by ``IntegerLinear.check``.
 
-The fast path carries these integers in floating point, so that torch's BLAS does the products.
-A float of p mantissa bits represents every integer below 2^p exactly, and a sum or product of
-such integers whose result stays below 2^p is computed exactly, in any order, with or without
-FMA, on any IEEE machine. The products ``x @ W.T`` run in float32 (p = 24) over groups of input
-columns small enough that no partial sum can reach 2^24 (``exact_groups``); the group sums, the
-bias and the requantizing product run in float64 (p = 53). ``IntegerLinear.check`` proves both
-bounds from the weights, the biases, the multipliers and the inputs' bounds when a codec loads, so
-a codec that could overflow is refused, not trusted. Hidden activations (``|a| <= ACT``) are carried
-in float32, their leaky ReLU exact there once its input is clamped at ``-LEAKY_CLIP``. Gains,
-classes and means are int64.
+The fast path (:class:`IntegerEntropy`) takes the networks' products from torch and everything
+between them from compiled kernels (:mod:`cps_tiles.transforms.compiled`, numba), which compute
+in int64 on the CPU: the networks' inputs, the requantization, the symbol parameters, the decoded
+values' units. Every such value is an exact integer (``IntegerLinear.check`` bounds them below
+2^53). Products that several slices take of one input run as one product (``IntegerEntropy.stacks``).
+
+On the CPU, layers whose operands fit int8 multiply in int8 -> int32 as above. Elsewhere (other
+devices, and cps-v4/v5 layers with 10-bit weights) the products carry the integers in floating
+point, so that BLAS does them. A float of p mantissa bits represents every integer below 2^p
+exactly, and a sum or product of such integers whose result stays below 2^p is computed exactly,
+in any order, with or without FMA, on any IEEE machine. The products ``x @ W.T`` run in float32
+(p = 24) over groups of input columns small enough that no partial sum can reach 2^24
+(``exact_groups``); the group sums, the bias and the requantizing product run in float64 (p = 53).
+``IntegerLinear.check`` proves both bounds from the weights, the biases, the multipliers and the
+inputs' bounds when a codec loads, so a codec that could overflow is refused, not trusted. Hidden
+activations (``|a| <= ACT``) are carried in float32 there, their leaky ReLU exact once its input is
+clamped at ``-LEAKY_CLIP``.
 """
 
 from __future__ import annotations
@@ -203,8 +210,8 @@ class IntegerLinear(nn.Module):
         self.bounds = torch.tensor(bounds, dtype=torch.int64)
         self.activation = activation
         self._carried: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._int_params: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._groups: dict[tuple[int, int, int, bool], list[tuple[int, int, torch.Tensor]]] = {}
+        self._int_params: tuple[np.ndarray, np.ndarray, int] | None = None
+        self._groups: dict[tuple, list[tuple[int, int, torch.Tensor]]] = {}
 
     def check(self) -> None:
         """Prove that every accumulator and requantizing product stays below 2^53 (else ValueError);
@@ -241,15 +248,16 @@ class IntegerLinear(nn.Module):
         """The exact float32 groups of columns ``lo:hi``, each with its weights ``[k, O]``, or with
         ``int8`` one group, its weights int8 (exact whole: ``check``); with ``taps`` > 1 the block's
         columns (channel, tap) are taken in (tap, channel) order."""
-        if (lo, hi, taps, int8) not in self._groups:
-            w, bounds = self.weight[:, lo:hi], self.bounds[lo:hi]
+        key = (lo, hi, taps, int8, self.weight.device)  # the weights may have moved since (``to``)
+        if key not in self._groups:
+            w, bounds = self.weight[:, lo:hi].cpu(), self.bounds[lo:hi]
             if taps > 1:
                 w = w.reshape(w.shape[0], -1, taps).transpose(1, 2).reshape(w.shape[0], -1)
                 bounds = bounds.view(-1, taps).t().reshape(-1)
-            self._groups[(lo, hi, taps, int8)] = ([(0, w.shape[1], w.t().to(torch.int8).contiguous())] if int8 else
-                                                  [(a, b, w[:, a:b].t().float().contiguous())
-                                                   for a, b in exact_groups(w, bounds)])
-        return self._groups[(lo, hi, taps, int8)]
+            groups = [(0, w.shape[1], w.t().to(torch.int8))] if int8 else [(a, b, w[:, a:b].t().float())
+                                                                           for a, b in exact_groups(w, bounds)]
+            self._groups[key] = [(a, b, g.contiguous().to(self.weight.device)) for a, b, g in groups]
+        return self._groups[key]
 
     @property
     def int8(self) -> bool:
@@ -319,13 +327,14 @@ class IntegerLinear(nn.Module):
         in one compiled pass (``compiled.requantize``); with ``planes`` the output comes as ``digit_planes``."""
         if self._int_params is None:
             self.check()
-            self._int_params = (self.bias * self.mult + (1 << (int(self.shift) - 1)), self.mult.clone())
-        offset, mult = self._int_params
+            shift = int(self.shift)
+            self._int_params = ((self.bias * self.mult + (1 << (shift - 1))).numpy(), self.mult.numpy().copy(), shift)
+        offset, mult, shift = self._int_params
         n = acc.shape[0] // 2 if digits else acc.shape[0]
-        dtype = torch.int8 if planes else torch.int16 if self.activation else torch.int64
-        out = torch.empty((2 if planes else 1, n, acc.shape[1]), dtype=dtype)
-        compiled.requantize(acc.numpy(), digits, offset.numpy(), mult.numpy(), int(self.shift), self.activation, out.numpy())
-        return out if planes else out[0]
+        dtype = np.int8 if planes else np.int16 if self.activation else np.int64
+        out = np.empty((2 if planes else 1, n, acc.shape[1]), dtype=dtype)
+        compiled.requantize(acc.numpy(), digits, offset, mult, shift, self.activation, out)
+        return torch.from_numpy(out if planes else out[0])
 
     def requantize(self, acc: torch.Tensor, planes: bool = False) -> torch.Tensor:
         """Accumulator (bias not yet added; exact integers: int32, float32 or float64) -> the layer's output:
@@ -352,6 +361,17 @@ class IntegerLinear(nn.Module):
     def takes_planes(self, device: torch.device) -> bool:
         """Whether the layer reads ``digit_planes`` on ``device``."""
         return self.input_dtype(device) == torch.int16
+
+    @classmethod
+    def stacked(cls, layers: list[IntegerLinear], columns: range | list[int]) -> IntegerLinear:
+        """The products of one input with ``columns`` of several layers: a layer whose outputs are theirs in
+        turn, for ``accumulate`` only (one product where they would take one each). Its sums are sums over
+        a subset of each layer's columns, which that layer's ``check`` bounds."""
+        columns = list(columns)
+        out = cls(len(columns), sum(la.weight.shape[0] for la in layers), layers[0].bounds[columns].tolist(), False,
+                  max(la.weight_max for la in layers))
+        out.weight = torch.cat([la.weight[:, columns] for la in layers])
+        return out
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:
         self._carried = self._int_params = None
@@ -402,6 +422,35 @@ class IntegerEntropy(nn.Module):
         self.register_buffer("exp2_table", torch.zeros(1 << EXP2_BITS, dtype=torch.int64))
         layout = table_layout()
         self.register_buffer("counts", torch.zeros(sum(2 * r + 1 for *_, r in layout), dtype=torch.int32))
+        self._stacks: tuple[IntegerLinear, list[IntegerLinear], list[IntegerLinear], list[IntegerLinear]] | None = None
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._stacks = None
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def stacks(self) -> tuple[IntegerLinear, list[IntegerLinear], list[IntegerLinear], list[IntegerLinear]]:
+        """The products the context takes, each as one ``IntegerLinear.stacked``: the channel nets' first
+        layers on their shared inputs; for each slice j but the last, the later nets' first layers on u of
+        slice j, and the later convolutions on slice j's neighbourhoods; and each convolution on its own
+        slice's anchors around the other cells (``anchor_taps``: the other taps read cells still zero)."""
+        if self._stacks is None:
+            wd, taps, shared = self.width, self.spatial**2, 2 * self.M + self.levels
+            nets = [net[0] for net in self.nets]
+            own = self.anchor_taps()
+            self._stacks = (IntegerLinear.stacked(nets, range(shared)),
+                            [IntegerLinear.stacked(nets[j + 1 :], range(shared + j * wd, shared + (j + 1) * wd))
+                             for j in range(self.slices - 1)],
+                            [IntegerLinear.stacked(list(self.convs[j + 1 :]), range(j * wd * taps, (j + 1) * wd * taps))
+                             for j in range(self.slices - 1)],
+                            [IntegerLinear.stacked([conv], [(k * wd + c) * taps + t for c in range(wd) for t in own])
+                             for k, conv in enumerate(self.convs)])
+        return self._stacks
+
+    def anchor_taps(self) -> np.ndarray:
+        """The taps ``dy * spatial + dx`` of a cell of the second checkerboard half that fall on the first
+        (the anchors): ``dy + dx`` odd."""
+        k = self.spatial
+        return np.array([t for t in range(k * k) if (t // k + t % k) % 2])
 
     def check(self) -> None:
         """Prove every layer exact (``IntegerLinear.check`` and its float32 groups), else ValueError."""
@@ -482,36 +531,32 @@ class IntegerEntropy(nn.Module):
                                              for layers in (self.nets[0], self.convs, self.heads[0]))
         common = np.empty((nb, n, 2 * m_ch + self.levels), net_dtype)  # the channel nets' inputs every slice shares
         compiled.channel_inputs(base, code, common)
-        common = _on(common.reshape(nb * n, -1), dev)
-        shared_columns = common.shape[1]
-        if self.nets[0][0].takes_planes(dev):
-            common = self.nets[0][0].digit_planes(common)  # split once for every slice's product
+        # Each slice's first channel layer and convolution accumulate as the slices before it decode:
+        # the products of one input with several slices' weights are one product (``stacks``).
+        stack_common, stack_u, stack_conv, stack_own = self.stacks()
+        all_taps, own_taps = np.arange(self.spatial**2), self.anchor_taps()
+        nets_acc = stack_common.accumulate(_on(common.reshape(nb * n, -1), dev)).chunk(self.slices, dim=1)
+        conv_acc = [None] * self.slices  # [B*n, hidden] per slice
         u = np.zeros((nb, n, m_ch), net_dtype)  # unit-gain y_hat Q4 of the slices decoded so far
         own_input = (fmt.u_bits, fmt.act) != (U_BITS, ACT)  # the convolutions read u in a format of their own
         uc = np.zeros((nb, n, m_ch), conv_dtype) if own_input else u
-        patches = []  # each decoded slice's 5x5 neighbourhoods [B*n, W * taps] on the device, made once
         params = np.empty((2, nb, n, wd), np.int64)  # the slice's mean and log2 sigma
+        taps = self.spatial**2
         for k in range(self.slices):
             cut = slice(k * wd, (k + 1) * wd)
             first, *rest = self.nets[k]
-            acc = first.accumulate(common, 0, shared_columns)
-            if k:
-                acc += first.accumulate(_on(u[:, :, : k * wd].reshape(nb * n, -1), dev), shared_columns)
-            d = _int64(_run(rest, first.requantize(acc))).reshape(nb, n, 2 * wd)  # the slice's corrections
+            d = _int64(_run(rest, first.requantize(nets_acc[k]))).reshape(nb, n, 2 * wd)  # the slice's corrections
             compiled.slice_params(base, d, k * wd, params)
-            conv, taps = self.convs[k], self.spatial**2
-            shared = None
-            for j, p in enumerate(patches):  # the slices before k, one column block each
-                part = conv.accumulate(p, j * wd * taps, (j + 1) * wd * taps, taps)
-                shared = part if shared is None else shared.add_(part)
-            shared = None if shared is None else shared.view(nb, n, -1)
+            conv = self.convs[k]
+            shared = None if conv_acc[k] is None else conv_acc[k].view(nb, n, -1)
             hidden = conv.weight.shape[0]
             for half, cells in enumerate(halves):
                 size = len(cells)  # explicit sizes below: a 1x1 chunk's second half is empty
                 acc = (shared.index_select(1, _on(cells, dev)) if k else
                        torch.zeros(nb, size, hidden, dtype=torch.float64, device=dev)).reshape(nb * size, hidden)
                 if half:  # the slice's anchors, decoded by now (the rest of the slice is still zero)
-                    acc = acc + conv.accumulate(_on(_patches(uc[:, :, cut], h, w, pad, cells), dev), k * wd * taps, None, taps)
+                    near = _on(_patches(uc[:, :, cut], h, w, pad, cells, own_taps), dev)
+                    acc = acc + stack_own[k].accumulate(near, taps=len(own_taps))
                 head_in = np.empty((nb * size, self.heads[k][0].weight.shape[1]), head_dtype)
                 compiled.head_inputs(_numpy(conv.requantize(acc)), params, cells, code, half, head_in)
                 dh = _int64(_run(self.heads[k], _on(head_in, dev)))
@@ -522,8 +567,14 @@ class IntegerEntropy(nn.Module):
                 compiled.store_units(values, cells, inv_gain[:, cut], U_BITS, ACT, u[:, :, cut])
                 if own_input:
                     compiled.store_units(values, cells, inv_gain[:, cut], fmt.u_bits, fmt.act, uc[:, :, cut])
-            if k + 1 < self.slices:
-                patches.append(_on(_patches(uc[:, :, cut], h, w, pad, np.arange(n)), dev))
+            if k + 1 < self.slices:  # slice k's share of the later slices' accumulators
+                later = self.slices - 1 - k
+                u_k = _on(u[:, :, cut].reshape(nb * n, wd), dev)
+                for acc, part in zip(nets_acc[k + 1 :], stack_u[k].accumulate(u_k).chunk(later, dim=1)):
+                    acc += part
+                near = _on(_patches(uc[:, :, cut], h, w, pad, np.arange(n), all_taps), dev)
+                for j, part in enumerate(stack_conv[k].accumulate(near, taps=taps).chunk(later, dim=1), k + 1):
+                    conv_acc[j] = part if conv_acc[j] is None else conv_acc[j].add_(part)
 
 
 def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
@@ -544,14 +595,14 @@ def _int64(x: torch.Tensor) -> np.ndarray:
     return x.to(torch.int64).numpy(force=True)
 
 
-def _patches(x: np.ndarray, h: int, w: int, pad: int, cells: np.ndarray) -> np.ndarray:
+def _patches(x: np.ndarray, h: int, w: int, pad: int, cells: np.ndarray, taps: np.ndarray) -> np.ndarray:
     """``[B, h*w, C]`` -> the zero-padded ``(2 pad + 1)^2`` neighbourhoods of ``cells`` ``[P]`` (flat
-    indices): ``[B*P, taps * C]``, columns ordered (dy, dx, channel) so that the copy moves runs of C
-    (``accumulate(..., taps=)`` reorders the weights to match; a copy: exact)."""
-    out = np.empty((x.shape[0] * len(cells), (2 * pad + 1) ** 2 * x.shape[2]), x.dtype)
+    indices) at ``taps`` (``dy * (2 pad + 1) + dx``): ``[B*P, taps * C]``, columns ordered (tap, channel)
+    so that the copy moves runs of C (``accumulate(..., taps=)`` reorders the weights to match; a copy: exact)."""
+    out = np.empty((x.shape[0] * len(cells), len(taps) * x.shape[2]), x.dtype)
     x = np.ascontiguousarray(x)
     word = np.uint64 if x.shape[2] * x.itemsize % 8 == 0 else x.dtype  # runs of C moved in 64-bit words
-    compiled.patches(x.view(word), h, w, pad, cells, out.view(word))
+    compiled.patches(x.view(word), h, w, pad, cells, taps, out.view(word))
     return out
 
 
