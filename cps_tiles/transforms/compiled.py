@@ -30,6 +30,17 @@ def split_digits(x, out):
 
 
 @numba.njit(cache=True, nogil=True)
+def add_digit_sums(both, into):
+    """The products of an input's two digits, ``both [2N, O]`` (int32, the high digits' first: ``split_digits``),
+    added to ``into [N, O]`` (int32): ``into += both[:N] << DIGIT_BITS + both[N:]``."""
+    n = into.shape[0]
+    for i in range(n):
+        high, low, row = both[i], both[n + i], into[i]
+        for j in range(row.shape[0]):
+            row[j] += (high[j] << spec.DIGIT_BITS) + low[j]
+
+
+@numba.njit(cache=True, nogil=True)
 def requantize(acc, digits, offset, mult, shift, activation, out):
     """Accumulator -> a layer's output: ``(acc * mult + offset) >> shift`` with ``offset = bias * mult +
     2^(shift-1)`` (int64 ``[O]``), then for a hidden layer the integer leaky ReLU and the clip to ``+-ACT``.

@@ -288,7 +288,7 @@ class IntegerLinear(nn.Module):
         return planes
 
     def accumulate(self, x: torch.Tensor, lo: int = 0, hi: int | None = None, taps: int = 1,
-                   final: bool = False) -> torch.Tensor:
+                   final: bool = False, into: torch.Tensor | None = None) -> torch.Tensor:
         """``x [N, hi-lo]`` (integers within ``bounds``) @ ``weight[:, lo:hi].T`` -> ``[N, O]``, exact
         integers (int32 from int8 products, else float64). ``taps``: the block is a convolution's
         (channel, tap) columns, and ``x`` has them in (tap, channel) order (``_patches``). ``final``:
@@ -297,24 +297,32 @@ class IntegerLinear(nn.Module):
         ``x`` as int8 and multiplies in int8 -> int32 (``torch._int_mm``), and a ``digits`` layer there
         multiplies the two digits of ``x`` so and adds them in int32 (exact: ``check``); elsewhere it
         takes the float32 path, its weights split into exact groups. ``x`` may come in any dtype that
-        holds its integers (``input_dtype``: the one that needs no conversion), or as ``digit_planes``."""
+        holds its integers (``input_dtype``: the one that needs no conversion), or as ``digit_planes``.
+        ``into``: an accumulator ``[N, O]`` (``accumulator_dtype``) the products are added to, and returned."""
         hi = self.weight.shape[1] if hi is None else hi
         dtype = self.input_dtype(x.device)
         if dtype == torch.int8:
-            return torch._int_mm(x.to(torch.int8), self._plan(lo, hi, taps, True)[0][2])
+            out = torch._int_mm(x.to(torch.int8), self._plan(lo, hi, taps, True)[0][2])
+            return out if into is None else into.add_(out)
         if dtype == torch.int16:
             both = self._digit_products(x, lo, hi, taps)
-            n = both.shape[0] // 2
-            return both[:n].bitwise_left_shift_(DIGIT_BITS).add_(both[n:])
+            if into is None:
+                into = torch.zeros((both.shape[0] // 2, both.shape[1]), dtype=torch.int32)
+            compiled.add_digit_sums(both.numpy(), into.numpy())
+            return into
         x32 = x.float()
         groups = self._plan(lo, hi, taps)
         out = x32[:, groups[0][0] : groups[0][1]] @ groups[0][2]
-        if final and len(groups) == 1:
+        if final and len(groups) == 1 and into is None:
             return out
-        out = out.double()
+        out = out.double() if into is None else into.add_(out)
         for a, b, w in groups[1:]:
             out.add_(x32[:, a:b] @ w)  # the float32 product is read into float64 as it is added
         return out
+
+    def accumulator_dtype(self, device: torch.device) -> torch.dtype:
+        """The dtype of ``accumulate``'s sums on ``device``: int32 from int8 products, float64 else."""
+        return torch.int32 if self.input_dtype(device) != torch.float32 else torch.float64
 
     def _digit_products(self, x: torch.Tensor, lo: int, hi: int, taps: int) -> torch.Tensor:
         """Both digits' products of a ``digits`` layer's input ``x [N, hi-lo]`` (or its ``digit_planes``) in one
@@ -535,8 +543,11 @@ class IntegerEntropy(nn.Module):
         # the products of one input with several slices' weights are one product (``stacks``).
         stack_common, stack_u, stack_conv, stack_own = self.stacks()
         all_taps, own_taps = np.arange(self.spatial**2), self.anchor_taps()
-        nets_acc = stack_common.accumulate(_on(common.reshape(nb * n, -1), dev)).chunk(self.slices, dim=1)
-        conv_acc = [None] * self.slices  # [B*n, hidden] per slice
+        # every slice's accumulators side by side, [B*n, hidden * S]: a later slice's columns follow
+        net_hidden, conv_hidden = self.nets[0][0].weight.shape[0], self.convs[0].weight.shape[0]
+        nets_acc = torch.zeros(nb * n, net_hidden * self.slices, dtype=stack_common.accumulator_dtype(dev), device=dev)
+        conv_acc = torch.zeros(nb * n, conv_hidden * self.slices, dtype=stack_conv[0].accumulator_dtype(dev), device=dev)
+        stack_common.accumulate(_on(common.reshape(nb * n, -1), dev), into=nets_acc)
         u = np.zeros((nb, n, m_ch), net_dtype)  # unit-gain y_hat Q4 of the slices decoded so far
         own_input = (fmt.u_bits, fmt.act) != (U_BITS, ACT)  # the convolutions read u in a format of their own
         uc = np.zeros((nb, n, m_ch), conv_dtype) if own_input else u
@@ -545,18 +556,17 @@ class IntegerEntropy(nn.Module):
         for k in range(self.slices):
             cut = slice(k * wd, (k + 1) * wd)
             first, *rest = self.nets[k]
-            d = _int64(_run(rest, first.requantize(nets_acc[k]))).reshape(nb, n, 2 * wd)  # the slice's corrections
+            acc = nets_acc[:, k * net_hidden : (k + 1) * net_hidden]
+            d = _int64(_run(rest, first.requantize(acc))).reshape(nb, n, 2 * wd)  # the slice's corrections
             compiled.slice_params(base, d, k * wd, params)
             conv = self.convs[k]
-            shared = None if conv_acc[k] is None else conv_acc[k].view(nb, n, -1)
-            hidden = conv.weight.shape[0]
+            shared = conv_acc[:, k * conv_hidden : (k + 1) * conv_hidden].reshape(nb, n, conv_hidden)
             for half, cells in enumerate(halves):
                 size = len(cells)  # explicit sizes below: a 1x1 chunk's second half is empty
-                acc = (shared.index_select(1, _on(cells, dev)) if k else
-                       torch.zeros(nb, size, hidden, dtype=torch.float64, device=dev)).reshape(nb * size, hidden)
+                acc = shared.index_select(1, _on(cells, dev)).reshape(nb * size, conv_hidden)  # zero for slice 0
                 if half:  # the slice's anchors, decoded by now (the rest of the slice is still zero)
                     near = _on(_patches(uc[:, :, cut], h, w, pad, cells, own_taps), dev)
-                    acc = acc + stack_own[k].accumulate(near, taps=len(own_taps))
+                    stack_own[k].accumulate(near, taps=len(own_taps), into=acc)
                 head_in = np.empty((nb * size, self.heads[k][0].weight.shape[1]), head_dtype)
                 compiled.head_inputs(_numpy(conv.requantize(acc)), params, cells, code, half, head_in)
                 dh = _int64(_run(self.heads[k], _on(head_in, dev)))
@@ -568,13 +578,9 @@ class IntegerEntropy(nn.Module):
                 if own_input:
                     compiled.store_units(values, cells, inv_gain[:, cut], fmt.u_bits, fmt.act, uc[:, :, cut])
             if k + 1 < self.slices:  # slice k's share of the later slices' accumulators
-                later = self.slices - 1 - k
-                u_k = _on(u[:, :, cut].reshape(nb * n, wd), dev)
-                for acc, part in zip(nets_acc[k + 1 :], stack_u[k].accumulate(u_k).chunk(later, dim=1)):
-                    acc += part
+                stack_u[k].accumulate(_on(u[:, :, cut].reshape(nb * n, wd), dev), into=nets_acc[:, (k + 1) * net_hidden :])
                 near = _on(_patches(uc[:, :, cut], h, w, pad, np.arange(n), all_taps), dev)
-                for j, part in enumerate(stack_conv[k].accumulate(near, taps=taps).chunk(later, dim=1), k + 1):
-                    conv_acc[j] = part if conv_acc[j] is None else conv_acc[j].add_(part)
+                stack_conv[k].accumulate(near, taps=taps, into=conv_acc[:, (k + 1) * conv_hidden :])
 
 
 def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
