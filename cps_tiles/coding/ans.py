@@ -30,7 +30,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ..transforms.integer import FLAT_CLASS, MEAN_FRAC_BITS
+from ..transforms.arithmetic import FLAT_CLASS, MEAN_FRAC_BITS
 
 PRECISION = 24
 _WORD_BITS = 32

@@ -17,12 +17,10 @@ from collections.abc import Generator
 import numpy as np
 
 from ..errors import CorruptChunkError
-from ..transforms.geometry import Geometry
-from ..transforms.integer import (
+from ..transforms.arithmetic import (
     ACT,
     CODE_ONE,
     EXP2_BITS,
-    FORMATS,
     GAIN_BITS,
     INPUT_SHIFT,
     LEAKY_MUL,
@@ -39,6 +37,8 @@ from ..transforms.integer import (
     SIGMA_STEP,
     U_BITS,
 )
+from ..transforms.geometry import Geometry
+from ..transforms.integer import FORMATS
 from .bitstream import ChunkCoder, streams
 
 

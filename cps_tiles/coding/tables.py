@@ -27,7 +27,8 @@ from collections.abc import Generator
 import constriction
 import numpy as np
 
-from ..transforms.integer import FLAT_CLASS, MEAN_FRAC_BITS, sigma_of_class, table_layout
+from ..transforms.arithmetic import FLAT_CLASS, MEAN_FRAC_BITS
+from ..transforms.integer import sigma_of_class, table_layout
 from .ans import ESCAPE_LENGTHS, StackDecoders, bucket_lookup, decode_part, model_cdfs
 
 COUNT_BITS = 24  # constriction's categorical models work to 24 bits

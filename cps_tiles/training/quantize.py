@@ -29,21 +29,8 @@ from torch.nn import functional as F
 
 from ..coding.tables import build_counts
 from ..errors import CodecError
-from ..transforms.integer import (
-    ACT,
-    CODE_ONE,
-    EXP2_BITS,
-    FORMATS,
-    GAIN_BITS,
-    INPUT_SHIFT,
-    LOG_BITS,
-    MEAN_BITS,
-    RAW_BITS,
-    U_BITS,
-    IntegerEntropy,
-    IntegerLinear,
-    log_table_values,
-)
+from ..transforms.arithmetic import ACT, CODE_ONE, EXP2_BITS, GAIN_BITS, INPUT_SHIFT, LOG_BITS, MEAN_BITS, RAW_BITS, U_BITS
+from ..transforms.integer import FORMATS, IntegerEntropy, IntegerLinear, log_table_values
 from ..transforms.model import CPSModel, ModelConfig
 from ..transforms.weights import load_codec, save_codec_parts, transforms_part
 from .data import image_latents, load_training_images

@@ -6,9 +6,9 @@ They compute in int64, where every value of the arithmetic is exact (``IntegerLi
 them below 2^53), so they agree with the float-carried path and the numpy reference bit for bit.
 They take and fill numpy arrays (views of torch tensors on the CPU: shared memory, no copies).
 
-The format's constants come from ``integer`` (``spec``) and are frozen into the compiled code, so
-divisions by them compile to multiplications. numba's cache follows this file, not ``integer.py``:
-those constants define released formats and never change.
+The format's constants come from :mod:`cps_tiles.transforms.arithmetic` (``spec``) and are frozen
+into the compiled code, so divisions by them compile to multiplications. numba's cache follows
+this file, not ``arithmetic.py``: those constants define released formats and never change.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from . import integer as spec
+from . import arithmetic as spec
 
 
 @numba.njit(cache=True, nogil=True)
