@@ -21,3 +21,16 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
 fi
 "${PIP[@]}" install -e ".[dev]"
 "$VENV/bin/python" -c "import cps_tiles, torch; print('cps-tiles', cps_tiles.__version__, 'torch', torch.__version__)"
+# Compile the entropy decoder's kernels now (numba caches them beside the package), so that no first
+# command waits for it: code and decode two small blocks with the default codec, alone and together.
+CPS_TILES_REUSE=0 "$VENV/bin/python" - <<'EOF'
+import numpy as np
+from cps_tiles.coding.bitstream import ChunkCoder
+from cps_tiles.transforms.weights import DEFAULT_CODEC, load_codec
+
+coder = ChunkCoder(load_codec(DEFAULT_CODEC).model)
+blocks = [np.random.default_rng(i).integers(-3, 4, (coder.M, 16, 16)).astype(np.int16) for i in range(2)]
+datas = [coder.encode(b, 5.0) for b in blocks]
+assert all(np.array_equal(coder.decode(d)[0], b) for d, b in zip(datas, blocks))
+assert all(np.array_equal(y, b) for (y, _), b in zip(coder.decode_many(datas), blocks))
+EOF
