@@ -429,8 +429,9 @@ class IntegerEntropy(nn.Module):
         """The products the context takes, each as one ``IntegerLinear.stacked``: the channel nets' first
         layers on their shared inputs; for each slice j but the last, the later nets' first layers on u of
         slice j, and the later convolutions on slice j's neighbourhoods; and each convolution on its own
-        slice's anchors around the other cells (``anchor_taps``: the other taps read cells still zero)."""
-        if self._stacks is None:
+        slice's anchors around the other cells (``anchor_taps``: the other taps read cells still zero).
+        Made from the layers' weights where they are (again after the model moved)."""
+        if self._stacks is None or self._stacks[0].weight.device != self.log_gain.device:
             wd, taps, shared = self.width, self.spatial**2, 2 * self.M + self.levels
             nets = [net[0] for net in self.nets]
             own = self.anchor_taps()
