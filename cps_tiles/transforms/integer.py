@@ -536,7 +536,7 @@ class IntegerEntropy(nn.Module):
         # every slice's accumulators side by side, [B*n, hidden * S]: a later slice's columns follow
         net_hidden, conv_hidden = self.nets[0][0].weight.shape[0], self.convs[0].weight.shape[0]
         nets_acc = torch.zeros(nb * n, net_hidden * self.slices, dtype=stack_common.accumulator_dtype(dev), device=dev)
-        conv_acc = torch.zeros(nb * n, conv_hidden * self.slices, dtype=stack_conv[0].accumulator_dtype(dev), device=dev)
+        conv_acc = torch.zeros(nb * n, conv_hidden * self.slices, dtype=self.convs[0].accumulator_dtype(dev), device=dev)
         stack_common.accumulate(_on(common.reshape(nb * n, -1), dev), into=nets_acc)
         u = np.zeros((nb, n, m_ch), net_dtype)  # unit-gain y_hat Q4 of the slices decoded so far
         own_input = (fmt.u_bits, fmt.act) != (U_BITS, ACT)  # the convolutions read u in a format of their own
