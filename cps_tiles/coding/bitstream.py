@@ -64,8 +64,8 @@ _HEADER = struct.Struct("<4sBBHHHHhhII")
 MAX_CELLS = 128
 #: Chunks of a cps-v4 codec whose integer entropy networks run as one batch (``decode_many``): the
 #: per-call cost is shared. Batches of 16 and 32 decoded no faster than 4 in a profile on a 2-core
-#: EPYC (their buffers leave the cache); one of 6 (a Kodak image's chunks) about 4% faster than 4 and 2
-#: with the compiled path. No committed benchmark sweeps this.
+#: EPYC (their buffers leave the cache); one of 6 (a Kodak image's chunks) faster than 4 and 2
+#: with the compiled path (3-4% in two interleaved runs). No committed benchmark sweeps this.
 BATCH = 8
 
 

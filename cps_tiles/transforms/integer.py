@@ -351,7 +351,7 @@ class IntegerLinear(nn.Module):
     def forward(self, x: torch.Tensor, planes: bool = False) -> torch.Tensor:
         """The layer on ``x [N, K]``; ``planes``: a hidden layer's output as ``digit_planes`` where it is int
         on the CPU (the next layer is a ``digits`` one)."""
-        if self.input_dtype(x.device) == torch.int16:  # the digit sums combine as they requantize
+        if self.takes_planes(x.device):  # a digits layer: the digit sums combine as they requantize
             return self._requantize_int(self._digit_products(x, 0, self.weight.shape[1], 1), True, planes)
         return self.requantize(self.accumulate(x, final=True), planes)
 
@@ -484,7 +484,7 @@ class IntegerEntropy(nn.Module):
         nb, _, a, b = z_hat.shape
         x = z_hat.to(dev, up1.input_dtype(dev)).permute(0, 2, 3, 1).reshape(nb * a * b, -1)
         for layer, rows, cols in ((up1, 2 * a, 2 * b), (up2, h, w)):
-            hidden = _numpy(layer(x))  # [cells, C*4]
+            hidden = layer(x).numpy(force=True)  # [cells, C*4]
             pixels = np.empty((nb, rows, cols, hidden.shape[1] // 4), hidden.dtype)
             compiled.unfold_up(hidden, nb, a, b, rows, cols, pixels)
             x, (a, b) = _on(pixels.reshape(nb * rows * cols, -1), dev), (rows, cols)
@@ -524,6 +524,7 @@ class IntegerEntropy(nn.Module):
         index = np.arange(m_ch * n).reshape(m_ch, n)
         anchor = ((np.arange(h)[:, None] + np.arange(w)) % 2 == 0).ravel()
         halves = [np.flatnonzero(anchor), np.flatnonzero(~anchor)]
+        halves_on = [_on(cells, dev) for cells in halves]  # for index_select on the device, made once
         # each network's inputs are made in the dtype its first layer multiplies them in
         net_dtype, conv_dtype, head_dtype = (_numpy_dtype(layers[0].input_dtype(dev))
                                              for layers in (self.nets[0], self.convs, self.heads[0]))
@@ -551,14 +552,14 @@ class IntegerEntropy(nn.Module):
             compiled.slice_params(base, d, k * wd, params)
             conv = self.convs[k]
             shared = conv_acc[:, k * conv_hidden : (k + 1) * conv_hidden].reshape(nb, n, conv_hidden)
-            for half, cells in enumerate(halves):
+            for half, (cells, cells_on) in enumerate(zip(halves, halves_on)):
                 size = len(cells)  # explicit sizes below: a 1x1 chunk's second half is empty
-                acc = shared.index_select(1, _on(cells, dev)).reshape(nb * size, conv_hidden)  # zero for slice 0
+                acc = shared.index_select(1, cells_on).reshape(nb * size, conv_hidden)  # zero for slice 0
                 if half:  # the slice's anchors, decoded by now (the rest of the slice is still zero)
                     near = _on(_patches(uc[:, :, cut], h, w, pad, cells, own_taps), dev)
                     stack_own[k].accumulate(near, taps=len(own_taps), into=acc)
                 head_in = np.empty((nb * size, self.heads[k][0].weight.shape[1]), head_dtype)
-                compiled.head_inputs(_numpy(conv.requantize(acc)), params, cells, code, half, head_in)
+                compiled.head_inputs(conv.requantize(acc).numpy(force=True), params, cells, code, half, head_in)
                 dh = _int64(_run(self.heads[k], _on(head_in, dev)))
                 cls, mean3 = np.empty((nb, wd, size), np.int64), np.empty((nb, wd, size), np.int64)
                 compiled.symbol_params(dh, params, cells, gain[:, cut], log_gain[:, cut], cls, mean3)
@@ -580,10 +581,6 @@ def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
 def _on(x: np.ndarray, device: torch.device) -> torch.Tensor:
     """A numpy array as a tensor on ``device`` (shared memory on the CPU)."""
     return torch.from_numpy(np.ascontiguousarray(x)).to(device)
-
-
-def _numpy(x: torch.Tensor) -> np.ndarray:
-    return x.numpy(force=True)
 
 
 def _int64(x: torch.Tensor) -> np.ndarray:
