@@ -125,6 +125,17 @@ def s3_server() -> Iterator[str]:
                 os.environ[k] = v
 
 
+def logged(lines: list[str], match, timeout: float = 30) -> bool:
+    """Whether a line matching ``match`` (a predicate) appears in ``lines`` within ``timeout`` seconds: a
+    server answers before the pump thread of ``tile_server`` has necessarily read the line it logged."""
+    deadline = time.monotonic() + timeout
+    while not any(match(line) for line in list(lines)):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 @contextlib.contextmanager
 def tile_server(*args: str, timeout: float = 120) -> Iterator[tuple[str, list[str]]]:
     """``cps-tiles serve ARGS --port 0`` in a fresh process: yields its base URL (ending in /) and
