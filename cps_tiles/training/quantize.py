@@ -62,7 +62,7 @@ def quantize_layer(layer: IntegerLinear, weight: torch.Tensor, bias: torch.Tenso
     layer.bias.copy_(torch.round(bias.double() / scale).to(torch.int64))
     layer.mult.copy_(torch.round(ratio * 2.0**shift).to(torch.int64))
     layer.shift.fill_(shift)
-    layer._carried = None
+    layer._int_params = None
     layer._groups.clear()
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 ACT = 1023
 #: Integer leaky ReLU: x < 0 -> (LEAKY_MUL * x) >> LEAKY_SHIFT (a slope of 0.010).
 LEAKY_MUL, LEAKY_SHIFT = 41, 12
-#: Inputs below -LEAKY_CLIP leave the leaky ReLU below -ACT; 41 * LEAKY_CLIP < 2^24 (float32-exact).
-LEAKY_CLIP = -(-((ACT + 1) << LEAKY_SHIFT) // LEAKY_MUL)
 #: Formats: means Q6 (|mean| <= 2^15 units of 1/64), log2 sigma Q8, the hyper's raw scale Q5.
 MEAN_BITS, MEAN_MAX = 6, 1 << 15
 LOG_BITS, LOG_MIN, LOG_MAX = 8, -8 << 8, 12 << 8

@@ -19,58 +19,76 @@ import numpy as np
 from . import arithmetic as spec
 
 
+# A layer's output before its requantization (``IntegerLinear.pending``) reaches a kernel as six
+# arguments, ``acc, digits, offset, mult, shift, activation``, which ``_layer_row`` turns into the
+# output: the kernels that read a layer's output requantize it as they read it, one pass over memory.
+
+@numba.njit(inline="always")
+def _accumulator(acc, digits, i, row):
+    """Row ``i`` of an accumulator into ``row`` (int64 ``[O]``): of ``acc [N, O]`` (int32 or int64), or
+    with ``digits`` of the products of an input's two digits ``[2N, O]`` (``acc[:N] << DIGIT_BITS + acc[N:]``)."""
+    high = acc[i]
+    if digits:
+        low = acc[acc.shape[0] // 2 + i]
+        for j in range(row.shape[0]):  # simple loops over views of rows: vectorized
+            row[j] = (np.int64(high[j]) << spec.DIGIT_BITS) + low[j]
+    else:
+        for j in range(row.shape[0]):
+            row[j] = high[j]
+
+
+@numba.njit(inline="always")
+def _requantized(row, offset, mult, shift, activation):
+    """An accumulator's ``row`` (int64 ``[O]``, bias not yet added) -> the layer's output, in place:
+    ``(a * mult + offset) >> shift`` with ``offset = bias * mult + 2^(shift-1)`` (int64 ``[O]``), then
+    for a hidden layer (``activation``) the integer leaky ReLU and the clip to ``+-ACT``."""
+    for j in range(row.shape[0]):
+        v = (row[j] * mult[j] + offset[j]) >> shift
+        if activation:
+            v = max((v * spec.LEAKY_MUL) >> spec.LEAKY_SHIFT, -spec.ACT) if v < 0 else min(v, spec.ACT)
+        row[j] = v
+
+
+@numba.njit(inline="always")
+def _layer_row(acc, digits, offset, mult, shift, activation, i, row):
+    """Row ``i`` of a pending layer's output into ``row`` (int64 ``[O]``): ``_accumulator`` then ``_requantized``."""
+    _accumulator(acc, digits, i, row)
+    _requantized(row, offset, mult, shift, activation)
+
+
+@numba.njit(inline="always")
+def _put(out, i, first, row):
+    """``row`` (int64) into columns ``first ..`` of row ``i`` of a network input ``out``: ``[2, N, K]`` int8
+    for its digits (``split_digits``), else ``[1, N, K]`` in the dtype the network reads."""
+    n = row.shape[0]
+    if out.shape[0] == 2:
+        high, low = out[0, i, first : first + n], out[1, i, first : first + n]
+        for j in range(n):
+            high[j] = row[j] >> spec.DIGIT_BITS
+            low[j] = row[j] & ((1 << spec.DIGIT_BITS) - 1)
+    else:
+        dst = out[0, i, first : first + n]
+        for j in range(n):
+            dst[j] = row[j]
+
+
 @numba.njit(cache=True, nogil=True)
 def split_digits(x, out):
-    """``x [N, K]`` (integers) -> ``out [2, N, K]`` int8: its digits ``x >> DIGIT_BITS`` and ``x & (2^DIGIT_BITS - 1)``."""
+    """A network's input ``x [N, K]`` (integers) -> its digits ``out [2, N, K]`` int8 (``_put``)."""
+    row = np.empty(x.shape[1], np.int64)
     for i in range(x.shape[0]):
-        for j in range(x.shape[1]):
-            v = np.int64(x[i, j])
-            out[0, i, j] = v >> spec.DIGIT_BITS
-            out[1, i, j] = v & ((1 << spec.DIGIT_BITS) - 1)
-
-
-@numba.njit(cache=True, nogil=True)
-def add_digit_sums(both, into):
-    """The products of an input's two digits, ``both [2N, O]`` (int32, the high digits' first: ``split_digits``),
-    added to ``into [N, O]`` (int32): ``into += both[:N] << DIGIT_BITS + both[N:]``."""
-    n = into.shape[0]
-    for i in range(n):
-        high, low, row = both[i], both[n + i], into[i]
-        for j in range(row.shape[0]):
-            row[j] += (high[j] << spec.DIGIT_BITS) + low[j]
+        _accumulator(x, False, i, row)
+        _put(out, i, 0, row)
 
 
 @numba.njit(cache=True, nogil=True)
 def requantize(acc, digits, offset, mult, shift, activation, out):
-    """Accumulator -> a layer's output: ``(acc * mult + offset) >> shift`` with ``offset = bias * mult +
-    2^(shift-1)`` (int64 ``[O]``), then for a hidden layer the integer leaky ReLU and the clip to ``+-ACT``.
-    ``acc`` is int32 ``[N, O]``, or with ``digits`` the products of an input's two digits ``[2N, O]``
-    (``acc[:N] << DIGIT_BITS + acc[N:]``). ``out`` is ``[1, N, O]``, or ``[2, N, O]`` int8 for the
-    output's digits (as ``split_digits``)."""
-    n, o = out.shape[1], out.shape[2]
-    row = np.empty(o, np.int64)
-    for i in range(n):  # simple loops over views of rows: vectorized
-        high, low = acc[i], acc[n + i if digits else i]
-        if digits:
-            for j in range(o):
-                row[j] = (np.int64(high[j]) << spec.DIGIT_BITS) + low[j]
-        else:
-            for j in range(o):
-                row[j] = high[j]
-        for j in range(o):
-            v = (row[j] * mult[j] + offset[j]) >> shift
-            if activation:
-                v = max((v * spec.LEAKY_MUL) >> spec.LEAKY_SHIFT, -spec.ACT) if v < 0 else min(v, spec.ACT)
-            row[j] = v
-        if out.shape[0] == 2:
-            first, second = out[0, i], out[1, i]
-            for j in range(o):
-                first[j] = row[j] >> spec.DIGIT_BITS
-                second[j] = row[j] & ((1 << spec.DIGIT_BITS) - 1)
-        else:
-            first = out[0, i]
-            for j in range(o):
-                first[j] = row[j]
+    """A pending layer's output (``_layer_row``) -> ``out``: ``[1, N, O]``, or ``[2, N, O]`` int8 for its
+    digits (as ``split_digits``)."""
+    row = np.empty(out.shape[2], np.int64)
+    for i in range(out.shape[1]):
+        _layer_row(acc, digits, offset, mult, shift, activation, i, row)
+        _put(out, i, 0, row)
 
 
 # -- the hyper synthesis (IntegerEntropy.hyper) --------------------------------------------------
@@ -89,12 +107,15 @@ def unfold_up(x, nb, a, b, h, w, out):
 
 
 @numba.njit(cache=True, nogil=True)
-def hyper_params(raw, log_table, out):
-    """The hyper synthesis' last layer ``raw [N, 2M]`` (int64: means Q6, raw scales Q5) -> ``out [2, N, M]``:
-    means clipped to ``+-MEAN_MAX`` and log2 sigma Q8 ``log_table[clip(raw, +-RAW_MAX) + RAW_MAX]``."""
+def hyper_params(acc, digits, offset, mult, shift, activation, log_table, out):
+    """The hyper synthesis' last layer, pending (``_layer_row``; means Q6, raw scales Q5 ``[N, 2M]``) ->
+    ``out [2, N, M]`` int64: means clipped to ``+-MEAN_MAX`` and log2 sigma Q8 ``log_table[clip(raw,
+    +-RAW_MAX) + RAW_MAX]``."""
     n, m = out.shape[1], out.shape[2]
+    row = np.empty(2 * m, np.int64)
     for i in range(n):
-        row, mean, log = raw[i], out[0, i], out[1, i]
+        _layer_row(acc, digits, offset, mult, shift, activation, i, row)
+        mean, log = out[0, i], out[1, i]
         for j in range(m):
             mean[j] = min(max(row[j], -spec.MEAN_MAX), spec.MEAN_MAX)
             log[j] = log_table[min(max(row[m + j], -spec.RAW_MAX), spec.RAW_MAX) + spec.RAW_MAX]
@@ -111,15 +132,19 @@ def _input(x):
 @numba.njit(cache=True, nogil=True)
 def channel_inputs(base, code, out):
     """The channel networks' shared inputs: the hyperprior's ``base`` int64 ``[2, B, n, M]`` (``hyper_params``)
-    and the quality code ``[B, L]`` -> ``out [B, n, 2M + L]``: both as inputs, then the code."""
+    and the quality code ``[B, L]`` -> the first ``2M + L`` columns of ``out`` (``_put``: ``[., B*n, K]``): both
+    as inputs, then the code."""
     _, nb, n, m = base.shape
+    row = np.empty(2 * m + code.shape[1], np.int64)
     for b in range(nb):
         for c in range(n):
+            mean, log = base[0, b, c], base[1, b, c]
             for j in range(m):
-                out[b, c, j] = _input(base[0, b, c, j])
-                out[b, c, m + j] = _input(base[1, b, c, j])
+                row[j] = _input(mean[j])
+                row[m + j] = _input(log[j])
             for j in range(code.shape[1]):
-                out[b, c, 2 * m + j] = code[b, j]
+                row[2 * m + j] = code[b, j]
+            _put(out, b * n + c, 0, row)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -152,55 +177,68 @@ def _corrected(m, lg, dm, dlg):
 # The loops below index rows taken as views: numba then knows their indices in range and vectorizes.
 
 @numba.njit(cache=True, nogil=True)
-def slice_params(base, d, first, out):
+def slice_params(acc, digits, offset, mult, shift, activation, base, first, out):
     """A slice's mean and log2 sigma: the hyperprior's ``base [2, B, n, M]`` at channels ``first ..``
-    corrected by the channel network's ``d [B, n, 2W]`` -> ``out [2, B, n, W]`` (int64)."""
+    corrected by the channel network's output, pending (``_layer_row``, ``[B*n, 2W]``) -> ``out [2, B, n, W]``
+    (int64)."""
     _, nb, n, wd = out.shape
+    d = np.empty(2 * wd, np.int64)
     for b in range(nb):
         for c in range(n):
-            bm, bl, dr = base[0, b, c, first : first + wd], base[1, b, c, first : first + wd], d[b, c]
+            _layer_row(acc, digits, offset, mult, shift, activation, b * n + c, d)
+            bm, bl = base[0, b, c, first : first + wd], base[1, b, c, first : first + wd]
             om, ol = out[0, b, c], out[1, b, c]
             for j in range(wd):
-                om[j], ol[j] = _corrected(bm[j], bl[j], dr[j], dr[wd + j])
+                om[j], ol[j] = _corrected(bm[j], bl[j], d[j], d[wd + j])
 
 
 @numba.njit(cache=True, nogil=True)
-def head_inputs(hidden, params, cells, code, flag, out):
-    """A half's spatial heads' inputs: ``hidden [B*P, H]`` (the convolution's output), the slice's
-    ``params [2, B, n, W]`` (``slice_params``) at ``cells [P]`` as inputs, the quality code ``[B, L]``
-    and the half's ``flag`` -> ``out [B*P, H + 2W + L + 1]``."""
+def head_inputs(acc, rows, extra, offset, mult, shift, params, cells, code, flag, out):
+    """A half's spatial heads' inputs: its convolution's output, from the accumulator ``acc [., H]`` at
+    ``rows [B*P]`` plus ``extra [B*P, H]`` (none if empty) requantized as ``_layer_row`` (a hidden layer),
+    then the slice's ``params [2, B, n, W]`` (``slice_params``) at ``cells [P]`` as inputs, the quality
+    code ``[B, L]`` and the half's ``flag`` -> ``out`` (``_put``: ``[., B*P, H + 2W + L + 1]``)."""
     _, nb, _, wd = params.shape
-    p, hd, lv = len(cells), hidden.shape[1], code.shape[1]
+    p, hd, lv = len(cells), acc.shape[1], code.shape[1]
+    row = np.empty(out.shape[2], np.int64)
+    hidden = row[:hd]
     for b in range(nb):
         for i in range(p):
             r, c = b * p + i, cells[i]
-            row, hr, pm, pl = out[r], hidden[r], params[0, b, c], params[1, b, c]
-            for j in range(hd):
-                row[j] = hr[j]
+            _accumulator(acc, False, rows[r], hidden)
+            if len(extra):
+                more = extra[r]
+                for j in range(hd):
+                    hidden[j] += more[j]
+            _requantized(hidden, offset, mult, shift, True)
+            pm, pl = params[0, b, c], params[1, b, c]
             for j in range(wd):
                 row[hd + j] = _input(pm[j])
                 row[hd + wd + j] = _input(pl[j])
             for j in range(lv):
                 row[hd + 2 * wd + j] = code[b, j]
             row[hd + 2 * wd + lv] = flag
+            _put(out, r, 0, row)
 
 
 @numba.njit(cache=True, nogil=True)
-def symbol_params(dh, params, cells, gain, log_gain, cls, mean3):
-    """A half's symbol parameters from its heads' output ``dh [B*P, 2W]`` (int64: mean and log2 sigma
-    corrections) and the slice's ``params [2, B, n, W]`` at ``cells [P]``, with the slice's gains
+def symbol_params(acc, digits, offset, mult, shift, activation, params, cells, gain, log_gain, cls, mean3):
+    """A half's symbol parameters from its heads' output, pending (``_layer_row``, ``[B*P, 2W]``: mean and
+    log2 sigma corrections) and the slice's ``params [2, B, n, W]`` at ``cells [P]``, with the slice's gains
     ``gain`` (Q16) and ``log_gain`` (Q8) ``[B, W]`` -> ``cls``, ``mean3`` int64 ``[B, W, P]``: the mean
     in y_hat units Q3, ``(m gain + 2^(s-1)) >> s`` (``s = GAIN_BITS + MEAN_BITS - MEAN_FRAC_BITS``), and
     the sigma class, ``clip((lg + log_gain - SIGMA_LOG0 + SIGMA_STEP // 2) // SIGMA_STEP, 0,
-    SIGMA_CLASSES - 1)``, ``m``, ``lg`` corrected by ``dh``."""
+    SIGMA_CLASSES - 1)``, ``m``, ``lg`` corrected by the heads."""
     s = spec.GAIN_BITS + spec.MEAN_BITS - spec.MEAN_FRAC_BITS
     _, nb, _, wd = params.shape
     p = len(cells)
+    dr = np.empty(2 * wd, np.int64)
     for b in range(nb):
         g, lgn = gain[b], log_gain[b]
         for i in range(p):
             r, c = b * p + i, cells[i]
-            pm, pl, dr = params[0, b, c], params[1, b, c], dh[r]
+            _layer_row(acc, digits, offset, mult, shift, activation, r, dr)
+            pm, pl = params[0, b, c], params[1, b, c]
             for j in range(wd):
                 m, lg = _corrected(pm[j], pl[j], dr[j], dr[wd + j])
                 mean3[b, j, i] = (m * g[j] + (1 << (s - 1))) >> s
@@ -208,16 +246,29 @@ def symbol_params(dh, params, cells, gain, log_gain, cls, mean3):
                                    spec.SIGMA_CLASSES - 1)
 
 
-@numba.njit(cache=True, nogil=True)
-def store_units(values, cells, inv_gain, bits, bound, out):
-    """A decoded half ``values [B, W*P]`` (y_hat, ordered (channel, cell)) -> ``out[b, cells[i], j]``
-    (``out [B, n, W]``): y_hat / gain in Q``bits`` within ``+-bound``, ``clip((y inv_gain +
-    2^(s - 1)) >> s)``, ``s = GAIN_BITS - bits`` (``inv_gain`` ``[B, W]``, Q``GAIN_BITS``)."""
-    nb, wd = inv_gain.shape
-    p = len(cells)
+@numba.njit(inline="always")
+def _unit(y, inv_gain, bits, bound):
+    """y_hat / gain in Q``bits`` within ``+-bound``: ``clip((y inv_gain + 2^(s - 1)) >> s)``, ``s = GAIN_BITS - bits``."""
     shift = spec.GAIN_BITS - bits
+    return min(max((y * inv_gain + (1 << (shift - 1))) >> shift, -bound), bound)
+
+
+@numba.njit(cache=True, nogil=True)
+def store_units(values, cells, inv_gain, u, first, conv_u, conv_bits, conv_bound):
+    """A decoded half of a slice ``values [B, W*P]`` (y_hat, ordered (channel, cell)) at ``cells [P]`` as the
+    inputs of the networks after it (``inv_gain`` ``[B, W]``, Q``GAIN_BITS``): the channel networks', in
+    columns ``first ..`` of ``u`` (``_put``: ``[., B*n, K]``; ``_unit`` Q``U_BITS`` within ``ACT``), and the
+    convolutions' ``conv_u [B, n, W]`` (Q``conv_bits`` within ``conv_bound``)."""
+    nb, wd = inv_gain.shape
+    n, p = conv_u.shape[1], len(cells)
+    row = np.empty(wd, np.int64)
     for b in range(nb):
-        for j in range(wd):
-            for i in range(p):
-                v = (values[b, j * p + i] * inv_gain[b, j] + (1 << (shift - 1))) >> shift
-                out[b, cells[i], j] = min(max(v, -bound), bound)
+        ig, v = inv_gain[b], values[b]
+        for i in range(p):
+            c = cells[i]
+            dst = conv_u[b, c]
+            for j in range(wd):
+                y = v[j * p + i]
+                row[j] = _unit(y, ig[j], spec.U_BITS, spec.ACT)
+                dst[j] = _unit(y, ig[j], conv_bits, conv_bound)
+            _put(u, b * n + c, first, row)

@@ -43,9 +43,9 @@ The int32 sums are bounded below 2^31 by ``IntegerLinear.check``.
 
 The fast path (:class:`IntegerEntropy`) takes the networks' products from torch and everything
 between them from compiled kernels (:mod:`cps_tiles.transforms.compiled`, numba), which compute
-in int64 on the CPU: the networks' inputs, the requantization, the symbol parameters, the decoded
-values' units. Every such value is an exact integer (``IntegerLinear.check`` bounds them below
-2^53). Products that several slices take of one input run as one product (``IntegerEntropy.stacks``).
+in int64 on the CPU: the networks' inputs, every layer's requantization (read from its accumulator:
+``Pending``), the symbol parameters, the decoded values' units. Every such value is an exact integer
+(``IntegerLinear.check`` bounds them below 2^53). Products that several slices take of one input run as one product (``IntegerEntropy.stacks``).
 
 On the CPU, layers whose operands fit int8 multiply in int8 -> int32 as above. Elsewhere (other
 devices, and cps-v4/v5 layers with 10-bit weights) the products carry the integers in floating
@@ -53,11 +53,9 @@ point, so that BLAS does them. A float of p mantissa bits represents every integ
 exactly, and a sum or product of such integers whose result stays below 2^p is computed exactly,
 in any order, with or without FMA, on any IEEE machine. The products ``x @ W.T`` run in float32
 (p = 24) over groups of input columns small enough that no partial sum can reach 2^24
-(``exact_groups``); the group sums, the bias and the requantizing product run in float64 (p = 53).
+(``exact_groups``) and their sums in float64 (p = 53), read into int64 for the requantization.
 ``IntegerLinear.check`` proves both bounds from the weights, the biases, the multipliers and the
-inputs' bounds when a codec loads, so a codec that could overflow is refused, not trusted. Hidden
-activations (``|a| <= ACT``) are carried in float32 there, their leaky ReLU exact once its input is
-clamped at ``-LEAKY_CLIP``.
+inputs' bounds when a codec loads, so a codec that could overflow is refused, not trusted.
 """
 
 from __future__ import annotations
@@ -66,6 +64,7 @@ import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -83,7 +82,6 @@ from .arithmetic import (
     GAIN_BITS,
     INT8_EXACT,
     INT32_EXACT,
-    LEAKY_CLIP,
     LEAKY_MUL,
     LEAKY_SHIFT,
     LOG_BITS,
@@ -137,13 +135,6 @@ def table_layout() -> list[tuple[int, int, int]]:
     return [(c, f, table_radius(c)) for c in range(SIGMA_CLASSES) for f in range(frac if c < FLAT_CLASS else 1)]
 
 
-def leaky(x: torch.Tensor) -> torch.Tensor:
-    """The integer leaky ReLU on float-carried integers (``(41 x) >> 12`` below zero; exact while
-    ``41 |x|`` fits the float's mantissa)."""
-    # max(x, floor(41 x / 4096)) is x above zero and the floor below: one op fewer than a where
-    return torch.maximum(x, torch.floor(x * (LEAKY_MUL / (1 << LEAKY_SHIFT))))
-
-
 def exact_groups(weight: torch.Tensor, bounds: torch.Tensor) -> list[tuple[int, int]]:
     """Split the ``K`` input columns of ``weight [O, K]`` into contiguous groups in which, for
     inputs bounded by ``bounds [K]``, no partial sum of any output can reach 2^24: a float32
@@ -174,6 +165,18 @@ def full_precision() -> Iterator[None]:
         torch.set_float32_matmul_precision(precision)
 
 
+class Pending(NamedTuple):
+    """A layer's output before its requantization, as the compiled kernels read it (``compiled._layer_row``):
+    the kernel that reads a layer's output requantizes it as it reads, in one pass over memory."""
+
+    acc: np.ndarray  #: the accumulator ``[N, O]`` (int32 from int8 products, else int64), or the digit products ``[2N, O]``
+    digits: bool  #: whether ``acc`` is the products of the input's two digits (``IntegerLinear.digits``)
+    offset: np.ndarray  #: int64 ``[O]``: ``bias * mult + 2^(shift-1)``
+    mult: np.ndarray  #: int64 ``[O]``
+    shift: int
+    activation: bool  #: a hidden layer: the integer leaky ReLU and the clip to ``+-ACT`` follow
+
+
 class IntegerLinear(nn.Module):
     """One integer layer ``[N, K] -> [N, O]`` (integers carried in float64): see the module docstring.
 
@@ -198,7 +201,6 @@ class IntegerLinear(nn.Module):
             raise ValueError(f"bounds must have {inputs} entries")
         self.bounds = torch.tensor(bounds, dtype=torch.int64)
         self.activation = activation
-        self._carried: tuple[torch.Tensor, torch.Tensor] | None = None
         self._int_params: tuple[np.ndarray, np.ndarray, int] | None = None
         self._groups: dict[tuple, list[tuple[int, int, torch.Tensor]]] = {}
 
@@ -219,19 +221,6 @@ class IntegerLinear(nn.Module):
         worst = max(int(a) * int(m) for a, m in zip(acc, self.mult)) + (1 << (int(self.shift) - 1))
         if worst >= FLOAT64_EXACT:
             raise ValueError(f"an integer layer can reach {worst} >= 2^53: not exact in float64")
-
-    def _requant_params(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(offset, scale) float64 ``[O]``: ``(bias * mult + 2^(shift-1)) / 2^shift`` and ``mult / 2^shift``,
-        made once (checked first: the weights do not change once loaded). Scaling by a power of two is
-        exact, so ``acc * scale + offset`` is ``((acc + bias) * mult + 2^(shift-1)) / 2^shift`` exactly:
-        both terms are integers over 2^shift whose sum's numerator ``check`` bounds below 2^53, so the
-        sum is representable and computed exactly, fused (FMA) or not."""
-        if self._carried is None:
-            self.check()
-            unit = 1.0 / (1 << int(self.shift))
-            offset = (self.bias * self.mult + (1 << (int(self.shift) - 1))).double() * unit
-            self._carried = (offset, self.mult.double() * unit)
-        return self._carried
 
     def _plan(self, lo: int, hi: int, taps: int, int8: bool = False) -> list[tuple[int, int, torch.Tensor]]:
         """The exact float32 groups of columns ``lo:hi``, each with its weights ``[k, O]``, or with
@@ -282,23 +271,19 @@ class IntegerLinear(nn.Module):
         integers (int32 from int8 products, else float64). ``taps``: the block is a convolution's
         (channel, tap) columns, and ``x`` has them in (tap, channel) order (``_patches``). ``final``:
         the caller adds nothing to the result, so a block of one exact group may come back as its
-        float32 product (exact; ``requantize`` reads it into float64). An int8 layer on the CPU takes
+        float32 product (exact; ``pending_sum`` reads it into int64). An int8 layer on the CPU takes
         ``x`` as int8 and multiplies in int8 -> int32 (``torch._int_mm``), and a ``digits`` layer there
-        multiplies the two digits of ``x`` so and adds them in int32 (exact: ``check``); elsewhere it
+        multiplies the two digits of ``x`` so and keeps their sums apart, ``[2N, O]`` int32, the high
+        digits' first (``Pending.digits``: combined as they requantize; exact: ``check``); elsewhere it
         takes the float32 path, its weights split into exact groups. ``x`` may come in any dtype that
         holds its integers (``input_dtype``: the one that needs no conversion), or as ``digit_planes``.
-        ``into``: an accumulator ``[N, O]`` (``accumulator_dtype``) the products are added to, and returned."""
+        ``into``: an accumulator of that form (``accumulator_dtype``) the products are added to, and returned."""
         hi = self.weight.shape[1] if hi is None else hi
         dtype = self.input_dtype(x.device)
-        if dtype == torch.int8:
-            out = torch._int_mm(x.to(torch.int8), self._plan(lo, hi, taps, True)[0][2])
+        if dtype != torch.float32:
+            out = (torch._int_mm(x.to(torch.int8), self._plan(lo, hi, taps, True)[0][2]) if dtype == torch.int8
+                   else self._digit_products(x, lo, hi, taps))
             return out if into is None else into.add_(out)
-        if dtype == torch.int16:
-            both = self._digit_products(x, lo, hi, taps)
-            if into is None:
-                into = torch.zeros((both.shape[0] // 2, both.shape[1]), dtype=torch.int32)
-            compiled.add_digit_sums(both.numpy(), into.numpy())
-            return into
         x32 = x.float()
         groups = self._plan(lo, hi, taps)
         out = x32[:, groups[0][0] : groups[0][1]] @ groups[0][2]
@@ -319,41 +304,34 @@ class IntegerLinear(nn.Module):
         planes = x if x.dim() == 3 else self.digit_planes(x)
         return torch._int_mm(planes.view(-1, hi - lo), self._plan(lo, hi, taps, True)[0][2])
 
-    def _requantize_int(self, acc: torch.Tensor, digits: bool, planes: bool) -> torch.Tensor:
-        """``requantize`` of an int32 accumulator ``[N, O]`` on the CPU, or with ``digits`` of ``_digit_products``,
-        in one compiled pass (``compiled.requantize``); with ``planes`` the output comes as ``digit_planes``."""
+    def pending(self, x: torch.Tensor) -> Pending:
+        """The layer on ``x [N, K]`` (or its ``digit_planes``), not yet requantized."""
+        return self.pending_sum(self.accumulate(x, final=True))
+
+    def pending_sum(self, acc: torch.Tensor) -> Pending:
+        """An accumulator from ``accumulate`` on the layer's device as a ``Pending``: int32 as it is (a
+        ``digits`` layer's digit sums apart), float-carried integers as int64 (exact: ``check``)."""
         if self._int_params is None:
             self.check()
             shift = int(self.shift)
             self._int_params = ((self.bias * self.mult + (1 << (shift - 1))).numpy(), self.mult.numpy().copy(), shift)
-        offset, mult, shift = self._int_params
-        n = acc.shape[0] // 2 if digits else acc.shape[0]
-        dtype = np.int8 if planes else np.int16 if self.activation else np.int64
-        out = np.empty((2 if planes else 1, n, acc.shape[1]), dtype=dtype)
-        compiled.requantize(acc.numpy(), digits, offset, mult, shift, self.activation, out)
-        return torch.from_numpy(out if planes else out[0])
+        values = acc.numpy(force=True) if acc.dtype == torch.int32 else _int64(acc)
+        return Pending(values, self.takes_planes(acc.device), *self._int_params, self.activation)
 
-    def requantize(self, acc: torch.Tensor, planes: bool = False) -> torch.Tensor:
-        """Accumulator (bias not yet added; exact integers: int32, float32 or float64) -> the layer's output:
-        from an int32 one (the int8 products on the CPU) int16 for a hidden layer, or its ``digit_planes``
-        with ``planes``, and int64 for the last (``_requantize_int``); else float64, or float32 for a hidden
-        layer (see below)."""
-        if acc.dtype == torch.int32 and acc.device.type == "cpu":
-            return self._requantize_int(acc, False, planes)
-        offset, scale = self._requant_params()
-        out = torch.addcmul(offset, acc, scale).floor_()
-        if not self.activation:
-            return out
-        # Clamped first where that changes nothing (below -LEAKY_CLIP the leaky ReLU already gives less
-        # than -ACT): the rest, and the next layer's input, is then exact in float32.
-        return leaky(out.clamp_(-LEAKY_CLIP, ACT).float()).clamp_(min=-ACT)
+    @staticmethod
+    def output(pending: Pending, planes: bool = False) -> np.ndarray:
+        """A pending output requantized (``compiled.requantize``): ``[N, O]`` int16 for a hidden layer and
+        int64 for the last, or with ``planes`` its ``digit_planes`` (the input of a ``digits`` layer)."""
+        n = pending.acc.shape[0] // 2 if pending.digits else pending.acc.shape[0]
+        dtype = np.int8 if planes else np.int16 if pending.activation else np.int64
+        out = np.empty((2 if planes else 1, n, pending.acc.shape[1]), dtype)
+        compiled.requantize(*pending, out)
+        return out if planes else out[0]
 
     def forward(self, x: torch.Tensor, planes: bool = False) -> torch.Tensor:
-        """The layer on ``x [N, K]``; ``planes``: a hidden layer's output as ``digit_planes`` where it is int
-        on the CPU (the next layer is a ``digits`` one)."""
-        if self.takes_planes(x.device):  # a digits layer: the digit sums combine as they requantize
-            return self._requantize_int(self._digit_products(x, 0, self.weight.shape[1], 1), True, planes)
-        return self.requantize(self.accumulate(x, final=True), planes)
+        """The layer on ``x [N, K]`` (or its ``digit_planes``) -> its output (``output``) on ``x``'s device;
+        ``planes`` where the next layer reads ``digit_planes`` (``takes_planes``)."""
+        return _on(self.output(self.pending(x), planes), x.device)
 
     def takes_planes(self, device: torch.device) -> bool:
         """Whether the layer reads ``digit_planes`` on ``device``."""
@@ -371,7 +349,7 @@ class IntegerLinear(nn.Module):
         return out
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:
-        self._carried = self._int_params = None
+        self._int_params = None
         self._groups.clear()
         super()._load_from_state_dict(*args, **kwargs)
 
@@ -382,10 +360,12 @@ def _net(inputs: int, hidden: int, outputs: int, bounds: list[int], weight_max: 
                           IntegerLinear(hidden, outputs, [ACT] * hidden, False, weight_max)])
 
 
-def _run(net: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
-    for layer, after in zip(net, [*net[1:], None]):
-        x = layer(x, planes=after is not None and after.takes_planes(x.device))
-    return x
+def _last_pending(net: nn.ModuleList | list[IntegerLinear], x: torch.Tensor) -> Pending:
+    """A network's layers on ``x``, the last one ``pending`` (for the kernel that reads its output)."""
+    *hidden, last = net
+    for layer, after in zip(hidden, [*hidden[1:], last]):
+        x = layer(x, planes=after.takes_planes(x.device))
+    return last.pending(x)
 
 
 class IntegerEntropy(nn.Module):
@@ -419,26 +399,21 @@ class IntegerEntropy(nn.Module):
         self.register_buffer("exp2_table", torch.zeros(1 << EXP2_BITS, dtype=torch.int64))
         layout = table_layout()
         self.register_buffer("counts", torch.zeros(sum(2 * r + 1 for *_, r in layout), dtype=torch.int32))
-        self._stacks: tuple[IntegerLinear, list[IntegerLinear], list[IntegerLinear], list[IntegerLinear]] | None = None
+        self._stacks: tuple[list[IntegerLinear], list[IntegerLinear]] | None = None
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:
         self._stacks = None
         super()._load_from_state_dict(*args, **kwargs)
 
-    def stacks(self) -> tuple[IntegerLinear, list[IntegerLinear], list[IntegerLinear], list[IntegerLinear]]:
-        """The products the context takes, each as one ``IntegerLinear.stacked``: the channel nets' first
-        layers on their shared inputs; for each slice j but the last, the later nets' first layers on u of
-        slice j, and the later convolutions on slice j's neighbourhoods; and each convolution on its own
-        slice's anchors around the other cells (``anchor_taps``: the other taps read cells still zero).
-        Made from the layers' weights where they are (again after the model moved)."""
-        if self._stacks is None or self._stacks[0].weight.device != self.log_gain.device:
-            wd, taps, shared = self.width, self.spatial**2, 2 * self.M + self.levels
-            nets = [net[0] for net in self.nets]
+    def stacks(self) -> tuple[list[IntegerLinear], list[IntegerLinear]]:
+        """The convolutions' products, each as one ``IntegerLinear.stacked``: for each slice j but the last,
+        the later convolutions on slice j's neighbourhoods; and each convolution on its own slice's
+        anchors around the other cells (``anchor_taps``: the other taps read cells still zero). Made from
+        the layers' weights where they are (again after the model moved)."""
+        if self._stacks is None or self._stacks[1][0].weight.device != self.log_gain.device:
+            wd, taps = self.width, self.spatial**2
             own = self.anchor_taps()
-            self._stacks = (IntegerLinear.stacked(nets, range(shared)),
-                            [IntegerLinear.stacked(nets[j + 1 :], range(shared + j * wd, shared + (j + 1) * wd))
-                             for j in range(self.slices - 1)],
-                            [IntegerLinear.stacked(list(self.convs[j + 1 :]), range(j * wd * taps, (j + 1) * wd * taps))
+            self._stacks = ([IntegerLinear.stacked(list(self.convs[j + 1 :]), range(j * wd * taps, (j + 1) * wd * taps))
                              for j in range(self.slices - 1)],
                             [IntegerLinear.stacked([conv], [(k * wd + c) * taps + t for c in range(wd) for t in own])
                              for k, conv in enumerate(self.convs)])
@@ -489,7 +464,7 @@ class IntegerEntropy(nn.Module):
             compiled.unfold_up(hidden, nb, a, b, rows, cols, pixels)
             x, (a, b) = _on(pixels.reshape(nb * rows * cols, -1), dev), (rows, cols)
         base = np.empty((2, nb * h * w, self.M), np.int64)
-        compiled.hyper_params(_int64(out(x)), self.log_table.numpy(force=True), base)
+        compiled.hyper_params(*out.pending(x), self.log_table.numpy(force=True), base)
         return base.reshape(2, nb, h, w, self.M)
 
     # -- context ------------------------------------------------------------------------------
@@ -514,8 +489,9 @@ class IntegerEntropy(nn.Module):
 
     def _parts(self, base: np.ndarray, q100s: list[int]):
         # Rows are (chunk, cell). The networks' products run on the model's device (IntegerLinear); the
-        # glue between them (inputs, symbol parameters, decoded values) in int64 on the CPU, one compiled
-        # pass each (compiled.py), into the dtype each network reads its input in (``input_dtype``).
+        # glue between them (inputs, requantization, symbol parameters, decoded values) in int64 on the
+        # CPU, in compiled passes (compiled.py) that requantize a layer's output as they read it
+        # (``Pending``) and write the next network's input in the form its first layer reads (``_inputs``).
         dev = self.log_gain.device
         _, nb, h, w, m_ch = base.shape
         wd, n, pad, fmt = self.width, h * w, self.spatial // 2, self.format
@@ -524,54 +500,58 @@ class IntegerEntropy(nn.Module):
         index = np.arange(m_ch * n).reshape(m_ch, n)
         anchor = ((np.arange(h)[:, None] + np.arange(w)) % 2 == 0).ravel()
         halves = [np.flatnonzero(anchor), np.flatnonzero(~anchor)]
-        halves_on = [_on(cells, dev) for cells in halves]  # for index_select on the device, made once
-        # each network's inputs are made in the dtype its first layer multiplies them in
-        net_dtype, conv_dtype, head_dtype = (_numpy_dtype(layers[0].input_dtype(dev))
-                                             for layers in (self.nets[0], self.convs, self.heads[0]))
-        common = np.empty((nb, n, 2 * m_ch + self.levels), net_dtype)  # the channel nets' inputs every slice shares
-        compiled.channel_inputs(base, code, common)
-        # Each slice's first channel layer and convolution accumulate as the slices before it decode:
-        # the products of one input with several slices' weights are one product (``stacks``).
-        stack_common, stack_u, stack_conv, stack_own = self.stacks()
+        rows = [(np.arange(nb)[:, None] * n + cells).ravel() for cells in halves]  # the halves' accumulator rows
+        # The channel nets' inputs side by side: the hyperprior's and the quality code, then each decoded
+        # slice's u (unit-gain y_hat Q4 within ACT); slice k's net reads the first 2M + L + kW columns.
+        shared = 2 * m_ch + self.levels
+        net_in = _inputs(self.nets[0][0], dev, nb * n, shared + m_ch)  # every net's first layer reads them alike
+        compiled.channel_inputs(base, code, net_in)
+        # Each slice's convolution accumulates as the slices before it decode: the products of one slice's
+        # neighbourhoods with the later slices' weights are one product (``stacks``).
+        stack_conv, stack_own = self.stacks()
         all_taps, own_taps = np.arange(self.spatial**2), self.anchor_taps()
-        # every slice's accumulators side by side, [B*n, hidden * S]: a later slice's columns follow
-        net_hidden, conv_hidden = self.nets[0][0].weight.shape[0], self.convs[0].weight.shape[0]
-        nets_acc = torch.zeros(nb * n, net_hidden * self.slices, dtype=stack_common.accumulator_dtype(dev), device=dev)
+        conv_hidden = self.convs[0].weight.shape[0]  # every slice's accumulator side by side, [B*n, hidden * S]
         conv_acc = torch.zeros(nb * n, conv_hidden * self.slices, dtype=self.convs[0].accumulator_dtype(dev), device=dev)
-        stack_common.accumulate(_on(common.reshape(nb * n, -1), dev), into=nets_acc)
-        u = np.zeros((nb, n, m_ch), net_dtype)  # unit-gain y_hat Q4 of the slices decoded so far
-        own_input = (fmt.u_bits, fmt.act) != (U_BITS, ACT)  # the convolutions read u in a format of their own
-        uc = np.zeros((nb, n, m_ch), conv_dtype) if own_input else u
+        conv_u = np.zeros((self.slices, nb, n, wd), _numpy_dtype(self.convs[0].input_dtype(dev)))  # u in their format
+        no_extra = np.zeros((0, conv_hidden), np.int32)
         params = np.empty((2, nb, n, wd), np.int64)  # the slice's mean and log2 sigma
-        taps = self.spatial**2
         for k in range(self.slices):
             cut = slice(k * wd, (k + 1) * wd)
-            first, *rest = self.nets[k]
-            acc = nets_acc[:, k * net_hidden : (k + 1) * net_hidden]
-            d = _int64(_run(rest, first.requantize(acc))).reshape(nb, n, 2 * wd)  # the slice's corrections
-            compiled.slice_params(base, d, k * wd, params)
-            conv = self.convs[k]
-            shared = conv_acc[:, k * conv_hidden : (k + 1) * conv_hidden].reshape(nb, n, conv_hidden)
-            for half, (cells, cells_on) in enumerate(zip(halves, halves_on)):
-                size = len(cells)  # explicit sizes below: a 1x1 chunk's second half is empty
-                acc = shared.index_select(1, cells_on).reshape(nb * size, conv_hidden)  # zero for slice 0
-                if half:  # the slice's anchors, decoded by now (the rest of the slice is still zero)
-                    near = _on(_patches(uc[:, :, cut], h, w, pad, cells, own_taps), dev)
-                    stack_own[k].accumulate(near, taps=len(own_taps), into=acc)
-                head_in = np.empty((nb * size, self.heads[k][0].weight.shape[1]), head_dtype)
-                compiled.head_inputs(conv.requantize(acc).numpy(force=True), params, cells, code, half, head_in)
-                dh = _int64(_run(self.heads[k], _on(head_in, dev)))
-                cls, mean3 = np.empty((nb, wd, size), np.int64), np.empty((nb, wd, size), np.int64)
-                compiled.symbol_params(dh, params, cells, gain[:, cut], log_gain[:, cut], cls, mean3)
+            x = _tensor(net_in, dev)[..., : shared + k * wd]
+            compiled.slice_params(*_last_pending(self.nets[k], x), base, k * wd, params)  # corrected by the channel net
+            conv, heads = self.convs[k], self.heads[k]
+            for half, cells in enumerate(halves):
+                extra = no_extra  # for the second half, the products of the slice's own anchors
+                if half:
+                    near = _on(_patches(conv_u[k], h, w, pad, cells, own_taps), dev)
+                    extra = conv.pending_sum(stack_own[k].accumulate(near, taps=len(own_taps))).acc
+                every = conv.pending_sum(conv_acc[:, k * conv_hidden : (k + 1) * conv_hidden])  # every cell's
+                head_in = _inputs(heads[0], dev, nb * len(cells), heads[0].weight.shape[1])
+                compiled.head_inputs(every.acc, rows[half], extra, every.offset, every.mult, every.shift,
+                                     params, cells, code, half, head_in)
+                cls, mean3 = np.empty((nb, wd, len(cells)), np.int64), np.empty((nb, wd, len(cells)), np.int64)
+                compiled.symbol_params(*_last_pending(heads, _tensor(head_in, dev)), params, cells, gain[:, cut],
+                                       log_gain[:, cut], cls, mean3)
                 values = yield index[cut][:, cells].ravel(), cls.reshape(nb, -1), mean3.reshape(nb, -1)
-                values = np.asarray(values, np.int64).reshape(nb, -1)
-                compiled.store_units(values, cells, inv_gain[:, cut], U_BITS, ACT, u[:, :, cut])
-                if own_input:
-                    compiled.store_units(values, cells, inv_gain[:, cut], fmt.u_bits, fmt.act, uc[:, :, cut])
-            if k + 1 < self.slices:  # slice k's share of the later slices' accumulators
-                stack_u[k].accumulate(_on(u[:, :, cut].reshape(nb * n, wd), dev), into=nets_acc[:, (k + 1) * net_hidden :])
-                near = _on(_patches(uc[:, :, cut], h, w, pad, np.arange(n), all_taps), dev)
-                stack_conv[k].accumulate(near, taps=taps, into=conv_acc[:, (k + 1) * conv_hidden :])
+                compiled.store_units(np.asarray(values, np.int64).reshape(nb, -1), cells, inv_gain[:, cut], net_in,
+                                     shared + k * wd, conv_u[k], fmt.u_bits, fmt.act)
+            if k + 1 < self.slices:  # slice k's share of the later slices' convolutions
+                near = _on(_patches(conv_u[k], h, w, pad, np.arange(n), all_taps), dev)
+                stack_conv[k].accumulate(near, taps=self.spatial**2, into=conv_acc[:, (k + 1) * conv_hidden :])
+
+
+def _inputs(layer: IntegerLinear, device: torch.device, rows: int, columns: int) -> np.ndarray:
+    """An array for a network's input ``[rows, columns]`` in the form ``layer`` (its first) reads it on
+    ``device``: ``[2, rows, columns]`` int8 for its ``digit_planes``, else ``[1, rows, columns]`` in its
+    ``input_dtype`` (``compiled._put`` fills either; ``_tensor`` hands it to the layer)."""
+    if layer.takes_planes(device):
+        return np.empty((2, rows, columns), np.int8)
+    return np.empty((1, rows, columns), _numpy_dtype(layer.input_dtype(device)))
+
+
+def _tensor(inputs: np.ndarray, device: torch.device) -> torch.Tensor:
+    """An ``_inputs`` array as the tensor its layer takes."""
+    return _on(inputs if inputs.shape[0] == 2 else inputs[0], device)
 
 
 def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
