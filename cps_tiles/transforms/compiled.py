@@ -18,7 +18,6 @@ import numpy as np
 
 from . import arithmetic as spec
 
-
 # A layer's output before its requantization (``IntegerLinear.pending``) reaches a kernel as six
 # arguments, ``acc, digits, offset, mult, shift, activation``, which ``_layer_row`` turns into the
 # output: the kernels that read a layer's output requantize it as they read it, one pass over memory.

@@ -45,7 +45,8 @@ The fast path (:class:`IntegerEntropy`) takes the networks' products from torch 
 between them from compiled kernels (:mod:`cps_tiles.transforms.compiled`, numba), which compute
 in int64 on the CPU: the networks' inputs, every layer's requantization (read from its accumulator:
 ``Pending``), the symbol parameters, the decoded values' units. Every such value is an exact integer
-(``IntegerLinear.check`` bounds them below 2^53). Products that several slices take of one input run as one product (``IntegerEntropy.stacks``).
+(``IntegerLinear.check`` bounds them below 2^53). The products of one slice's neighbourhoods with
+the later slices' convolutions run as one product (``IntegerEntropy.stacks``).
 
 On the CPU, layers whose operands fit int8 multiply in int8 -> int32 as above. Elsewhere (other
 devices, and cps-v4/v5 layers with 10-bit weights) the products carry the integers in floating
@@ -82,8 +83,6 @@ from .arithmetic import (
     GAIN_BITS,
     INT8_EXACT,
     INT32_EXACT,
-    LEAKY_MUL,
-    LEAKY_SHIFT,
     LOG_BITS,
     LOG_MAX,
     LOG_MIN,
