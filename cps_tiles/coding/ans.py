@@ -125,7 +125,7 @@ def _uniform(words, low, pos, state, size):
 @numba.njit(cache=True, nogil=True)
 def decode_part(words, start, pos, state, cls, mean3, cdf, cdf_start, buckets, bucket_start, bucket_shift, radius, out):
     """Decode one part of each of B streams (``StackDecoders``' arrays, advanced in place):
-    ``cls``, ``mean3`` int64 ``[B, P]`` (sigma classes, means in y_hat units Q3) -> ``out`` int64
+    ``cls``, ``mean3`` int32 ``[B, P]`` (sigma classes, means in y_hat units Q3) -> ``out`` int64
     ``[B, P]`` (y_hat values). ``cdf``, ``cdf_start``: ``model_cdfs``; ``buckets``, ``bucket_start``,
     ``bucket_shift``: ``bucket_lookup``; ``radius`` ``[tables]``."""
     frac = 1 << MEAN_FRAC_BITS

@@ -125,7 +125,7 @@ class TableCoder:
         coders = StackDecoders(datas)
         args = (coders.words, coders.start, coders.pos, coders.state)
         return self._lockstep(len(datas), parts, size, lambda cls, mean3, values: decode_part(
-            *args, np.ascontiguousarray(cls, np.int64), np.ascontiguousarray(mean3, np.int64),
+            *args, np.ascontiguousarray(cls, np.int32), np.ascontiguousarray(mean3, np.int32),
             self._cdf, self._cdf_start, *self._lookup, self.radius, values))
 
     def decompress_reference(self, datas: list[bytes], parts: Parts, size: int) -> list[np.ndarray]:

@@ -108,7 +108,7 @@ def unfold_up(x, nb, a, b, h, w, out):
 @numba.njit(cache=True, nogil=True)
 def hyper_params(acc, digits, offset, mult, shift, activation, log_table, out):
     """The hyper synthesis' last layer, pending (``_layer_row``; means Q6, raw scales Q5 ``[N, 2M]``) ->
-    ``out [2, N, M]`` int64: means clipped to ``+-MEAN_MAX`` and log2 sigma Q8 ``log_table[clip(raw,
+    ``out [2, N, M]``: means clipped to ``+-MEAN_MAX`` and log2 sigma Q8 ``log_table[clip(raw,
     +-RAW_MAX) + RAW_MAX]``."""
     n, m = out.shape[1], out.shape[2]
     row = np.empty(2 * m, np.int64)
@@ -178,8 +178,7 @@ def _corrected(m, lg, dm, dlg):
 @numba.njit(cache=True, nogil=True)
 def slice_params(acc, digits, offset, mult, shift, activation, base, first, out):
     """A slice's mean and log2 sigma: the hyperprior's ``base [2, B, n, M]`` at channels ``first ..``
-    corrected by the channel network's output, pending (``_layer_row``, ``[B*n, 2W]``) -> ``out [2, B, n, W]``
-    (int64)."""
+    corrected by the channel network's output, pending (``_layer_row``, ``[B*n, 2W]``) -> ``out [2, B, n, W]``."""
     _, nb, n, wd = out.shape
     d = np.empty(2 * wd, np.int64)
     for b in range(nb):
@@ -224,7 +223,7 @@ def head_inputs(acc, rows, extra, offset, mult, shift, params, cells, code, flag
 def symbol_params(acc, digits, offset, mult, shift, activation, params, cells, gain, log_gain, cls, mean3):
     """A half's symbol parameters from its heads' output, pending (``_layer_row``, ``[B*P, 2W]``: mean and
     log2 sigma corrections) and the slice's ``params [2, B, n, W]`` at ``cells [P]``, with the slice's gains
-    ``gain`` (Q16) and ``log_gain`` (Q8) ``[B, W]`` -> ``cls``, ``mean3`` int64 ``[B, W, P]``: the mean
+    ``gain`` (Q16) and ``log_gain`` (Q8) ``[B, W]`` -> ``cls``, ``mean3`` ``[B, W, P]``: the mean
     in y_hat units Q3, ``(m gain + 2^(s-1)) >> s`` (``s = GAIN_BITS + MEAN_BITS - MEAN_FRAC_BITS``), and
     the sigma class, ``clip((lg + log_gain - SIGMA_LOG0 + SIGMA_STEP // 2) // SIGMA_STEP, 0,
     SIGMA_CLASSES - 1)``, ``m``, ``lg`` corrected by the heads."""

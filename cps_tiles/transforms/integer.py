@@ -451,7 +451,7 @@ class IntegerEntropy(nn.Module):
     @torch.inference_mode()
     @full_precision()
     def hyper(self, z_hat: torch.Tensor, h: int, w: int) -> np.ndarray:
-        """Integer z_hat of B chunks ``[B, Nz, a, b]`` -> the hyperprior's mean Q6 and log2 sigma Q8, int64
+        """Integer z_hat of B chunks ``[B, Nz, a, b]`` -> the hyperprior's mean Q6 and log2 sigma Q8, int32
         ``[2, B, h, w, M]`` (h <= 4a, w <= 4b; channels last, as ``parts`` reads them)."""
         up1, up2, out = self.hyper_layers
         dev = self.log_gain.device
@@ -462,7 +462,7 @@ class IntegerEntropy(nn.Module):
             pixels = np.empty((nb, rows, cols, hidden.shape[1] // 4), hidden.dtype)
             compiled.unfold_up(hidden, nb, a, b, rows, cols, pixels)
             x, (a, b) = _on(pixels.reshape(nb * rows * cols, -1), dev), (rows, cols)
-        base = np.empty((2, nb * h * w, self.M), np.int64)
+        base = np.empty((2, nb * h * w, self.M), np.int32)  # within +-MEAN_MAX and LOG_MIN..LOG_MAX
         compiled.hyper_params(*out.pending(x), self.log_table.numpy(force=True), base)
         return base.reshape(2, nb, h, w, self.M)
 
@@ -470,8 +470,8 @@ class IntegerEntropy(nn.Module):
     def parts(self, base: np.ndarray, q100s: list[int]):
         """Generator of the coded parts of B chunks' y_hat ``[B, M, h, w]`` (one shape, each chunk at its
         own quality in hundredths; one chunk is a batch of one), in lockstep, slice after slice,
-        anchors before the rest: yields ``(cells [P], sigma classes [B, P], means Q3 [B, P])`` (int64
-        numpy: flat indices into each ``y_hat.ravel()``, and each symbol's class and its mean in y_hat
+        anchors before the rest: yields ``(cells [P], sigma classes [B, P], means Q3 [B, P])`` (numpy,
+        int64 and int32: flat indices into each ``y_hat.ravel()``, and each symbol's class and its mean in y_hat
         units Q3) and is sent back that part's y_hat values ``[B, P]`` (or ``[P]`` for one chunk).
         The networks run once per part for the whole batch, sharing their per-call cost; each chunk
         gets exactly the integers it gets alone (every cell's arithmetic is its own). ``base``: ``hyper``'s
@@ -513,7 +513,7 @@ class IntegerEntropy(nn.Module):
         conv_acc = torch.zeros(nb * n, conv_hidden * self.slices, dtype=self.convs[0].accumulator_dtype(dev), device=dev)
         conv_u = np.zeros((self.slices, nb, n, wd), _numpy_dtype(self.convs[0].input_dtype(dev)))  # u in their format
         no_extra = np.zeros((0, conv_hidden), np.int32)
-        params = np.empty((2, nb, n, wd), np.int64)  # the slice's mean and log2 sigma
+        params = np.empty((2, nb, n, wd), np.int32)  # the slice's mean Q6 and log2 sigma Q8
         for k in range(self.slices):
             cut = slice(k * wd, (k + 1) * wd)
             x = _tensor(net_in, dev)[..., : shared + k * wd]
@@ -528,7 +528,7 @@ class IntegerEntropy(nn.Module):
                 head_in = _inputs(heads[0], dev, nb * len(cells), heads[0].weight.shape[1])
                 compiled.head_inputs(every.acc, rows[half], extra, every.offset, every.mult, every.shift,
                                      params, cells, code, half, head_in)
-                cls, mean3 = np.empty((nb, wd, len(cells)), np.int64), np.empty((nb, wd, len(cells)), np.int64)
+                cls, mean3 = np.empty((nb, wd, len(cells)), np.int32), np.empty((nb, wd, len(cells)), np.int32)
                 compiled.symbol_params(*_last_pending(heads, _tensor(head_in, dev)), params, cells, gain[:, cut],
                                        log_gain[:, cut], cls, mean3)
                 values = yield index[cut][:, cells].ravel(), cls.reshape(nb, -1), mean3.reshape(nb, -1)
