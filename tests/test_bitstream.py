@@ -1,6 +1,7 @@
 """Per-chunk bitstreams: exact round trip, bit-exact parameters, and hostile input."""
 
 import contextlib
+import os
 import struct
 import subprocess
 import sys
@@ -294,3 +295,36 @@ def test_spatial_context_needs_slices_and_an_odd_kernel():
         CPSModel(ModelConfig(N=8, M=12, Nz=8, spatial=3))
     with pytest.raises(ValueError, match="odd"):
         CPSModel(ModelConfig(N=8, M=12, Nz=8, slices=3, spatial=4))
+
+
+class _FakeLibc:
+    """ctypes.CDLL(None) standing in for glibc: records the mallopt calls."""
+
+    calls: list[tuple[int, int]] = []
+
+    def __init__(self, _name):
+        self.gnu_get_libc_version = object()
+
+    def mallopt(self, param, value):
+        self.calls.append((param, value))
+        return 1
+
+
+@pytest.mark.parametrize("env,tuned", [({}, True), ({"MALLOC_ARENA_MAX": "2"}, False),
+                                       ({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=0"}, False)])
+def test_freed_memory_is_retained_unless_the_user_tuned_malloc(monkeypatch, env, tuned):
+    """A coder raises glibc's mmap and trim thresholds once per process (heap.py), and leaves a malloc
+    the user configured alone."""
+    from cps_tiles.coding import heap
+
+    for name in [k for k in os.environ if k.startswith("MALLOC_") or k == "GLIBC_TUNABLES"]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(heap, "_tuned", False)
+    monkeypatch.setattr(heap.ctypes, "CDLL", _FakeLibc)
+    monkeypatch.setattr(_FakeLibc, "calls", [])
+    heap.retain_freed_memory()
+    heap.retain_freed_memory()
+    want = [(heap._M_MMAP_THRESHOLD, heap.MMAP_THRESHOLD), (heap._M_TRIM_THRESHOLD, heap.TRIM_THRESHOLD)]
+    assert _FakeLibc.calls == (want if tuned and sys.platform.startswith("linux") else [])

@@ -53,6 +53,7 @@ from ..transforms.geometry import Geometry
 from ..transforms.integer import full_precision
 from ..transforms.model import CPSModel, check_quality, hyper_head
 from .entropy import GaussianConditional, run_parts, snap_means, snap_scales
+from .heap import retain_freed_memory
 from .memo import ContentMemo, content_key, reuse_enabled
 from .tables import TableCoder
 
@@ -97,6 +98,7 @@ class ChunkCoder:
     def __init__(self, model: CPSModel, device: str | torch.device = "cpu") -> None:
         """``device``: where a cps-v4 codec's integer entropy networks run (the chunks come out the
         same on any device, by construction; float entropy networks always run on the CPU)."""
+        retain_freed_memory()  # a coder decodes batch after batch of the same sizes (heap.py)
         self.M = model.config.M
         self.Nz = model.config.Nz
         self._model = model
