@@ -123,10 +123,11 @@ def _uniform(words, low, pos, state, size):
 
 
 @numba.njit(cache=True, nogil=True)
-def decode_part(words, start, pos, state, cls, mean3, cdf, cdf_start, buckets, bucket_start, bucket_shift, radius, out):
+def decode_part(words, start, pos, state, cls, mean3, cdf, cdf_start, buckets, bucket_start, bucket_shift, radius, out,
+                cells, full):
     """Decode one part of each of B streams (``StackDecoders``' arrays, advanced in place):
     ``cls``, ``mean3`` int32 ``[B, P]`` (sigma classes, means in y_hat units Q3) -> ``out`` int64
-    ``[B, P]`` (y_hat values). ``cdf``, ``cdf_start``: ``model_cdfs``; ``buckets``, ``bucket_start``,
+    ``[B, P]`` (y_hat values), also written to their ``cells [P]`` of ``full [B, size]`` (the chunks' y_hat). ``cdf``, ``cdf_start``: ``model_cdfs``; ``buckets``, ``bucket_start``,
     ``bucket_shift``: ``bucket_lookup``; ``radius`` ``[tables]``."""
     frac = 1 << MEAN_FRAC_BITS
     tables = len(radius)
@@ -179,4 +180,5 @@ def decode_part(words, start, pos, state, cls, mean3, cdf, cdf_start, buckets, b
                 resid[b, j] += e if resid[b, j] > 0 else -e
         state[b], pos[b] = s_b, p_b
         for j in range(size):
-            out[b, order[b, j]] = resid[b, j] + center[b, order[b, j]]
+            i = order[b, j]
+            out[b, i] = full[b, cells[i]] = resid[b, j] + center[b, i]

@@ -124,29 +124,30 @@ class TableCoder:
         [B, P])``, is sent the decoded ``[B, P]``), by the compiled decoder (``ans.py``)."""
         coders = StackDecoders(datas)
         args = (coders.words, coders.start, coders.pos, coders.state)
-        return self._lockstep(len(datas), parts, size, lambda cls, mean3, values: decode_part(
+        return self._lockstep(len(datas), parts, size, lambda cells, cls, mean3, values, out: decode_part(
             *args, np.ascontiguousarray(cls, np.int32), np.ascontiguousarray(mean3, np.int32),
-            self._cdf, self._cdf_start, *self._lookup, self.radius, values))
+            self._cdf, self._cdf_start, *self._lookup, self.radius, values, np.asarray(cells), out))
 
     def decompress_reference(self, datas: list[bytes], parts: Parts, size: int) -> list[np.ndarray]:
         """``decompress`` by constriction's own decoder: the independent check of ``ans.py``."""
         coders = [constriction.stream.stack.AnsCoder(np.frombuffer(d, dtype=np.uint32).copy()) for d in datas]
 
-        def decode(cls, mean3, values):
+        def decode(cells, cls, mean3, values, out):
             orders, sorted_tables, centers = self._groups(cls, mean3)
             for coder, order, ts, center, row in zip(coders, orders, sorted_tables, centers, values):
                 row[order] = self._decode_part(coder, ts) + center[order]
+            out[:, np.asarray(cells)] = values
         return self._lockstep(len(datas), parts, size, decode)
 
     @staticmethod
     def _lockstep(count: int, parts: Parts, size: int, decode) -> list[np.ndarray]:
-        """Drive ``parts`` for ``count`` chunks, ``decode(classes, means Q3, values)`` filling each part's values."""
+        """Drive ``parts`` for ``count`` chunks, ``decode(cells, classes, means Q3, values, out)`` filling each
+        part's values ``[B, P]`` and their ``cells`` of ``out [B, size]``."""
         out = np.zeros((count, size), dtype=np.int64)
         cells, cls, mean3 = next(parts)
         while True:
             values = np.empty(np.shape(cls), dtype=np.int64)
-            decode(cls, mean3, values)
-            out[:, np.asarray(cells)] = values
+            decode(cells, cls, mean3, values, out)
             try:
                 cells, cls, mean3 = parts.send(values)
             except StopIteration:
