@@ -127,15 +127,16 @@ def decode_part(words, start, pos, state, cls, mean3, cdf, cdf_start, buckets, b
                 cells, full):
     """Decode one part of each of B streams (``StackDecoders``' arrays, advanced in place):
     ``cls``, ``mean3`` int32 ``[B, P]`` (sigma classes, means in y_hat units Q3) -> ``out`` int64
-    ``[B, P]`` (y_hat values), also written to their ``cells [P]`` of ``full [B, size]`` (the chunks' y_hat). ``cdf``, ``cdf_start``: ``model_cdfs``; ``buckets``, ``bucket_start``,
-    ``bucket_shift``: ``bucket_lookup``; ``radius`` ``[tables]``."""
+    ``[B, P]`` (y_hat values), also written to their ``cells [P]`` of ``full [B, size]`` (the chunks'
+    y_hat). ``cdf``, ``cdf_start``: ``model_cdfs``; ``buckets``, ``bucket_start``, ``bucket_shift``:
+    ``bucket_lookup``; ``radius`` ``[tables]``."""
     frac = 1 << MEAN_FRAC_BITS
     tables = len(radius)
     nb, size = cls.shape
-    center = np.empty((nb, size), np.int64)
-    order = np.empty((nb, size), np.int64)  # each stream's positions in coding order
-    table = np.empty((nb, size), np.int64)  # their tables, in that order
-    resid = np.empty((nb, size), np.int64)
+    center = np.empty((nb, size), np.int32)  # (int32: half the memory of int64)
+    order = np.empty((nb, size), np.int32)  # each stream's positions in coding order
+    table = np.empty((nb, size), np.int32)  # their tables, in that order
+    resid = np.empty((nb, size), np.int32)
     first = np.empty(tables + 1, np.int64)
     for b in range(nb):
         first[:] = 0
