@@ -3,9 +3,10 @@
 Decoding a batch of chunks allocates and frees the same few tens of MB of arrays every time. By
 default glibc gives large freed blocks straight back to the operating system (a block above the
 mmap threshold is unmapped when freed, and the heap's top is trimmed once more than the trim
-threshold of it is free), so the next batch faults every page of them in again: 7x the page
-faults, and a whole-store decode with r12 about a fifth slower (0.145 against 0.187 MP/s for a
-1024 x 1024 store, 2 threads, one run).
+threshold of it is free), so the next batch faults every page of them in again: a whole-store
+decode with r12 was about a fifth slower (0.145 against 0.187 MP/s, one run each of
+``benchmarks/common.store_decode_mps`` on a 1024 x 1024 store at quality 5, 2 threads,
+``CPS_TILES_REUSE=0``, with and without ``MALLOC_ARENA_MAX`` set), r8 unchanged.
 ``retain_freed_memory`` raises both thresholds once per process, so the freed memory is reused:
 blocks below 32 MiB come from the heap, and up to 256 MiB of free heap stays mapped.
 

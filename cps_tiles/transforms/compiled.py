@@ -3,7 +3,8 @@ takes one per operation: the digit split of an int8 digit product's input, the d
 and the requantization with its activation (:mod:`cps_tiles.transforms.integer` states the arithmetic).
 
 They compute in int64, where every value of the arithmetic is exact (``IntegerLinear.check`` bounds
-them below 2^53), so they agree with the float-carried path and the numpy reference bit for bit.
+them below 2^53), on every path (int8 or float-carried products alike), so they agree with the
+numpy reference bit for bit.
 They take and fill numpy arrays (views of torch tensors on the CPU: shared memory, no copies).
 
 The format's constants come from :mod:`cps_tiles.transforms.arithmetic` (``spec``) and are frozen
@@ -228,13 +229,9 @@ def symbol_params(acc, digits, offset, mult, shift, activation, params, cells, g
     the sigma class, ``clip((lg + log_gain - SIGMA_LOG0 + SIGMA_STEP // 2) // SIGMA_STEP, 0,
     SIGMA_CLASSES - 1)``, ``m``, ``lg`` corrected by the heads."""
     s = spec.GAIN_BITS + spec.MEAN_BITS - spec.MEAN_FRAC_BITS
-    # the class clipped before its division, which then divides a non-negative number (and vectorizes): the
-    # same class, as every x < 0 gives a floor quotient below 0 and every x >= 64 steps one of 64 or more
-    top = spec.SIGMA_CLASSES * spec.SIGMA_STEP - 1
     _, nb, _, wd = params.shape
     p = len(cells)
     dr = np.empty(2 * wd, np.int64)
-    m3, cl = np.empty(wd, np.int64), np.empty(wd, np.int64)
     for b in range(nb):
         g, lgn = gain[b], log_gain[b]
         for i in range(p):
@@ -243,10 +240,9 @@ def symbol_params(acc, digits, offset, mult, shift, activation, params, cells, g
             pm, pl = params[0, b, c], params[1, b, c]
             for j in range(wd):
                 m, lg = _corrected(pm[j], pl[j], dr[j], dr[wd + j])
-                m3[j] = (m * g[j] + (1 << (s - 1))) >> s
-                cl[j] = min(max(lg + lgn[j] - spec.SIGMA_LOG0 + spec.SIGMA_STEP // 2, 0), top) // spec.SIGMA_STEP
-            for j in range(wd):  # ordered (channel, cell): the coding order's
-                mean3[b, j, i], cls[b, j, i] = m3[j], cl[j]
+                mean3[b, j, i] = (m * g[j] + (1 << (s - 1))) >> s
+                cls[b, j, i] = min(max((lg + lgn[j] - spec.SIGMA_LOG0 + spec.SIGMA_STEP // 2) // spec.SIGMA_STEP, 0),
+                                   spec.SIGMA_CLASSES - 1)
 
 
 @numba.njit(inline="always")

@@ -519,12 +519,12 @@ class IntegerEntropy(nn.Module):
             x = _tensor(net_in, dev)[..., : shared + k * wd]
             compiled.slice_params(*_last_pending(self.nets[k], x), base, k * wd, params)  # corrected by the channel net
             conv, heads = self.convs[k], self.heads[k]
+            every = conv.pending_sum(conv_acc[:, k * conv_hidden : (k + 1) * conv_hidden])  # every cell's, both halves
             for half, cells in enumerate(halves):
                 extra = no_extra  # for the second half, the products of the slice's own anchors
                 if half:
                     near = _on(_patches(conv_u[k], h, w, pad, cells, own_taps), dev)
                     extra = conv.pending_sum(stack_own[k].accumulate(near, taps=len(own_taps))).acc
-                every = conv.pending_sum(conv_acc[:, k * conv_hidden : (k + 1) * conv_hidden])  # every cell's
                 head_in = _inputs(heads[0], dev, nb * len(cells), heads[0].weight.shape[1])
                 compiled.head_inputs(every.acc, rows[half], extra, every.offset, every.mult, every.shift,
                                      params, cells, code, half, head_in)
