@@ -315,6 +315,31 @@ def test_digit_products_are_exact_on_both_paths():
     assert len(groups) > 1 and np.array_equal(got.numpy(), want)
 
 
+@pytest.mark.parametrize("count", [611, 300])
+@pytest.mark.parametrize("small_share", [0.0, 0.5, 1.0])
+def test_digit_products_skip_columns_whose_high_digits_are_zero(count, small_share):
+    """Inputs within +-63 are their own low digit (high digit 0); the columns where every high digit is zero are
+    swapped to the front (of the first ``count``) and the high digits' product skips them. The products equal the
+    int64 ones whichever columns are small, the boundary values +-63 and +-64 included, none, half or all."""
+    rng = np.random.default_rng(5)
+    bounds = [integer.ACT] * 600 + [integer.CODE_ONE] * 10 + [1]
+    layer = integer.IntegerLinear(len(bounds), 64, bounds, True, integer.INT8_EXACT)
+    layer.weight.copy_(torch.from_numpy(rng.integers(-63, 64, (64, len(bounds)))))
+    b = np.array(bounds)
+    x = rng.integers(-b, b + 1, (40, len(b)))
+    small = rng.random(len(b)) < small_share
+    x[:, small] = rng.integers(-63, 64, (40, int(small.sum())))
+    x[0, small], x[1, ~small] = 63, np.minimum(64, b[~small])
+    x[2, small], x[3, ~small] = -63, -np.minimum(64, b[~small])
+    planes = layer.digit_planes(torch.from_numpy(x).to(torch.int16))
+    columns = integer._small_columns_first(planes.numpy(), count)
+    skipped = int((small[:count] | (np.abs(x[:, :count]) <= 63).all(0)).sum())
+    assert (columns.small if columns else 0) == skipped
+    both = layer.accumulate(planes, columns=columns).long()
+    want = x @ layer.weight.numpy().T.astype(np.int64)
+    assert np.array_equal(((both[: len(x)] << integer.DIGIT_BITS) + both[len(x) :]).numpy(), want)
+
+
 def test_digit_layer_that_could_pass_int32_is_refused():
     layer = integer.IntegerLinear(40_000, 1, [integer.ACT] * 40_000, False, 63)
     layer.weight.fill_(63)

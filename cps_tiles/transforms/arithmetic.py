@@ -40,5 +40,5 @@ FLAT_CLASS = -(-((2 << 8) - SIGMA_LOG0) // SIGMA_STEP)
 
 
 #: Digits of an int8 digit product: inputs within ACT split into x >> DIGIT_BITS (within +-32) and
-#: x & (2^DIGIT_BITS - 1) (0..31), both within INT8_EXACT.
+#: x & (2^DIGIT_BITS - 1) (0..31), both within INT8_EXACT (an input within INT8_EXACT: 0 and itself).
 DIGIT_BITS = 5

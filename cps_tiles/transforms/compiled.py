@@ -59,17 +59,42 @@ def _layer_row(acc, digits, offset, mult, shift, activation, i, row):
 @numba.njit(inline="always")
 def _put(out, i, first, row):
     """``row`` (int64) into columns ``first ..`` of row ``i`` of a network input ``out``: ``[2, N, K]`` int8
-    for its digits (``split_digits``), else ``[1, N, K]`` in the dtype the network reads."""
+    for its digits, else ``[1, N, K]`` in the dtype the network reads. The digits of ``x``: ``x >> DIGIT_BITS``
+    and ``x & (2^DIGIT_BITS - 1)``, except that ``x`` within ``+-INT8_EXACT`` is its own low digit, its high one
+    zero (so a column whose values all lie there adds nothing to the high digits' product, which may skip it:
+    ``integer.Columns``). Either way ``x = 2^DIGIT_BITS high + low``."""
     n = row.shape[0]
     if out.shape[0] == 2:
         high, low = out[0, i, first : first + n], out[1, i, first : first + n]
         for j in range(n):
-            high[j] = row[j] >> spec.DIGIT_BITS
-            low[j] = row[j] & ((1 << spec.DIGIT_BITS) - 1)
+            v = row[j]
+            small = -spec.INT8_EXACT <= v <= spec.INT8_EXACT
+            high[j] = 0 if small else v >> spec.DIGIT_BITS
+            low[j] = v if small else v & ((1 << spec.DIGIT_BITS) - 1)
     else:
         dst = out[0, i, first : first + n]
         for j in range(n):
             dst[j] = row[j]
+
+
+@numba.njit(cache=True, nogil=True)
+def nonzero_columns(x, out):
+    """``out [K]`` (bool): whether each column of ``x [N, K]`` holds a nonzero."""
+    out[:] = False
+    for i in range(x.shape[0]):
+        row = x[i]
+        for j in range(out.shape[0]):
+            out[j] |= row[j] != 0
+
+
+@numba.njit(cache=True, nogil=True)
+def swap_columns(x, a, b):
+    """Swap columns ``a[j]`` and ``b[j]`` of ``x [., N, K]``, in place."""
+    for p in range(x.shape[0]):
+        for i in range(x.shape[1]):
+            row = x[p, i]
+            for j in range(a.shape[0]):
+                row[a[j]], row[b[j]] = row[b[j]], row[a[j]]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -94,16 +119,41 @@ def requantize(acc, digits, offset, mult, shift, activation, out):
 # -- the hyper synthesis (IntegerEntropy.hyper) --------------------------------------------------
 
 @numba.njit(cache=True, nogil=True)
-def unfold_up(x, nb, a, b, h, w, out):
+def small_channels_first(x, group, order):
+    """The channels of ``x [N, C*group]`` (columns (channel, group)) in ``order [C]`` (filled): those whose values
+    all lie within ``+-INT8_EXACT`` (so whose high digits are zero: ``_put``) first, then the others, each in
+    channel order; returns how many are first."""
+    lo, hi = np.zeros(x.shape[1], np.int64), np.zeros(x.shape[1], np.int64)
+    for i in range(x.shape[0]):
+        row = x[i]
+        for j in range(x.shape[1]):
+            lo[j], hi[j] = min(lo[j], row[j]), max(hi[j], row[j])
+    small = np.empty(order.shape[0], np.bool_)
+    for c in range(order.shape[0]):
+        cut = slice(c * group, (c + 1) * group)
+        small[c] = lo[cut].min() >= -spec.INT8_EXACT and hi[cut].max() <= spec.INT8_EXACT
+    count = 0
+    for c in np.flatnonzero(small):
+        order[count] = c
+        count += 1
+    for c in np.flatnonzero(~small):
+        order[count] = c
+        count += 1
+    return np.count_nonzero(small)
+
+
+@numba.njit(cache=True, nogil=True)
+def unfold_up(x, nb, a, b, h, w, order, out):
     """A 2x2/stride-2 transposed convolution's output over ``B x a x b`` cells, ``x [B*a*b, C*4]``
-    (columns (channel, dy, dx)) -> its pixels ``out [B, h, w, C]``, cropped to ``h <= 2a``, ``w <= 2b``."""
+    (columns (channel, dy, dx)) -> its pixels ``out [B, h, w, C]``, cropped to ``h <= 2a``, ``w <= 2b``,
+    the channels in ``order [C]``."""
     ch = out.shape[3]
     for bb in range(nb):
         for y in range(h):
             for xx in range(w):
                 r, t = (bb * a + y // 2) * b + xx // 2, (y % 2) * 2 + xx % 2
                 for c in range(ch):
-                    out[bb, y, xx, c] = x[r, 4 * c + t]
+                    out[bb, y, xx, c] = x[r, 4 * order[c] + t]
 
 
 @numba.njit(cache=True, nogil=True)

@@ -39,7 +39,10 @@ operands within 63 a pair stays within 2 * 191 * 63 < 2^15, so no kernel saturat
 layer's weights lie within +-63 too (trained for it: ``train-context --qat-weight-max 63``); its
 inputs, within ``ACT``, are split into two digits, ``x = 2^DIGIT_BITS (x >> DIGIT_BITS) + (x &
 (2^DIGIT_BITS - 1))``, each within +-32, so ``x @ W.T`` is two int8 products (``IntegerLinear.digits``).
-The int32 sums are bounded below 2^31 by ``IntegerLinear.check``.
+An input within +-63 is its own low digit instead, its high digit zero; the high digits' product skips the
+columns where every high digit is zero (``Columns``: in the hyperprior's last layer and the channel
+networks' first ones about half of the columns, such as the hyperprior means' inputs). Either way the
+sums are those of ``x @ W.T``. The int32 sums are bounded below 2^31 by ``IntegerLinear.check``.
 
 The fast path (:class:`IntegerEntropy`) takes the networks' products from torch and everything
 between them from compiled kernels (:mod:`cps_tiles.transforms.compiled`, numba), which compute
@@ -156,12 +159,24 @@ def full_precision() -> Iterator[None]:
     """float32 products at full precision whatever the caller set: no autocast to bf16/fp16, no
     TF32 (``set_float32_matmul_precision("highest")``, which also covers CUDA's TF32 flag)."""
     precision = torch.get_float32_matmul_precision()
+    if precision == "highest" and not torch.is_autocast_enabled("cpu") and not torch.is_autocast_enabled("cuda"):
+        yield
+        return
     torch.set_float32_matmul_precision("highest")
     try:
         with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
             yield
     finally:
         torch.set_float32_matmul_precision(precision)
+
+
+class Columns(NamedTuple):
+    """``digit_planes`` that hold a layer's input columns in another order, those whose high digits are all zero
+    first (the inputs within +-INT8_EXACT: ``compiled._put``), so that the high digits' product skips them. What
+    decides the order is the data (a batch's), so it comes with the planes; the products are the same integers."""
+
+    order: np.ndarray  #: int64 ``[>= K]``: the input column that each column of the planes holds
+    small: int  #: how many leading columns of the planes have high digits that are all zero
 
 
 class Pending(NamedTuple):
@@ -212,7 +227,8 @@ class IntegerLinear(nn.Module):
         if self.int8 and int(products.max()) >= INT32_EXACT:
             raise ValueError("an int8 layer's products can reach 2^31: not exact in int32")
         # a digit layer's int32 sums: (x >> DIGIT_BITS) << DIGIT_BITS and x & (2^DIGIT_BITS - 1) both lie within
-        # |x| + 2^DIGIT_BITS (a negative x of a small bound has a large low digit), and so does their sum's total
+        # |x| + 2^DIGIT_BITS (a negative x of a small bound has a large low digit), and so does their sum's total;
+        # an x within INT8_EXACT (its own low digit) lies within |x| too
         digit = (self.weight.abs().to(torch.int64) * (self.bounds + (1 << DIGIT_BITS))).sum(1)
         if self.digits and int(digit.max()) >= INT32_EXACT:
             raise ValueError("an int8 layer's digit products can reach 2^31: not exact in int32")
@@ -252,8 +268,9 @@ class IntegerLinear(nn.Module):
         """The dtype ``accumulate`` reads its input in on ``device``, the one callers best carry it in: on
         the CPU int8 for an int8 layer and int16 for a ``digits`` one (which also takes its input as
         ``digit_planes``); float32 elsewhere."""
-        if device.type == "cpu" and (self.int8 or self.digits):
-            return torch.int8 if self.int8 else torch.int16
+        # ``int8`` and ``digits`` spelled out: this runs for every product
+        if device.type == "cpu" and self.weight_max <= INT8_EXACT and self._bound_max <= ACT:
+            return torch.int8 if self._bound_max <= INT8_EXACT else torch.int16
         return torch.float32
 
     def digit_planes(self, x: torch.Tensor) -> torch.Tensor:
@@ -265,7 +282,7 @@ class IntegerLinear(nn.Module):
         return planes
 
     def accumulate(self, x: torch.Tensor, lo: int = 0, hi: int | None = None, taps: int = 1,
-                   final: bool = False, into: torch.Tensor | None = None) -> torch.Tensor:
+                   final: bool = False, into: torch.Tensor | None = None, columns: Columns | None = None) -> torch.Tensor:
         """``x [N, hi-lo]`` (integers within ``bounds``) @ ``weight[:, lo:hi].T`` -> ``[N, O]``, exact
         integers (int32 from int8 products, else float64). ``taps``: the block is a convolution's
         (channel, tap) columns, and ``x`` has them in (tap, channel) order (``_patches``). ``final``:
@@ -275,13 +292,16 @@ class IntegerLinear(nn.Module):
         multiplies the two digits of ``x`` so and keeps their sums apart, ``[2N, O]`` int32, the high
         digits' first (``Pending.digits``: combined as they requantize; exact: ``check``); elsewhere it
         takes the float32 path, its weights split into exact groups. ``x`` may come in any dtype that
-        holds its integers (``input_dtype``: the one that needs no conversion), or as ``digit_planes``.
+        holds its integers (``input_dtype``: the one that needs no conversion), or as ``digit_planes``,
+        with ``columns`` if their columns are reordered (``Columns``).
         ``into``: an accumulator of that form (``accumulator_dtype``) the products are added to, and returned."""
         hi = self.weight.shape[1] if hi is None else hi
         dtype = self.input_dtype(x.device)
+        if columns is not None and dtype != torch.int16:
+            raise ValueError("reordered columns are those of a digits layer's digit planes")
         if dtype != torch.float32:
             out = (torch._int_mm(x.to(torch.int8), self._plan(lo, hi, taps, True)[0][2]) if dtype == torch.int8
-                   else self._digit_products(x, lo, hi, taps))
+                   else self._digit_products(x, lo, hi, taps, columns))
             return out if into is None else into.add_(out)
         x32 = x.float()
         groups = self._plan(lo, hi, taps)
@@ -297,15 +317,27 @@ class IntegerLinear(nn.Module):
         """The dtype of ``accumulate``'s sums on ``device``: int32 from int8 products, float64 else."""
         return torch.int32 if self.input_dtype(device) != torch.float32 else torch.float64
 
-    def _digit_products(self, x: torch.Tensor, lo: int, hi: int, taps: int) -> torch.Tensor:
-        """Both digits' products of a ``digits`` layer's input ``x [N, hi-lo]`` (or its ``digit_planes``) in one
-        int8 product: ``[2N, O]`` int32, the high digits' in the first N rows."""
-        planes = x if x.dim() == 3 else self.digit_planes(x)
-        return torch._int_mm(planes.view(-1, hi - lo), self._plan(lo, hi, taps, True)[0][2])
+    def _digit_products(self, x: torch.Tensor, lo: int, hi: int, taps: int, columns: Columns | None = None) -> torch.Tensor:
+        """Both digits' products of a ``digits`` layer's input ``x [N, hi-lo]`` (or its ``digit_planes``, and
+        ``columns``) in one int8 product, or with ``columns`` in two, the high digits' without the columns where
+        they are all zero: ``[2N, O]`` int32, the high digits' in the first N rows."""
+        x = x if x.dim() == 3 else self.digit_planes(x)
+        weights = self._plan(lo, hi, taps, True)[0][2]
+        if columns is None:
+            return torch._int_mm(x.view(-1, hi - lo), weights)
+        n, small = x.shape[1], columns.small
+        weights = torch.from_numpy(weights.numpy()[columns.order[: hi - lo]])
+        out = torch.empty(2 * n, weights.shape[1], dtype=torch.int32)
+        if small < hi - lo:
+            torch._int_mm(x[0, :, small:], weights[small:], out=out[:n])
+        else:
+            out[:n] = 0
+        torch._int_mm(x[1], weights, out=out[n:])
+        return out
 
-    def pending(self, x: torch.Tensor) -> Pending:
+    def pending(self, x: torch.Tensor, columns: Columns | None = None) -> Pending:
         """The layer on ``x [N, K]`` (or its ``digit_planes``), not yet requantized."""
-        return self.pending_sum(self.accumulate(x, final=True))
+        return self.pending_sum(self.accumulate(x, final=True, columns=columns))
 
     def pending_sum(self, acc: torch.Tensor) -> Pending:
         """An accumulator from ``accumulate`` on the layer's device as a ``Pending``: int32 as it is (a
@@ -359,12 +391,12 @@ def _net(inputs: int, hidden: int, outputs: int, bounds: list[int], weight_max: 
                           IntegerLinear(hidden, outputs, [ACT] * hidden, False, weight_max)])
 
 
-def _last_pending(net: nn.ModuleList | list[IntegerLinear], x: torch.Tensor) -> Pending:
+def _last_pending(net: nn.ModuleList | list[IntegerLinear], x: torch.Tensor, columns: Columns | None = None) -> Pending:
     """A network's layers on ``x``, the last one ``pending`` (for the kernel that reads its output)."""
-    *hidden, last = net
-    for layer, after in zip(hidden, [*hidden[1:], last]):
-        x = layer(x, planes=after.takes_planes(x.device))
-    return last.pending(x)
+    pending = net[0].pending(x, columns)
+    for layer in net[1:]:
+        pending = layer.pending(_on(IntegerLinear.output(pending, layer.takes_planes(x.device)), x.device))
+    return pending
 
 
 class IntegerEntropy(nn.Module):
@@ -438,13 +470,15 @@ class IntegerEntropy(nn.Module):
         v = self.exp2_table[torch.bitwise_right_shift(x & ((1 << GAIN_BITS) - 1), GAIN_BITS - EXP2_BITS)]
         return torch.where(e >= 0, torch.bitwise_left_shift(v, e.clamp(min=0)), torch.bitwise_right_shift(v, (-e).clamp(min=0)))
 
-    def quality(self, q100: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Quality in hundredths -> (gain Q16, 1/gain Q16, log2 gain Q8, each ``[M]``; code ``[levels]``)."""
-        i = min((q100 - 100) // 100, self.levels - 2)
-        t = q100 - 100 - 100 * i
-        lg = self.log_gain[i] + torch.div((self.log_gain[i + 1] - self.log_gain[i]) * t, 100, rounding_mode="floor")
-        code = torch.zeros(self.levels, dtype=torch.int64, device=self.log_gain.device)
-        code[i], code[i + 1] = CODE_ONE - t, t
+    def quality(self, q100s: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """B qualities in hundredths -> (gain Q16, 1/gain Q16, log2 gain Q8, each ``[B, M]``; code ``[B, levels]``)."""
+        dev = self.log_gain.device
+        i = torch.tensor([min((q - 100) // 100, self.levels - 2) for q in q100s], device=dev)
+        t = torch.tensor(q100s, device=dev) - 100 - 100 * i
+        lg = self.log_gain[i] + torch.div((self.log_gain[i + 1] - self.log_gain[i]) * t[:, None], 100, rounding_mode="floor")
+        code = torch.zeros(len(q100s), self.levels, dtype=torch.int64, device=dev)
+        rows = torch.arange(len(q100s), device=dev)
+        code[rows, i], code[rows, i + 1] = CODE_ONE - t, t
         return self._exp2(lg), self._exp2(-lg), torch.bitwise_right_shift(lg, GAIN_BITS - LOG_BITS), code
 
     # -- hyperprior ---------------------------------------------------------------------------
@@ -457,13 +491,17 @@ class IntegerEntropy(nn.Module):
         dev = self.log_gain.device
         nb, _, a, b = z_hat.shape
         x = z_hat.to(dev, up1.input_dtype(dev)).permute(0, 2, 3, 1).reshape(nb * a * b, -1)
-        for layer, rows, cols in ((up1, 2 * a, 2 * b), (up2, h, w)):
-            hidden = layer(x).numpy(force=True)  # [cells, C*4]
-            pixels = np.empty((nb, rows, cols, hidden.shape[1] // 4), hidden.dtype)
-            compiled.unfold_up(hidden, nb, a, b, rows, cols, pixels)
+        columns = None
+        for layer, after, rows, cols in ((up1, up2, 2 * a, 2 * b), (up2, out, h, w)):
+            hidden = IntegerLinear.output(layer.pending(x, columns))  # [cells, C*4]
+            order = np.arange(hidden.shape[1] // 4)  # the next layer's input channels, those within +-INT8_EXACT first
+            small = compiled.small_channels_first(hidden, 4, order) if after.takes_planes(dev) else 0
+            pixels = np.empty((nb, rows, cols, len(order)), hidden.dtype)
+            compiled.unfold_up(hidden, nb, a, b, rows, cols, order, pixels)
             x, (a, b) = _on(pixels.reshape(nb * rows * cols, -1), dev), (rows, cols)
+            columns = Columns(order, small) if small else None
         base = np.empty((2, nb * h * w, self.M), np.int32)  # within +-MEAN_MAX and LOG_MIN..LOG_MAX
-        compiled.hyper_params(*out.pending(x), self.log_table.numpy(force=True), base)
+        compiled.hyper_params(*out.pending(x, columns), self.log_table.numpy(force=True), base)
         return base.reshape(2, nb, h, w, self.M)
 
     # -- context ------------------------------------------------------------------------------
@@ -494,7 +532,7 @@ class IntegerEntropy(nn.Module):
         dev = self.log_gain.device
         _, nb, h, w, m_ch = base.shape
         wd, n, pad, fmt = self.width, h * w, self.spatial // 2, self.format
-        gain, inv_gain, log_gain, code = (torch.stack(t).cpu().numpy() for t in zip(*map(self.quality, q100s)))  # [B, M] / [B, L]
+        gain, inv_gain, log_gain, code = (t.numpy(force=True) for t in self.quality(q100s))  # [B, M] / [B, L]
         base = base.reshape(2, nb, n, m_ch)
         index = np.arange(m_ch * n).reshape(m_ch, n)
         anchor = ((np.arange(h)[:, None] + np.arange(w)) % 2 == 0).ravel()
@@ -505,6 +543,8 @@ class IntegerEntropy(nn.Module):
         shared = 2 * m_ch + self.levels
         net_in = _inputs(self.nets[0][0], dev, nb * n, shared + m_ch)  # every net's first layer reads them alike
         compiled.channel_inputs(base, code, net_in)
+        # the hyperprior's means mostly lie within +-INT8_EXACT (so their high digits are zero), its scales never
+        columns = _small_columns_first(net_in, shared) if net_in.shape[0] == 2 else None
         # Each slice's convolution accumulates as the slices before it decode: the products of one slice's
         # neighbourhoods with the later slices' weights are one product (``stacks``).
         stack_conv, stack_own = self.stacks()
@@ -517,7 +557,7 @@ class IntegerEntropy(nn.Module):
         for k in range(self.slices):
             cut = slice(k * wd, (k + 1) * wd)
             x = _tensor(net_in, dev)[..., : shared + k * wd]
-            compiled.slice_params(*_last_pending(self.nets[k], x), base, k * wd, params)  # corrected by the channel net
+            compiled.slice_params(*_last_pending(self.nets[k], x, columns), base, k * wd, params)  # corrected by the channel net
             conv, heads = self.convs[k], self.heads[k]
             every = conv.pending_sum(conv_acc[:, k * conv_hidden : (k + 1) * conv_hidden])  # every cell's, both halves
             for half, cells in enumerate(halves):
@@ -537,6 +577,21 @@ class IntegerEntropy(nn.Module):
             if k + 1 < self.slices:  # slice k's share of the later slices' convolutions
                 near = _on(_patches(conv_u[k], h, w, pad, np.arange(n), all_taps), dev)
                 stack_conv[k].accumulate(near, taps=self.spatial**2, into=conv_acc[:, (k + 1) * conv_hidden :])
+
+
+def _small_columns_first(planes: np.ndarray, count: int) -> Columns | None:
+    """Reorder the first ``count`` columns of ``digit_planes`` ``[2, N, K]``, in place, so that those whose high
+    digits are all zero come first (``Columns``; None if there are none): by swapping each column with a high digit
+    among the first ones with one without beyond them, so a few swaps where only a few columns differ from the rest."""
+    high = np.empty(count, np.bool_)
+    compiled.nonzero_columns(planes[0, :, :count], high)
+    big = np.flatnonzero(high)
+    small = count - len(big)
+    src, dst = big[big < small], np.flatnonzero(~high[small:]) + small
+    compiled.swap_columns(planes, src, dst)
+    order = np.arange(planes.shape[2])
+    order[src], order[dst] = dst, src
+    return Columns(order, small) if small else None
 
 
 def _inputs(layer: IntegerLinear, device: torch.device, rows: int, columns: int) -> np.ndarray:
