@@ -340,6 +340,23 @@ def test_digit_products_skip_columns_whose_high_digits_are_zero(count, small_sha
     assert np.array_equal(((both[: len(x)] << integer.DIGIT_BITS) + both[len(x) :]).numpy(), want)
 
 
+@pytest.mark.parametrize("live", [0, 3, 17, 64])
+def test_convolution_products_skip_channels_that_are_zero(live):
+    """A convolution block's products leave out the channels that are zero in every cell (padded to 8 with zero
+    ones): the same sums as over all channels, with none, some or all channels live."""
+    rng = np.random.default_rng(live)
+    c, h, w, taps = 64, 6, 5, np.arange(25)
+    layer = integer.IntegerLinear(c * len(taps), 48, [63] * (c * len(taps)), False, integer.INT8_EXACT)
+    layer.weight.copy_(torch.from_numpy(rng.integers(-63, 64, layer.weight.shape)))
+    u = np.zeros((2, h * w, c), np.int8)
+    u[..., rng.permutation(c)[:live]] = rng.integers(-63, 64, (2, h * w, live))
+    cells = np.arange(h * w)
+    near, held = integer._neighbourhoods(layer, u, h, w, 2, cells, taps)
+    assert (held is None) == (live > 56) and near.shape[1] == len(taps) * (c if held is None else max(8, -(-live // 8) * 8))
+    want = layer.accumulate(torch.from_numpy(integer._patches(u, h, w, 2, cells, taps)), taps=len(taps))
+    assert torch.equal(layer.accumulate(near, taps=len(taps), columns=held), want)
+
+
 def test_digit_layer_that_could_pass_int32_is_refused():
     layer = integer.IntegerLinear(40_000, 1, [integer.ACT] * 40_000, False, 63)
     layer.weight.fill_(63)

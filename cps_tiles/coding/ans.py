@@ -100,15 +100,25 @@ def _initial_states(words, start, pos, state):
         state[b] = s
 
 
+# One decoded symbol's step, in three parts that the decoder's loops call inline (a helper that returned the
+# state and the read position together compiled to a main loop about a quarter slower):
+#     s = _decoded(state, ...); if _refills(s, pos, low): pos -= 1; s = _refilled(s, words[pos])
+
 @numba.njit(inline="always")
-def _advance(words, low, pos, state, quantile, left, probability):
-    """(state, pos) after decoding a symbol of ``probability`` whose interval starts at ``left``
-    (``words[low:pos]``: the words still to read)."""
-    s = (state >> np.uint64(PRECISION)) * np.uint64(probability) + np.uint64(quantile - left)
-    if s < (np.uint64(1) << np.uint64(_WORD_BITS)) and pos > low:
-        pos -= 1
-        s = (s << np.uint64(_WORD_BITS)) | np.uint64(words[pos])
-    return s, pos
+def _decoded(state, quantile, left, probability):
+    """The state after decoding a symbol of ``probability`` whose interval starts at ``left``, before a refill."""
+    return (state >> np.uint64(PRECISION)) * np.uint64(probability) + np.uint64(quantile - left)
+
+
+@numba.njit(inline="always")
+def _refills(state, pos, low):
+    """Whether the state takes the next word: it fell below 2^32 and words remain (``words[low:pos]``)."""
+    return state < (np.uint64(1) << np.uint64(_WORD_BITS)) and pos > low
+
+
+@numba.njit(inline="always")
+def _refilled(state, word):
+    return (state << np.uint64(_WORD_BITS)) | np.uint64(word)
 
 
 @numba.njit(inline="always")
@@ -118,7 +128,10 @@ def _uniform(words, low, pos, state, size):
     quantile = np.int64(state & np.uint64((1 << PRECISION) - 1))
     symbol = min(quantile // per_bin, size - 1)
     left = symbol * per_bin
-    state, pos = _advance(words, low, pos, state, quantile, left, (per_bin if symbol < size - 1 else (1 << PRECISION) - left))
+    state = _decoded(state, quantile, left, (per_bin if symbol < size - 1 else (1 << PRECISION) - left))
+    if _refills(state, pos, low):
+        pos -= 1
+        state = _refilled(state, words[pos])
     return symbol, state, pos
 
 
@@ -161,12 +174,17 @@ def decode_part(words, start, pos, state, cls, mean3, cdf, cdf_start, buckets, b
         for b in range(nb):
             t = table[b, j]
             base = cdf_start[t]
-            quantile = np.int64(st[b] & np.uint64((1 << PRECISION) - 1))
+            s = st[b]
+            quantile = np.int64(s & np.uint64((1 << PRECISION) - 1))
             sym = np.int64(buckets[bucket_start[t] + (quantile >> bucket_shift[t])])
             while cdf[base + sym + 1] <= quantile:  # the symbol s with cdf[s] <= quantile < cdf[s + 1]
                 sym += 1
             left = np.int64(cdf[base + sym])
-            st[b], p[b] = _advance(words, start[b], p[b], st[b], quantile, left, cdf[base + sym + 1] - left)
+            s = _decoded(s, quantile, left, cdf[base + sym + 1] - left)
+            if _refills(s, p[b], start[b]):
+                p[b] -= 1
+                s = _refilled(s, words[p[b]])
+            st[b] = s
             resid[b, j] = sym - radius[t]
     for b in range(nb):
         s_b, p_b, low = st[b], p[b], start[b]

@@ -143,10 +143,10 @@ class TableCoder:
     def _lockstep(count: int, parts: Parts, size: int, decode) -> list[np.ndarray]:
         """Drive ``parts`` for ``count`` chunks, ``decode(cells, classes, means Q3, values, out)`` filling each
         part's values ``[B, P]`` and their ``cells`` of ``out [B, size]``."""
-        out = np.zeros((count, size), dtype=np.int64)
+        out = np.zeros((count, size), dtype=np.int32)
         cells, cls, mean3 = next(parts)
         while True:
-            values = np.empty(np.shape(cls), dtype=np.int64)
+            values = np.empty(np.shape(cls), dtype=np.int32)
             decode(cells, cls, mean3, values, out)
             try:
                 cells, cls, mean3 = parts.send(values)

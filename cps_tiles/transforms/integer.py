@@ -171,12 +171,14 @@ def full_precision() -> Iterator[None]:
 
 
 class Columns(NamedTuple):
-    """``digit_planes`` that hold a layer's input columns in another order, those whose high digits are all zero
-    first (the inputs within +-INT8_EXACT: ``compiled._put``), so that the high digits' product skips them. What
-    decides the order is the data (a batch's), so it comes with the planes; the products are the same integers."""
+    """An int8 product's input ``[N, K]`` (or ``digit_planes``) that holds some of a layer's input columns, in
+    some order: those that may hold a nonzero (a convolution skips the channels that are zero in a batch), and
+    of digit planes those whose high digits are all zero first (the inputs within +-INT8_EXACT: ``compiled._put``),
+    so that the high digits' product skips them. The data decide (a batch's), so this comes with the input;
+    the products are the same integers."""
 
-    order: np.ndarray  #: int64 ``[>= K]``: the input column that each column of the planes holds
-    small: int  #: how many leading columns of the planes have high digits that are all zero
+    order: np.ndarray  #: int64 ``[>= K]``: the input column (its weights' row in ``_plan``) each column holds
+    small: int  #: of digit planes, how many leading columns have high digits that are all zero
 
 
 class Pending(NamedTuple):
@@ -297,12 +299,14 @@ class IntegerLinear(nn.Module):
         ``into``: an accumulator of that form (``accumulator_dtype``) the products are added to, and returned."""
         hi = self.weight.shape[1] if hi is None else hi
         dtype = self.input_dtype(x.device)
-        if columns is not None and dtype != torch.int16:
-            raise ValueError("reordered columns are those of a digits layer's digit planes")
         if dtype != torch.float32:
-            out = (torch._int_mm(x.to(torch.int8), self._plan(lo, hi, taps, True)[0][2]) if dtype == torch.int8
-                   else self._digit_products(x, lo, hi, taps, columns))
+            weights = self._plan(lo, hi, taps, True)[0][2]
+            if columns is not None:
+                weights = torch.from_numpy(weights.numpy()[columns.order[: x.shape[-1]]])
+            out = torch._int_mm(x.to(torch.int8), weights) if dtype == torch.int8 else self._digit_products(x, weights, columns)
             return out if into is None else into.add_(out)
+        if columns is not None:
+            raise ValueError("selected or reordered columns are those of int8 products")
         x32 = x.float()
         groups = self._plan(lo, hi, taps)
         out = x32[:, groups[0][0] : groups[0][1]] @ groups[0][2]
@@ -317,18 +321,16 @@ class IntegerLinear(nn.Module):
         """The dtype of ``accumulate``'s sums on ``device``: int32 from int8 products, float64 else."""
         return torch.int32 if self.input_dtype(device) != torch.float32 else torch.float64
 
-    def _digit_products(self, x: torch.Tensor, lo: int, hi: int, taps: int, columns: Columns | None = None) -> torch.Tensor:
-        """Both digits' products of a ``digits`` layer's input ``x [N, hi-lo]`` (or its ``digit_planes``, and
-        ``columns``) in one int8 product, or with ``columns`` in two, the high digits' without the columns where
+    def _digit_products(self, x: torch.Tensor, weights: torch.Tensor, columns: Columns | None) -> torch.Tensor:
+        """Both digits' products of a ``digits`` layer's input ``x [N, K]`` (or its ``digit_planes``) with ``weights
+        [K, O]`` int8 in one int8 product, or with ``columns`` in two, the high digits' without the columns where
         they are all zero: ``[2N, O]`` int32, the high digits' in the first N rows."""
         x = x if x.dim() == 3 else self.digit_planes(x)
-        weights = self._plan(lo, hi, taps, True)[0][2]
-        if columns is None:
-            return torch._int_mm(x.view(-1, hi - lo), weights)
+        if columns is None or not columns.small:
+            return torch._int_mm(x.view(-1, x.shape[2]), weights)
         n, small = x.shape[1], columns.small
-        weights = torch.from_numpy(weights.numpy()[columns.order[: hi - lo]])
         out = torch.empty(2 * n, weights.shape[1], dtype=torch.int32)
-        if small < hi - lo:
+        if small < x.shape[2]:
             torch._int_mm(x[0, :, small:], weights[small:], out=out[:n])
         else:
             out[:n] = 0
@@ -563,8 +565,8 @@ class IntegerEntropy(nn.Module):
             for half, cells in enumerate(halves):
                 extra = no_extra  # for the second half, the products of the slice's own anchors
                 if half:
-                    near = _on(_patches(conv_u[k], h, w, pad, cells, own_taps), dev)
-                    extra = conv.pending_sum(stack_own[k].accumulate(near, taps=len(own_taps))).acc
+                    near, held = _neighbourhoods(stack_own[k], conv_u[k], h, w, pad, cells, own_taps)
+                    extra = conv.pending_sum(stack_own[k].accumulate(near, taps=len(own_taps), columns=held)).acc
                 head_in = _inputs(heads[0], dev, nb * len(cells), heads[0].weight.shape[1])
                 compiled.head_inputs(every.acc, rows[half], extra, every.offset, every.mult, every.shift,
                                      params, cells, code, half, head_in)
@@ -572,11 +574,28 @@ class IntegerEntropy(nn.Module):
                 compiled.symbol_params(*_last_pending(heads, _tensor(head_in, dev)), params, cells, gain[:, cut],
                                        log_gain[:, cut], cls, mean3)
                 values = yield index[cut][:, cells].ravel(), cls.reshape(nb, -1), mean3.reshape(nb, -1)
-                compiled.store_units(np.asarray(values, np.int64).reshape(nb, -1), cells, inv_gain[:, cut], net_in,
+                compiled.store_units(np.asarray(values).reshape(nb, -1), cells, inv_gain[:, cut], net_in,
                                      shared + k * wd, conv_u[k], fmt.u_bits, fmt.act)
             if k + 1 < self.slices:  # slice k's share of the later slices' convolutions
-                near = _on(_patches(conv_u[k], h, w, pad, np.arange(n), all_taps), dev)
-                stack_conv[k].accumulate(near, taps=self.spatial**2, into=conv_acc[:, (k + 1) * conv_hidden :])
+                near, held = _neighbourhoods(stack_conv[k], conv_u[k], h, w, pad, np.arange(n), all_taps)
+                stack_conv[k].accumulate(near, taps=self.spatial**2, into=conv_acc[:, (k + 1) * conv_hidden :], columns=held)
+
+
+def _neighbourhoods(layer: IntegerLinear, u: np.ndarray, h: int, w: int, pad: int, cells: np.ndarray,
+                    taps: np.ndarray) -> tuple[torch.Tensor, Columns | None]:
+    """A convolution block's input: the neighbourhoods of ``cells`` in ``u [B, h*w, C]`` at ``taps`` (``_patches``)
+    on ``layer``'s device, and on the int8 path without the channels that are zero in every cell (at low
+    qualities most of some slices' channels), with the ``Columns`` they hold (else None)."""
+    device, columns = layer.weight.device, None
+    if layer.input_dtype(device) == torch.int8:
+        live = np.empty(u.shape[2], np.bool_)
+        compiled.nonzero_columns(u.reshape(-1, u.shape[2]), live)
+        keep = max(8, -(-np.count_nonzero(live) // 8) * 8)  # whole 64-bit words for _patches (zero channels add 0)
+        if keep < u.shape[2]:
+            channels = np.concatenate([np.flatnonzero(live), np.flatnonzero(~live)])[:keep]
+            u = u[..., channels]
+            columns = Columns((np.arange(len(taps))[:, None] * live.shape[0] + channels).ravel(), 0)
+    return _on(_patches(u, h, w, pad, cells, taps), device), columns
 
 
 def _small_columns_first(planes: np.ndarray, count: int) -> Columns | None:
