@@ -361,11 +361,6 @@ class IntegerLinear(nn.Module):
         compiled.requantize(*pending, out)
         return out if planes else out[0]
 
-    def forward(self, x: torch.Tensor, planes: bool = False) -> torch.Tensor:
-        """The layer on ``x [N, K]`` (or its ``digit_planes``) -> its output (``output``) on ``x``'s device;
-        ``planes`` where the next layer reads ``digit_planes`` (``takes_planes``)."""
-        return _on(self.output(self.pending(x), planes), x.device)
-
     def takes_planes(self, device: torch.device) -> bool:
         """Whether the layer reads ``digit_planes`` on ``device``."""
         return self.input_dtype(device) == torch.int16
