@@ -132,13 +132,7 @@ def small_channels_first(x, group, order):
     for c in range(order.shape[0]):
         cut = slice(c * group, (c + 1) * group)
         small[c] = lo[cut].min() >= -spec.INT8_EXACT and hi[cut].max() <= spec.INT8_EXACT
-    count = 0
-    for c in np.flatnonzero(small):
-        order[count] = c
-        count += 1
-    for c in np.flatnonzero(~small):
-        order[count] = c
-        count += 1
+    order[:] = np.concatenate((np.flatnonzero(small), np.flatnonzero(~small)))
     return np.count_nonzero(small)
 
 
