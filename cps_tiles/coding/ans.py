@@ -118,6 +118,7 @@ def _refills(state, pos, low):
 
 @numba.njit(inline="always")
 def _refilled(state, word):
+    """The state with the next word shifted in below it."""
     return (state << np.uint64(_WORD_BITS)) | np.uint64(word)
 
 
@@ -139,7 +140,7 @@ def _uniform(words, low, pos, state, size):
 def decode_part(words, start, pos, state, cls, mean3, cdf, cdf_start, buckets, bucket_start, bucket_shift, radius, out,
                 cells, full):
     """Decode one part of each of B streams (``StackDecoders``' arrays, advanced in place):
-    ``cls``, ``mean3`` int32 ``[B, P]`` (sigma classes, means in y_hat units Q3) -> ``out`` int64
+    ``cls``, ``mean3`` int32 ``[B, P]`` (sigma classes, means in y_hat units Q3) -> ``out`` int32
     ``[B, P]`` (y_hat values), also written to their ``cells [P]`` of ``full [B, size]`` (the chunks'
     y_hat). ``cdf``, ``cdf_start``: ``model_cdfs``; ``buckets``, ``bucket_start``, ``bucket_shift``:
     ``bucket_lookup``; ``radius`` ``[tables]``."""

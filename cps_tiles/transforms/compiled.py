@@ -57,6 +57,12 @@ def _layer_row(acc, digits, offset, mult, shift, activation, i, row):
 
 
 @numba.njit(inline="always")
+def _own_low_digit(v):
+    """Whether ``v`` goes into digit planes as its own low digit, its high digit zero (``_put``)."""
+    return -spec.INT8_EXACT <= v <= spec.INT8_EXACT
+
+
+@numba.njit(inline="always")
 def _put(out, i, first, row):
     """``row`` (int64) into columns ``first ..`` of row ``i`` of a network input ``out``: ``[2, N, K]`` int8
     for its digits, else ``[1, N, K]`` in the dtype the network reads. The digits of ``x``: ``x >> DIGIT_BITS``
@@ -68,7 +74,7 @@ def _put(out, i, first, row):
         high, low = out[0, i, first : first + n], out[1, i, first : first + n]
         for j in range(n):
             v = row[j]
-            small = -spec.INT8_EXACT <= v <= spec.INT8_EXACT
+            small = _own_low_digit(v)
             high[j] = 0 if small else v >> spec.DIGIT_BITS
             low[j] = v if small else v & ((1 << spec.DIGIT_BITS) - 1)
     else:
@@ -119,21 +125,17 @@ def requantize(acc, digits, offset, mult, shift, activation, out):
 # -- the hyper synthesis (IntegerEntropy.hyper) --------------------------------------------------
 
 @numba.njit(cache=True, nogil=True)
-def small_channels_first(x, group, order):
-    """The channels of ``x [N, C*group]`` (columns (channel, group)) in ``order [C]`` (filled): those whose values
-    all lie within ``+-INT8_EXACT`` (so whose high digits are zero: ``_put``) first, then the others, each in
-    channel order; returns how many are first."""
+def small_channels(x, group, out):
+    """``out [C]`` (bool): whether every value of each channel of ``x [N, C*group]`` (columns (channel, group)) is
+    its own low digit (``_own_low_digit``), so that the channel's high digits are all zero."""
     lo, hi = np.zeros(x.shape[1], np.int64), np.zeros(x.shape[1], np.int64)
     for i in range(x.shape[0]):
         row = x[i]
         for j in range(x.shape[1]):
             lo[j], hi[j] = min(lo[j], row[j]), max(hi[j], row[j])
-    small = np.empty(order.shape[0], np.bool_)
-    for c in range(order.shape[0]):
+    for c in range(out.shape[0]):
         cut = slice(c * group, (c + 1) * group)
-        small[c] = lo[cut].min() >= -spec.INT8_EXACT and hi[cut].max() <= spec.INT8_EXACT
-    order[:] = np.concatenate((np.flatnonzero(small), np.flatnonzero(~small)))
-    return np.count_nonzero(small)
+        out[c] = _own_low_digit(lo[cut].min()) and _own_low_digit(hi[cut].max())
 
 
 @numba.njit(cache=True, nogil=True)

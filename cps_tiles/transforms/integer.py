@@ -41,7 +41,7 @@ inputs, within ``ACT``, are split into two digits, ``x = 2^DIGIT_BITS (x >> DIGI
 (2^DIGIT_BITS - 1))``, each within +-32, so ``x @ W.T`` is two int8 products (``IntegerLinear.digits``).
 An input within +-63 is its own low digit instead, its high digit zero; the high digits' product skips the
 columns where every high digit is zero (``Columns``: in the hyperprior's last layer and the channel
-networks' first ones about half of the columns, such as the hyperprior means' inputs). Either way the
+networks' first ones, such as the hyperprior means' inputs). Either way the
 sums are those of ``x @ W.T``. The int32 sums are bounded below 2^31 by ``IntegerLinear.check``.
 
 The fast path (:class:`IntegerEntropy`) takes the networks' products from torch and everything
@@ -258,22 +258,25 @@ class IntegerLinear(nn.Module):
     def int8(self) -> bool:
         """Whether the weights and every input bound lie within ``INT8_EXACT`` (so the products are int8
         ones on the CPU); follows ``weight_max``, which a probe may lower (``quantize_entropy``)."""
-        return max(self.weight_max, self._bound_max) <= INT8_EXACT
+        return self._cpu_operands() == torch.int8
 
     @property
     def digits(self) -> bool:
         """Whether the weights lie within ``INT8_EXACT`` and the inputs beyond it but within ``ACT`` (so the
         products are int8 ones of each input digit on the CPU: ``DIGIT_BITS``)."""
-        return self.weight_max <= INT8_EXACT < self._bound_max <= ACT
+        return self._cpu_operands() == torch.int16
+
+    def _cpu_operands(self) -> torch.dtype:
+        """How the products take the input on the CPU: int8, int16 (its digits: ``digits``) or float32."""
+        if self.weight_max <= INT8_EXACT and self._bound_max <= ACT:
+            return torch.int8 if self._bound_max <= INT8_EXACT else torch.int16
+        return torch.float32
 
     def input_dtype(self, device: torch.device) -> torch.dtype:
         """The dtype ``accumulate`` reads its input in on ``device``, the one callers best carry it in: on
         the CPU int8 for an int8 layer and int16 for a ``digits`` one (which also takes its input as
         ``digit_planes``); float32 elsewhere."""
-        # ``int8`` and ``digits`` spelled out: this runs for every product
-        if device.type == "cpu" and self.weight_max <= INT8_EXACT and self._bound_max <= ACT:
-            return torch.int8 if self._bound_max <= INT8_EXACT else torch.int16
-        return torch.float32
+        return self._cpu_operands() if device.type == "cpu" else torch.float32
 
     def digit_planes(self, x: torch.Tensor) -> torch.Tensor:
         """A ``digits`` layer's input ``x [N, K]`` (integers within ACT) as its digits ``[2, N, K]`` int8, ``x >>
@@ -491,12 +494,14 @@ class IntegerEntropy(nn.Module):
         columns = None
         for layer, after, rows, cols in ((up1, up2, 2 * a, 2 * b), (up2, out, h, w)):
             hidden = IntegerLinear.output(layer.pending(x, columns))  # [cells, C*4]
-            order = np.arange(hidden.shape[1] // 4)  # the next layer's input channels, those within +-INT8_EXACT first
-            small = compiled.small_channels_first(hidden, 4, order) if after.takes_planes(dev) else 0
+            small = np.zeros(hidden.shape[1] // 4, np.bool_)
+            if after.takes_planes(dev):  # the next layer's input channels whose high digits are all zero go first
+                compiled.small_channels(hidden, 4, small)
+            order = _first(small)
             pixels = np.empty((nb, rows, cols, len(order)), hidden.dtype)
             compiled.unfold_up(hidden, nb, a, b, rows, cols, order, pixels)
             x, (a, b) = _on(pixels.reshape(nb * rows * cols, -1), dev), (rows, cols)
-            columns = Columns(order, small) if small else None
+            columns = Columns(order, int(small.sum())) if small.any() else None
         base = np.empty((2, nb * h * w, self.M), np.int32)  # within +-MEAN_MAX and LOG_MIN..LOG_MAX
         compiled.hyper_params(*out.pending(x, columns), self.log_table.numpy(force=True), base)
         return base.reshape(2, nb, h, w, self.M)
@@ -587,10 +592,15 @@ def _neighbourhoods(layer: IntegerLinear, u: np.ndarray, h: int, w: int, pad: in
         compiled.nonzero_columns(u.reshape(-1, u.shape[2]), live)
         keep = max(8, -(-np.count_nonzero(live) // 8) * 8)  # whole 64-bit words for _patches (zero channels add 0)
         if keep < u.shape[2]:
-            channels = np.concatenate([np.flatnonzero(live), np.flatnonzero(~live)])[:keep]
+            channels = _first(live)[:keep]
             u = u[..., channels]
             columns = Columns((np.arange(len(taps))[:, None] * live.shape[0] + channels).ravel(), 0)
     return _on(_patches(u, h, w, pad, cells, taps), device), columns
+
+
+def _first(mask: np.ndarray) -> np.ndarray:
+    """The indices where ``mask`` holds, then the others, each in order."""
+    return np.concatenate([np.flatnonzero(mask), np.flatnonzero(~mask)])
 
 
 def _small_columns_first(planes: np.ndarray, count: int) -> Columns | None:
